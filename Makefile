@@ -1,0 +1,39 @@
+# trainforge — the README's two commands are `make demo` and `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export YOLO_OFFLINE := 1
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: setup demo test test-fast lint bench schema clean
+
+setup: $(STAMP)  ## Create .venv with everything installed (idempotent).
+
+$(STAMP): pyproject.toml scripts/setup.sh scripts/install-helm.sh
+	bash scripts/setup.sh
+	touch $(STAMP)
+
+demo: setup  ## Train a detector end to end on the embedded default and print its scores.
+	bash scripts/demo.sh
+
+lint: setup  ## ruff + mypy --strict on our packages.
+	$(VENV)/bin/ruff check trainforge services jobs tests bench scripts
+	$(VENV)/bin/mypy
+
+test: setup lint  ## Lint, then the whole test suite (real PostgreSQL, S3 server, Ray, helm).
+	bash scripts/run-tests.sh
+
+test-fast: setup  ## Skip tests marked slow (no model training).
+	bash scripts/run-tests.sh -m "not slow"
+
+bench: setup  ## Run every benchmark under bench/ (prints ratios).
+	for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+
+schema: setup  ## Regenerate docs/jobspec.schema.json and docs/openapi.json.
+	$(PY) -m trainforge spec-schema > docs/jobspec.schema.json
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,68 @@
+"""The Backend interface the dispatcher drives."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Protocol
+
+from trainforge.spec import JobKind, Resources
+
+
+@dataclass(frozen=True)
+class LaunchRequest:
+    """Everything a backend needs to start one attempt of a job.
+
+    ``job_id`` is the launch's idempotency key: launching the same job id twice must not start
+    two runs (Ray Jobs: submission id; KubeRay: RayJob name; local: a pid file).
+    """
+
+    job_id: str
+    kind: JobKind
+    spec_uri: str
+    attempt: int
+    resources: Resources
+    retries: int
+    timeout_minutes: int
+    team: str
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def command(self) -> list[str]:
+        return entrypoint_command(self.kind, self.spec_uri)
+
+
+class BackendState(StrEnum):
+    PENDING = "PENDING"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    STOPPED = "STOPPED"
+    UNKNOWN = "UNKNOWN"  # the backend has no record of this launch
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    state: BackendState
+    message: str = ""
+
+
+class Backend(Protocol):
+    name: str
+
+    def launch(self, request: LaunchRequest) -> str:
+        """Start the job (idempotent by job id); returns a handle to poll, cancel and read."""
+        ...
+
+    def poll(self, handle: str) -> BackendStatus: ...
+
+    def cancel(self, handle: str) -> None:
+        """Stop the run; cancelling a finished or unknown run is not an error."""
+        ...
+
+    def logs(self, handle: str) -> str: ...
+
+
+def entrypoint_command(kind: JobKind, spec_uri: str) -> list[str]:
+    """The one command line every backend runs: ``python -m jobs.<kind> --spec URI``."""
+    return ["python", "-m", f"jobs.{kind.value}", "--spec", spec_uri]

@@ -1,0 +1,34 @@
+"""Environment variables that trainforge processes read, named once.
+
+The dispatcher sets the ``JOB_*`` ones when it launches an entrypoint; deployables read the
+rest through their settings classes.
+"""
+
+from __future__ import annotations
+
+#: Root of the embedded default (SQLite, local object store, caches). Default ~/.trainforge.
+ENV_HOME = "TRAINFORGE_HOME"
+#: SQLAlchemy URL of the job store (postgresql+psycopg://… in production).
+ENV_DATABASE_URL = "TRAINFORGE_DATABASE_URL"
+#: Where job specs, logs, checkpoints and run outputs go: s3://bucket/prefix or file:///dir.
+ENV_ARTIFACTS_URI = "TRAINFORGE_ARTIFACTS_URI"
+#: Where published models go: s3://bucket/prefix or file:///dir.
+ENV_MODELS_URI = "TRAINFORGE_MODELS_URI"
+#: Endpoint of an S3-compatible store (MinIO, moto, Ceph…); unset means AWS.
+ENV_S3_ENDPOINT_URL = "TRAINFORGE_S3_ENDPOINT_URL"
+#: Node-local dataset cache, keyed by dataset fingerprint.
+ENV_DATASET_CACHE = "TRAINFORGE_DATASET_CACHE"
+#: Pushgateway address for export metrics (host:port or URL); unset disables pushing.
+ENV_PUSHGATEWAY_URL = "TRAINFORGE_PUSHGATEWAY_URL"
+
+#: Set by the dispatcher for a launched job: the API base URL jobs report to.
+ENV_API_URL = "TRAINFORGE_API_URL"
+#: Set by the dispatcher: the job id.
+ENV_JOB_ID = "TRAINFORGE_JOB_ID"
+#: Set by the dispatcher: a token valid only for this job's internal event route.
+ENV_JOB_TOKEN = "TRAINFORGE_JOB_TOKEN"
+#: Set by the dispatcher: the attempt number, starting at 1.
+ENV_ATTEMPT = "TRAINFORGE_ATTEMPT"
+
+#: Ultralytics must never try the network in tests and air-gapped clusters.
+ENV_YOLO_OFFLINE = "YOLO_OFFLINE"

@@ -1,0 +1,67 @@
+"""The one exception hierarchy of the shared kernel.
+
+Every exception carries a stable machine-readable ``code`` (used by the API's problem+json
+mapping and by job failure records) and a message that says what to change. They are plain
+``Exception`` subclasses with only string state, so they survive pickling across Ray tasks.
+"""
+
+from __future__ import annotations
+
+
+class TrainforgeError(Exception):
+    """Base of every trainforge error."""
+
+    code = "internal"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[TrainforgeError], tuple[str]]:
+        return (type(self), (self.message,))
+
+
+class SpecError(TrainforgeError):
+    """A job spec does not validate."""
+
+    code = "spec_invalid"
+
+
+class StorageError(TrainforgeError):
+    """An object-store operation failed."""
+
+    code = "storage_error"
+
+
+class ObjectNotFound(StorageError):
+    code = "object_not_found"
+
+
+class BucketNotFound(StorageError):
+    code = "bucket_not_found"
+
+
+class StorageAccessDenied(StorageError):
+    code = "storage_access_denied"
+
+
+class StorageCredentialsMissing(StorageError):
+    code = "storage_credentials_missing"
+
+
+class ObjectExists(StorageError):
+    """A conditional create found the object already there."""
+
+    code = "object_exists"
+
+
+class DatasetError(TrainforgeError):
+    """A dataset cannot be read or does not validate."""
+
+    code = "dataset_invalid"
+
+
+class WeightsError(TrainforgeError):
+    """Base weights could not be resolved."""
+
+    code = "weights_unavailable"

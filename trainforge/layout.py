@@ -1,0 +1,39 @@
+"""Where things live in the artifacts and models buckets (one place, used by every part)."""
+
+from __future__ import annotations
+
+from trainforge.storage.base import join_key
+
+
+def job_prefix(job_id: str) -> str:
+    return join_key("jobs", job_id) + "/"
+
+
+def spec_key(job_id: str) -> str:
+    return join_key("jobs", job_id, "spec.json")
+
+
+def attempt_log_key(job_id: str, attempt: int) -> str:
+    return join_key("jobs", job_id, "attempts", str(attempt), "log.txt")
+
+
+def checkpoint_key(job_id: str, name: str = "last.pt") -> str:
+    return join_key("jobs", job_id, "checkpoints", name)
+
+
+def train_output_prefix(job_id: str) -> str:
+    """results.csv, plots, best.pt, last.pt and report.json of the finished run."""
+    return join_key("jobs", job_id, "train") + "/"
+
+
+def ray_storage_prefix(job_id: str) -> str:
+    """Ray Train/Tune run storage (experiment state, trial checkpoints)."""
+    return join_key("jobs", job_id, "ray") + "/"
+
+
+def model_prefix(model_name: str, version: str) -> str:
+    return join_key(model_name, version) + "/"
+
+
+def manifest_key(model_name: str, version: str) -> str:
+    return join_key(model_name, version, "manifest.json")

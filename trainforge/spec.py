@@ -1,0 +1,369 @@
+"""The job-spec contract shared by the API, the dispatcher and the job entrypoints.
+
+Every field is typed and bounded; unknown keys are refused (``extra="forbid"``) so that no
+user-supplied dict ever reaches Ultralytics unchecked. Hyperparameter names and defaults match
+``ultralytics/cfg/default.yaml`` so a reader of the Ultralytics docs recognises them.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from trainforge.errors import SpecError
+
+__all__ = [
+    "Augment",
+    "DatasetRef",
+    "Domain",
+    "ExportFormat",
+    "ExportGates",
+    "ExportParams",
+    "JobKind",
+    "JobSpec",
+    "ModelRef",
+    "Resources",
+    "SweepParams",
+    "TrainParams",
+    "TUNABLE_PARAMS",
+    "format_validation_error",
+    "load_spec",
+    "parse_spec",
+]
+
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
+MEMORY_PATTERN = r"^[1-9][0-9]*(Mi|Gi|Ti)$"
+
+
+class _Strict(BaseModel):
+    """Base for every spec section: unknown keys refused, values immutable once parsed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+class JobKind(StrEnum):
+    TRAIN = "train"
+    SWEEP = "sweep"
+    EXPORT = "export"
+
+
+class DatasetRef(_Strict):
+    """Where the YOLO dataset lives: a prefix with ``data.yaml`` at its root."""
+
+    uri: str = Field(description="s3://bucket/prefix/, file:///abs/path/ or a local path")
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "file://")):
+            raise ValueError("dataset.uri must start with s3:// or file:// (or be a local path)")
+        if not value.strip():
+            raise ValueError("dataset.uri must not be empty")
+        return value
+
+
+class ModelRef(_Strict):
+    """Base weights to fine-tune (or a model YAML to train from scratch)."""
+
+    base: str = Field(
+        default="yolov8n.pt",
+        description=(
+            "stock Ultralytics name (yolov8n.pt), s3://…/best.pt, file:///…/best.pt, "
+            "registry://model-name@version, or a model YAML such as yolov8n.yaml (from scratch)"
+        ),
+    )
+
+    @field_validator("base")
+    @classmethod
+    def _known_form(cls, value: str) -> str:
+        if "://" in value and not value.startswith(("s3://", "file://", "registry://")):
+            raise ValueError("model.base must be a stock name, s3://, file://, or registry:// URI")
+        if not value.startswith(("s3://", "file://", "registry://")) and not value.endswith(
+            (".pt", ".yaml", ".yml")
+        ):
+            raise ValueError("a stock model.base ends in .pt (weights) or .yaml (from scratch)")
+        return value
+
+    @property
+    def from_scratch(self) -> bool:
+        return self.base.endswith((".yaml", ".yml"))
+
+
+class Augment(_Strict):
+    """Augmentation gains, as in ultralytics/cfg/default.yaml."""
+
+    hsv_h: float = Field(0.015, ge=0.0, le=1.0)
+    hsv_s: float = Field(0.7, ge=0.0, le=1.0)
+    hsv_v: float = Field(0.4, ge=0.0, le=1.0)
+    degrees: float = Field(0.0, ge=0.0, le=180.0)
+    translate: float = Field(0.1, ge=0.0, le=1.0)
+    scale: float = Field(0.5, ge=0.0, le=1.0)
+    shear: float = Field(0.0, ge=0.0, le=180.0)
+    perspective: float = Field(0.0, ge=0.0, le=0.001)
+    flipud: float = Field(0.0, ge=0.0, le=1.0)
+    fliplr: float = Field(0.5, ge=0.0, le=1.0)
+    mosaic: float = Field(1.0, ge=0.0, le=1.0)
+    mixup: float = Field(0.0, ge=0.0, le=1.0)
+    copy_paste: float = Field(0.0, ge=0.0, le=1.0)
+    close_mosaic: int = Field(10, ge=0, le=1000, description="epochs at the end without mosaic")
+
+
+Imgsz = Annotated[int, Field(ge=32, le=2048, multiple_of=32)]
+
+
+class TrainParams(_Strict):
+    """Training hyperparameters (names, meanings and defaults as in Ultralytics)."""
+
+    epochs: int = Field(100, ge=1, le=1000)
+    imgsz: Imgsz = 640
+    batch: int = Field(16, ge=1, le=1024)
+    patience: int = Field(100, ge=0, le=1000, description="early stop after N epochs w/o gain")
+    optimizer: Literal["SGD", "Adam", "AdamW", "NAdam", "RAdam", "RMSProp", "auto"] = "auto"
+    lr0: float = Field(0.01, gt=0.0, le=1.0)
+    lrf: float = Field(0.01, gt=0.0, le=1.0)
+    momentum: float = Field(0.937, ge=0.0, lt=1.0)
+    weight_decay: float = Field(0.0005, ge=0.0, le=0.1)
+    warmup_epochs: float = Field(3.0, ge=0.0, le=100.0)
+    warmup_momentum: float = Field(0.8, ge=0.0, lt=1.0)
+    warmup_bias_lr: float = Field(0.1, ge=0.0, le=1.0)
+    box: float = Field(7.5, gt=0.0, le=100.0)
+    cls: float = Field(0.5, gt=0.0, le=100.0)
+    dfl: float = Field(1.5, gt=0.0, le=100.0)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    cos_lr: bool = False
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    deterministic: bool = True
+    single_cls: bool = False
+    rect: bool = False
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+    freeze: int | None = Field(None, ge=0, le=100, description="freeze the first N layers")
+    cache: Literal[False, "ram", "disk"] = False
+    amp: bool = True
+    workers: int = Field(8, ge=0, le=64)
+    nbs: int = Field(64, ge=1, le=1024)
+    augment: Augment = Field(default_factory=Augment)
+
+
+#: Hyperparameters a sweep may search over: the numeric/choice fields of TrainParams and Augment.
+TUNABLE_PARAMS: frozenset[str] = frozenset(
+    {
+        name
+        for model in (TrainParams, Augment)
+        for name, field in model.model_fields.items()
+        if field.annotation in (int, float, bool) or name in {"optimizer", "batch", "imgsz"}
+    }
+    - {"epochs", "seed", "workers", "deterministic", "amp", "single_cls", "rect"}
+)
+
+
+class Domain(_Strict):
+    """One dimension of a search space: exactly one of the four forms."""
+
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    randint: tuple[int, int] | None = None
+    choice: list[float | int | str | bool] | None = Field(None, min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Self:
+        given = [k for k in ("uniform", "loguniform", "randint", "choice") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of uniform, loguniform, randint, choice "
+                f"(got {', '.join(given) or 'none'})"
+            )
+        for key in ("uniform", "loguniform", "randint"):
+            bounds = getattr(self, key)
+            if bounds is not None and not bounds[0] < bounds[1]:
+                raise ValueError(f"{key} bounds must be [low, high] with low < high")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform bounds must be > 0")
+        return self
+
+
+class SweepParams(_Strict):
+    """A Ray Tune sweep over TrainParams."""
+
+    trials: int = Field(8, ge=1, le=256)
+    searcher: Literal["random", "optuna"] = "random"
+    scheduler: Literal["asha", "fifo"] = "asha"
+    metric: Literal[
+        "metrics/mAP50-95(B)", "metrics/mAP50(B)", "metrics/precision(B)", "metrics/recall(B)"
+    ] = "metrics/mAP50-95(B)"
+    grace_period: int = Field(1, ge=1, le=1000, description="ASHA: epochs before a trial can stop")
+    reduction_factor: float = Field(3.0, gt=1.0, le=10.0)
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, le=256, description="default: GPUs available / GPUs per trial"
+    )
+    gpus_per_trial: float = Field(1.0, ge=0.0, le=8.0)
+    cpus_per_trial: float = Field(2.0, gt=0.0, le=64.0)
+    space: dict[str, Domain] = Field(min_length=1)
+
+    @field_validator("space")
+    @classmethod
+    def _tunable_names(cls, space: dict[str, Domain]) -> dict[str, Domain]:
+        unknown = sorted(set(space) - TUNABLE_PARAMS)
+        if unknown:
+            raise ValueError(
+                f"cannot search over {', '.join(unknown)}; "
+                f"tunable: {', '.join(sorted(TUNABLE_PARAMS))}"
+            )
+        return space
+
+
+class ExportFormat(StrEnum):
+    ONNX = "onnx"
+    ENGINE = "engine"  # TensorRT
+
+
+class ExportGates(_Strict):
+    """Largest |Δ mAP50-95| against best.pt that a format may show and still be published."""
+
+    onnx: float = Field(0.005, ge=0.0, le=1.0)
+    fp16: float = Field(0.005, ge=0.0, le=1.0)
+    int8: float = Field(0.04, ge=0.0, le=1.0)
+    latency_runs: int = Field(50, ge=1, le=10_000)
+
+
+class ExportParams(_Strict):
+    formats: list[ExportFormat] = Field(default_factory=lambda: [ExportFormat.ONNX], min_length=1)
+    half: bool = Field(True, description="TensorRT FP16 engine")
+    int8: bool = Field(False, description="also build an INT8 engine calibrated on train images")
+    imgsz: Imgsz | None = Field(None, description="default: the training imgsz")
+    opset: int | None = Field(None, ge=11, le=23)
+    simplify: bool = True
+    dynamic: bool = False
+    batch: int = Field(1, ge=1, le=256)
+    gates: ExportGates = Field(default_factory=ExportGates)
+
+    @field_validator("formats", mode="before")
+    @classmethod
+    def _supported_formats(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            supported = {f.value for f in ExportFormat}
+            bad = [v for v in value if v not in supported]
+            if bad:
+                raise ValueError(
+                    f"unsupported export format(s) {', '.join(map(str, bad))}; "
+                    f"trainforge exports: {', '.join(sorted(supported))}"
+                )
+            if len(set(value)) != len(value):
+                raise ValueError("export formats must not repeat")
+        return value
+
+
+class Resources(_Strict):
+    gpus: int = Field(1, ge=0, le=64, description="GPUs per training worker")
+    workers: int = Field(1, ge=1, le=64, description="Ray Train workers (data parallel)")
+    gpu_type: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
+    cpus: int = Field(8, ge=1, le=256)
+    memory: str = Field("32Gi", pattern=MEMORY_PATTERN)
+
+
+class JobSpec(_Strict):
+    """A whole job: what to train on, from which weights, how, and what to export."""
+
+    kind: JobKind = JobKind.TRAIN
+    name: str = Field(pattern=NAME_PATTERN, description="model name (DNS label)")
+    dataset: DatasetRef
+    model: ModelRef = Field(default_factory=ModelRef)
+    train: TrainParams = Field(default_factory=TrainParams)
+    sweep: SweepParams | None = None
+    export: ExportParams | None = None
+    resources: Resources = Field(default_factory=Resources)
+    retries: int = Field(2, ge=0, le=10, description="attempts after a failure, resuming")
+    timeout_minutes: int = Field(24 * 60, ge=1, le=7 * 24 * 60)
+
+    @model_validator(mode="after")
+    def _sections_match_kind(self) -> Self:
+        if self.kind is JobKind.SWEEP and self.sweep is None:
+            raise ValueError("kind 'sweep' needs a sweep section")
+        if self.kind is not JobKind.SWEEP and self.sweep is not None:
+            raise ValueError(f"a sweep section is only allowed with kind 'sweep', not {self.kind}")
+        if self.kind is JobKind.EXPORT:
+            if self.export is None:
+                raise ValueError("kind 'export' needs an export section")
+            if self.model.from_scratch:
+                raise ValueError("kind 'export' needs trained weights in model.base, not a YAML")
+        return self
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem: ``field.path: message``, naming allowed keys for unknown ones."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        message = item["msg"]
+        if item["type"] == "extra_forbidden":
+            message = f"unknown key {item['loc'][-1]!r}; allowed: {_allowed_keys(item['loc'])}"
+        lines.append(f"{path}: {message}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[int | str, ...]) -> str:
+    model: type[BaseModel] = JobSpec
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        annotation = getattr(field, "annotation", None)
+        candidates = [annotation, *getattr(annotation, "__args__", ())]
+        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
+        if not nested:
+            break
+        model = nested[0]
+    return ", ".join(sorted(model.model_fields))
+
+
+def parse_spec(data: Any) -> JobSpec:
+    """Validate a mapping as a JobSpec.
+
+    Raises:
+        SpecError: with one ``path: message`` line per problem.
+    """
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(format_validation_error(exc)) from None
+
+
+def load_spec(text: str | bytes, *, source: str = "<spec>") -> JobSpec:
+    """Parse a YAML or JSON document (YAML is a superset) into a JobSpec."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{source}: not valid YAML/JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise SpecError(f"{source}: a job spec is a mapping, got {type(data).__name__}")
+    try:
+        return parse_spec(data)
+    except SpecError as exc:
+        raise SpecError(f"{source}: {exc}") from None
+
+
+def load_spec_file(path: str | Path) -> JobSpec:
+    return load_spec(Path(path).read_bytes(), source=str(path))
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema published as docs/jobspec.schema.json."""
+    return JobSpec.model_json_schema()
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
