@@ -32,3 +32,8 @@ ENV_ATTEMPT = "TRAINFORGE_ATTEMPT"
 
 #: Ultralytics must never try the network in tests and air-gapped clusters.
 ENV_YOLO_OFFLINE = "YOLO_OFFLINE"
+
+#: Ray's own variable: the cluster a job connects to (unset: the job starts a local Ray).
+ENV_RAY_ADDRESS = "RAY_ADDRESS"
+#: Ultralytics' settings/fonts directory; a job points it at its own work directory.
+ENV_YOLO_CONFIG_DIR = "YOLO_CONFIG_DIR"

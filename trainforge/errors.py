@@ -65,3 +65,21 @@ class WeightsError(TrainforgeError):
     """Base weights could not be resolved."""
 
     code = "weights_unavailable"
+
+
+class TrainingFailed(TrainforgeError):
+    """The training run failed (after the retries the job spec allows)."""
+
+    code = "training_failed"
+
+
+class ClusterUnavailable(TrainforgeError):
+    """The Ray cluster named by RAY_ADDRESS could not be reached or started."""
+
+    code = "cluster_unavailable"
+
+
+class ResourcesUnavailable(TrainforgeError):
+    """The job asks for more than the cluster it runs on can ever provide."""
+
+    code = "resources_unavailable"
