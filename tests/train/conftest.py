@@ -115,8 +115,10 @@ def ray_head() -> Iterator[RayHead]:
     # Ray's unix sockets live under the temp dir: keep its path short.
     temp_dir = tempfile.mkdtemp(prefix="tf-ray-", dir="/tmp")
     ray = str(Path(sys.executable).parent / "ray")
+    # Token auth off: clients here (jobs, the Jobs API client) would otherwise need the
+    # cluster's token; the backend passes RAY_AUTH_* through for clusters that use one.
     env = {**os.environ, "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     head = subprocess.Popen(
         [ray, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1",
