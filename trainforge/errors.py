@@ -83,3 +83,9 @@ class ResourcesUnavailable(TrainforgeError):
     """The job asks for more than the cluster it runs on can ever provide."""
 
     code = "resources_unavailable"
+
+
+class BackendError(TrainforgeError):
+    """A compute backend could not launch, poll or cancel a run."""
+
+    code = "backend_error"

@@ -117,8 +117,11 @@ def ray_head() -> Iterator[RayHead]:
     ray = str(Path(sys.executable).parent / "ray")
     # Token auth off: clients here (jobs, the Jobs API client) would otherwise need the
     # cluster's token; the backend passes RAY_AUTH_* through for clusters that use one.
-    env = {**os.environ, "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1",
-           "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+    # No PYTHONPATH: jobs reach trainforge/jobs only through what they ship (py_modules), as
+    # on a real cluster. `python` resolves to this interpreter, as in the training image.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+                "YOLO_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"})
     head = subprocess.Popen(
         [ray, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1",
@@ -126,7 +129,8 @@ def ray_head() -> Iterator[RayHead]:
          f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}",
          "--num-cpus=2", "--num-gpus=0", "--object-store-memory=200000000",
          "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env, cwd=temp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard}"
     deadline = time.monotonic() + 180
