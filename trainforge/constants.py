@@ -32,3 +32,6 @@ ENV_ATTEMPT = "TRAINFORGE_ATTEMPT"
 
 #: Ultralytics must never try the network in tests and air-gapped clusters.
 ENV_YOLO_OFFLINE = "YOLO_OFFLINE"
+#: Ultralytics pip-installs missing packages at run time unless this is false; jobs set it false
+#: so that a missing runtime (tensorrt, onnxruntime-gpu) is reported instead of fetched.
+ENV_YOLO_AUTOINSTALL = "YOLO_AUTOINSTALL"

@@ -89,3 +89,15 @@ class WeightsError(TrainforgeError):
     """Base weights could not be resolved."""
 
     code = "weights_unavailable"
+
+
+class ExportError(TrainforgeError):
+    """An export job could not convert, evaluate or publish a model."""
+
+    code = "export_failed"
+
+
+class ExportGateFailed(ExportError):
+    """At least one requested format lost too much accuracy and was not published."""
+
+    code = "export_gate_failed"
