@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import hashlib
-import importlib
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from trainforge import datasets
 from trainforge.errors import DatasetError
-from trainforge.storage import open_location, parse_uri
+from trainforge.storage import parse_uri
 
 log = logging.getLogger(__name__)
 
@@ -34,67 +32,28 @@ class LocalDataset:
     fingerprint: str | None = None
 
 
-def local_copy(uri: str, cache_dir: Path) -> tuple[Path, str | None]:
-    """A local folder holding the dataset at ``uri`` (file:// and paths are used in place).
+def local_copy(uri: str, cache_dir: Path) -> tuple[Path, str]:
+    """A local folder holding the dataset at ``uri``, and the dataset's fingerprint.
 
-    Returns:
-        (root, fingerprint or None when the sync does not report one).
+    file:// URIs and paths are used in place; s3:// datasets are synced into the node cache
+    (content-addressed, shared with the training job).
     """
     scheme, _, key = parse_uri(uri)
     if scheme == "file":
-        return Path("/" + key), None
-    return _sync(uri, cache_dir)
-
-
-def _sync(uri: str, cache_dir: Path) -> tuple[Path, str | None]:
-    """Download an s3:// dataset into the node cache.
-
-    ``trainforge.datasets.sync`` (content-addressed cache, shared with the training job) is
-    used when present; the fallback below mirrors the prefix file by file.
-    """
-    sync = getattr(importlib.import_module("trainforge.datasets"), "sync", None)
-    if sync is None:  # fallback until trainforge.datasets.sync(uri, cache_dir) is merged
-        return _mirror(uri, cache_dir), None
-    result: Any = sync(uri, cache_dir)
-    if isinstance(result, str | os.PathLike):
-        return Path(result), None
-    root = getattr(result, "root", None) or getattr(result, "path", None)
-    if root is None:
-        raise DatasetError(f"trainforge.datasets.sync returned {type(result).__name__} "
-                           "without a root/path")
-    return Path(root), getattr(result, "fingerprint", None)
-
-
-def _mirror(uri: str, cache_dir: Path) -> Path:
-    store, prefix = open_location(uri.rstrip("/") + "/")
-    dest = cache_dir / hashlib.sha256(uri.encode()).hexdigest()[:16]
-    count = 0
-    for info in store.list(prefix):
-        target = dest / info.key[len(prefix):]
-        if not (target.is_file() and target.stat().st_size == info.size):
-            store.download(info.key, target)
-        count += 1
-    if count == 0:
-        raise DatasetError(f"{uri} holds no files; expected data.yaml and images/labels")
-    log.info("dataset %s mirrored to %s (%d files)", uri, dest, count)
-    return dest
+        root = Path("/" + key)
+        return root, datasets.fingerprint(root)
+    synced = datasets.sync(uri, cache_dir)
+    log.info("dataset %s at %s (%d files downloaded)", uri, synced.path, synced.files_downloaded)
+    return synced.path, synced.fingerprint
 
 
 def prepare(root: Path, workdir: Path, *, fingerprint: str | None = None) -> LocalDataset:
-    """Write ``workdir/data.yaml`` with an absolute ``path``, then :func:`describe` it.
+    """Write ``workdir/data.yaml`` (absolute ``path``), then :func:`describe` it.
 
     Raises:
-        DatasetError: data.yaml is missing or not YAML, or :func:`describe` refuses it.
+        DatasetError: the dataset's data.yaml is missing or invalid.
     """
-    source = root / "data.yaml"
-    if not source.is_file():
-        raise DatasetError(f"{root} has no data.yaml at its root")
-    data = _load(source)
-    base = Path(data.get("path") or root)
-    data["path"] = str((base if base.is_absolute() else root / base).resolve())
-    workdir.mkdir(parents=True, exist_ok=True)
-    out = workdir / "data.yaml"
-    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = datasets.write_local_data_yaml(root, workdir / "data.yaml")
     return describe(out, fingerprint=fingerprint)
 
 
@@ -151,18 +110,3 @@ def _images(base: Path, entry: Any) -> list[Path]:
 def first_image(dataset: LocalDataset) -> Path:
     """An image of the evaluation split (the latency input)."""
     return _images(dataset.root, _load(dataset.data_yaml)[dataset.eval_split])[0]
-
-
-def fingerprint(root: Path) -> str:
-    """sha256 over every file's relative path and content (Ultralytics' ``*.cache`` excluded).
-
-    Used when the dataset came from a local folder; a synced dataset carries its own.
-    """
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file() and p.suffix != ".cache"):
-        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
-        with path.open("rb") as fh:
-            while block := fh.read(1 << 20):
-                digest.update(block)
-        digest.update(b"\0")
-    return "sha256:" + digest.hexdigest()

@@ -92,7 +92,7 @@ def run(spec_uri: str, job_id: str, settings: CommonSettings, reporter: JobRepor
             outcome = export_and_publish(
                 spec, job_id=job_id, weights=weights, data_yaml=dataset.data_yaml,
                 workdir=work / "export", models_uri=models_uri,
-                metadata={"dataset_fingerprint": dataset_fp} if dataset_fp else {},
+                metadata={"dataset_fingerprint": dataset_fp},
                 reporter=reporter,
             )
     except TrainforgeError as exc:

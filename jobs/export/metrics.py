@@ -13,8 +13,11 @@ import logging
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, generate_latest, pushadd_to_gateway
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
 
 from jobs.export.results import FormatResult
 from trainforge.constants import ENV_PUSHGATEWAY_URL
@@ -33,8 +36,36 @@ class ExportMetrics:
     succeeded: bool
     finished_at: float
     formats: tuple[FormatResult, ...] = ()
-    #: PyTorch forward latency per device ("cpu", "cuda:0"), labelled ``pytorch-<kind>``.
-    reference_latency: tuple[tuple[str, float, float], ...] = ()
+    #: best.pt's latency per device kind, as ``pytorch-cpu`` / ``pytorch-cuda`` format series.
+    reference_latency: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+
+class _LatencySummary(Collector):
+    """``trainforge_export_latency_seconds{format,quantile}`` as a summary.
+
+    The measured p50/p95 are quantiles, which the exposition format only allows on a summary
+    (``promtool check metrics`` rejects a gauge with a ``quantile`` label); ``_sum`` and
+    ``_count`` are those of the timed runs.
+    """
+
+    name = "trainforge_export_latency_seconds"
+
+    def __init__(self, series: list[tuple[str, dict[str, Any]]]) -> None:
+        self.series = series
+
+    def collect(self) -> Iterable[Metric]:
+        metric = Metric(self.name, "Forward-pass latency over warm runs at the export batch",
+                        "summary")
+        for label, latency in self.series:
+            metric.add_sample(self.name, {"format": label, "quantile": "0.5"},
+                              float(latency["p50"]))
+            metric.add_sample(self.name, {"format": label, "quantile": "0.95"},
+                              float(latency["p95"]))
+            runs = int(latency.get("runs", 0))
+            metric.add_sample(self.name + "_sum", {"format": label},
+                              float(latency.get("mean", 0.0)) * runs)
+            metric.add_sample(self.name + "_count", {"format": label}, runs)
+        yield metric
 
 
 def build_registry(metrics: ExportMetrics) -> CollectorRegistry:
@@ -52,23 +83,20 @@ def build_registry(metrics: ExportMetrics) -> CollectorRegistry:
     delta = Gauge("trainforge_export_map_delta",
                   "mAP50-95 of the format minus best.pt's, evaluated like for like",
                   ["format"], registry=registry)
-    latency = Gauge("trainforge_export_latency_seconds",
-                    "Forward-pass latency over warm runs at the export batch",
-                    ["format", "quantile"], registry=registry)
     passed = Gauge("trainforge_export_gate_passed", "1 if the format passed its accuracy gate",
                    ["format"], registry=registry)
+    latency: list[tuple[str, dict[str, Any]]] = []
     for result in measured:
         if result.bytes is not None:
             size.labels(result.key).set(result.bytes)
         if result.map_delta is not None:
             delta.labels(result.key).set(result.map_delta)
         if result.latency:
-            latency.labels(result.key, "0.5").set(result.latency["p50"])
-            latency.labels(result.key, "0.95").set(result.latency["p95"])
+            latency.append((result.key, result.latency))
         passed.labels(result.key).set(1 if result.status == "passed" else 0)
-    for label, p50, p95 in metrics.reference_latency:
-        latency.labels(label, "0.5").set(p50)
-        latency.labels(label, "0.95").set(p95)
+    latency += metrics.reference_latency
+    if latency:
+        registry.register(_LatencySummary(latency))
     return registry
 
 
@@ -99,12 +127,12 @@ def push(metrics: ExportMetrics, gateway: str | None = None) -> bool:
     return True
 
 
-def reference_series(results: Iterable[FormatResult]) -> tuple[tuple[str, float, float], ...]:
+def reference_series(results: Iterable[FormatResult]) -> tuple[tuple[str, dict[str, Any]], ...]:
     """One ``pytorch-cpu`` / ``pytorch-cuda`` latency series per device a format was timed on."""
-    series: dict[str, tuple[float, float]] = {}
+    series: dict[str, dict[str, Any]] = {}
     for result in results:
         ref = result.reference_latency
         if ref:
             kind = "cpu" if str(ref["device"]) == "cpu" else "cuda"
-            series.setdefault(f"pytorch-{kind}", (float(ref["p50"]), float(ref["p95"])))
-    return tuple((label, p50, p95) for label, (p50, p95) in sorted(series.items()))
+            series.setdefault(f"pytorch-{kind}", ref)
+    return tuple(sorted(series.items()))

@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from jobs.export import convert, measure, metrics
-from jobs.export.dataset import LocalDataset, describe, fingerprint, first_image
+from jobs.export.dataset import LocalDataset, describe, first_image
 from jobs.export.results import ONNX, FormatResult, engine_key, threshold_for
-from trainforge import registry
+from trainforge import datasets, registry
 from trainforge.errors import ExportError
 from trainforge.reporting import JobReporter
 from trainforge.spec import ExportFormat, ExportParams, JobSpec
@@ -411,7 +411,7 @@ def _manifest_fields(
         "source": {"job_id": job_id, "kind": str(spec.kind), "base": spec.model.base,
                    "dataset": spec.dataset.uri},
         "dataset_fingerprint": metadata.get("dataset_fingerprint") or dataset.fingerprint
-        or fingerprint(dataset.root),
+        or datasets.fingerprint(dataset.root),
         "class_names": {str(k): v for k, v in sorted(ckpt.names.items())},
         "input_shape": export_section["input_shape"],
         "dynamic": export_section["dynamic"],
