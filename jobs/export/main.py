@@ -45,6 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per event post is noise
     # A missing TensorRT or onnxruntime-gpu must be reported, not pip-installed mid-job.
     os.environ.setdefault(ENV_YOLO_AUTOINSTALL, "false")
     settings = get_common_settings()

@@ -9,6 +9,7 @@ import subprocess
 import threading
 import time
 import urllib.request
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -23,8 +24,8 @@ from trainforge.datasets import synth
 PUSHGATEWAY = "/usr/bin/prometheus-pushgateway"
 
 #: Small enough to train in about a minute on two CPU cores, big enough to find the shapes.
-DATASET = {"classes": 1, "train": 128, "val": 16, "test": 16, "imgsz": 64, "seed": 1}
-TRAIN = {"epochs": 10, "batch": 16, "imgsz": 64, "mosaic": 0.0, "warmup_epochs": 0.3,
+DATASET = {"classes": 1, "train": 192, "val": 16, "test": 16, "imgsz": 64, "seed": 1}
+TRAIN = {"epochs": 12, "batch": 16, "imgsz": 64, "mosaic": 0.0, "warmup_epochs": 0.3,
          "optimizer": "AdamW", "lr0": 0.01, "seed": 0, "deterministic": True}
 
 
@@ -81,25 +82,35 @@ def trained(shapes_dataset: Path, tmp_path_factory: pytest.TempPathFactory,
 
 @pytest.fixture()
 def pushgateway(tmp_path: Path) -> Iterator[str]:
-    """A real Pushgateway process on a free loopback port; yields its URL."""
+    """A real Pushgateway process on a free loopback port; yields its URL.
+
+    It keeps metrics in memory only (Debian's build persists to a shared file under
+    /var/lib/prometheus by default) and serves under a random route prefix, so a test never
+    sees another run's metrics or talks to another process that grabbed the same port.
+    """
     if not Path(PUSHGATEWAY).is_file():
         pytest.skip(f"{PUSHGATEWAY} is not installed (Debian package prometheus-pushgateway)")
     port = free_port()
-    log = (tmp_path / "pushgateway.log").open("wb")
-    proc = subprocess.Popen([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}"],
+    prefix = f"/pg-{uuid.uuid4().hex[:12]}"
+    log_path = tmp_path / "pushgateway.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen([PUSHGATEWAY, f"--web.listen-address=127.0.0.1:{port}",
+                             f"--web.route-prefix={prefix}", "--persistence.file="],
                             stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://127.0.0.1:{port}{prefix}"
     try:
         deadline = time.monotonic() + 30
         while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"pushgateway exited: {log_path.read_text()}")
             try:
                 with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as resp:
                     if resp.status == 200:
                         break
             except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"pushgateway did not start: "
-                                       f"{(tmp_path / 'pushgateway.log').read_text()}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"pushgateway did not start: {log_path.read_text()}") \
+                        from None
                 time.sleep(0.1)
         yield url
     finally:
