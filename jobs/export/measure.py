@@ -162,34 +162,24 @@ def latency_input(image: Path, imgsz: int, batch: int) -> np.ndarray:
     return np.ascontiguousarray(np.repeat(chw[None], batch, axis=0))
 
 
-def _time(run: Callable[[], object], *, runs: int, sync: Callable[[], None]) -> list[float]:
-    for _ in range(WARMUP_RUNS):
-        run()
-    sync()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        sync()
-        samples.append(time.perf_counter() - start)
-    return samples
+@dataclass(frozen=True)
+class Runner:
+    """One forward pass on a prepared input, and how to wait for it to finish."""
+
+    run: Callable[[], object]
+    sync: Callable[[], None]
+    device: str
+    threads: int
+    batch: int
 
 
-def _summary(samples: list[float], batch: int, device: str, threads: int) -> Latency:
-    ordered = sorted(samples)
-    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
-    return Latency(statistics.median(ordered), p95, statistics.fmean(ordered), len(ordered),
-                   batch, device, threads)
-
-
-def time_ultralytics(model_path: Path, x: np.ndarray, *, device: str, runs: int) -> Latency:
-    """Forward latency of best.pt or a TensorRT engine through Ultralytics' AutoBackend.
+def ultralytics_runner(model_path: Path, x: np.ndarray, *, device: str) -> Runner:
+    """best.pt or a TensorRT engine through Ultralytics' AutoBackend (its stock inference path).
 
     Args:
         model_path: a .pt or .engine file.
         x: the input from :func:`latency_input`.
         device: "cpu" or a CUDA index such as "0".
-        runs: timed runs after :data:`WARMUP_RUNS` warm-up runs.
     """
     import torch
     from ultralytics.nn.autobackend import AutoBackend
@@ -198,26 +188,25 @@ def time_ultralytics(model_path: Path, x: np.ndarray, *, device: str, runs: int)
     backend = AutoBackend(str(model_path), device=dev, fp16=False, fuse=True, verbose=False)
     backend.eval()
     tensor = torch.from_numpy(x).to(dev)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
 
     def run() -> object:
         with torch.inference_mode():
             return backend(tensor)
 
-    samples = _time(run, runs=runs, sync=sync)
-    return _summary(samples, x.shape[0], str(dev), torch.get_num_threads())
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    return Runner(run, sync, str(dev), torch.get_num_threads(), int(x.shape[0]))
 
 
-def time_onnxruntime(model_path: Path, x: np.ndarray, *, device: str, runs: int,
-                     threads: int) -> Latency:
-    """Forward latency of an ONNX file in a plain ONNX Runtime session.
+def onnxruntime_runner(model_path: Path, x: np.ndarray, *, device: str, threads: int,
+                       denormal_as_zero: bool = False) -> Runner:
+    """An ONNX file in a plain ONNX Runtime session.
 
     Args:
         model_path: the .onnx file.
         x: the input from :func:`latency_input`.
         device: "cpu", or a CUDA index when onnxruntime-gpu is installed.
-        runs: timed runs after :data:`WARMUP_RUNS` warm-up runs.
         threads: intra-op threads; pass torch's thread count so both runtimes get the same CPU.
+        denormal_as_zero: flush denormals (pair with ``torch.set_flush_denormal(True)``).
     """
     import onnxruntime as ort
 
@@ -225,14 +214,43 @@ def time_onnxruntime(model_path: Path, x: np.ndarray, *, device: str, runs: int,
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if denormal_as_zero:
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
     providers: list[Any] = ["CPUExecutionProvider"]
     if device != "cpu":
         providers.insert(0, ("CUDAExecutionProvider", {"device_id": int(device)}))
     session = ort.InferenceSession(str(model_path), options, providers=providers)
     feed = {session.get_inputs()[0].name: x}
-    samples = _time(lambda: session.run(None, feed), runs=runs, sync=lambda: None)
     where = "cpu" if device == "cpu" else f"cuda:{device}"
-    return _summary(samples, x.shape[0], where, threads)
+    return Runner(lambda: session.run(None, feed), lambda: None, where, threads,
+                  int(x.shape[0]))
+
+
+def time_interleaved(runners: list[Runner], *, runs: int) -> list[Latency]:
+    """Time several runners turn by turn, so that load from other processes hits them alike.
+
+    Each gets :data:`WARMUP_RUNS` untimed runs, then ``runs`` timed ones.
+    """
+    for runner in runners:
+        for _ in range(WARMUP_RUNS):
+            runner.run()
+        runner.sync()
+    samples: list[list[float]] = [[] for _ in runners]
+    for _ in range(runs):
+        for runner, bucket in zip(runners, samples, strict=True):
+            start = time.perf_counter()
+            runner.run()
+            runner.sync()
+            bucket.append(time.perf_counter() - start)
+    return [_summary(bucket, r.batch, r.device, r.threads) for r, bucket in
+            zip(runners, samples, strict=True)]
+
+
+def _summary(samples: list[float], batch: int, device: str, threads: int) -> Latency:
+    ordered = sorted(samples)
+    p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
+    return Latency(statistics.median(ordered), p95, statistics.fmean(ordered), len(ordered),
+                   batch, device, threads)
 
 
 def onnx_device() -> str:

@@ -292,6 +292,7 @@ class _Bench:
         self.weights, self.dataset, self.imgsz, self.params = weights, dataset, imgsz, params
         self.save_dir = save_dir
         self._evals: dict[str, measure.Evaluation] = {}
+        #: best.pt's latency per device, from its first pairing with a format.
         self._latency: dict[str, measure.Latency] = {}
         # Latency at batch 1 unless the artifact has a fixed larger batch.
         self._latency_batch = 1 if params.dynamic else params.batch
@@ -316,13 +317,6 @@ class _Bench:
             log.info("best.pt on %s: mAP50-95 %.4f", device, self._evals[device].map50_95)
         return self._evals[device]
 
-    def reference_latency(self, device: str, runs: int) -> measure.Latency:
-        if device not in self._latency:
-            assert self._input is not None
-            self._latency[device] = measure.time_ultralytics(self.weights, self._input,
-                                                             device=device, runs=runs)
-        return self._latency[device]
-
     def reference_json(self) -> dict[str, Any]:
         return {
             ("cpu" if d == "cpu" else f"cuda:{d}"): {
@@ -343,13 +337,16 @@ class _Bench:
         result.judge()
         if self._input is None:
             return
-        ref_latency = self.reference_latency(device, runs)
-        result.reference_latency = ref_latency.to_json()
+        # best.pt and the format are timed turn by turn on the same input and device.
+        reference = measure.ultralytics_runner(self.weights, self._input, device=device)
         if path.suffix == ".onnx":
-            latency = measure.time_onnxruntime(path, self._input, device=device, runs=runs,
-                                               threads=ref_latency.threads)
+            candidate = measure.onnxruntime_runner(path, self._input, device=device,
+                                                   threads=reference.threads)
         else:
-            latency = measure.time_ultralytics(path, self._input, device=device, runs=runs)
+            candidate = measure.ultralytics_runner(path, self._input, device=device)
+        ref_latency, latency = measure.time_interleaved([reference, candidate], runs=runs)
+        self._latency.setdefault(device, ref_latency)
+        result.reference_latency = ref_latency.to_json()
         result.latency = latency.to_json()
 
 
