@@ -131,8 +131,8 @@ def _parse_line(
         )
         out.append(problem(
             "label_field_count",
-            f"line has {len(fields)} field(s), expected 5: class x_center y_center width "
-            f"height{hint}",
+            f"line has {len(fields)} field(s), expected 5: write `class x_center y_center "
+            f"width height`{hint}",
             file, number,
         ))
         return None

@@ -86,7 +86,9 @@ def validate(
     listing = source.listing()
     report = ValidationReport(uri=source.uri, decode=decode)
     _file_problems(listing, report)
-    parsed = _read_config(source, listing, report)
+    parsed, config_problems = read_config(source)
+    for p in config_problems:
+        report.add(p)
     report.names = list(parsed.names)
     if parsed.splits:
         items = _plan(listing, parsed, report)
@@ -119,14 +121,12 @@ def _file_problems(listing: Listing, report: ValidationReport) -> None:
                                "stand in for an image) and is not synced: delete it", rel))
 
 
-def _read_config(
-    source: LocalSource | StoreSource, listing: Listing, report: ValidationReport
-) -> ParsedConfig:
+def read_config(source: LocalSource | StoreSource) -> tuple[ParsedConfig, list[Problem]]:
+    """Find and parse the dataset YAML of a source (problems include a missing YAML)."""
+    listing = source.listing()
     name, problems = find_yaml(set(listing.files))
-    for p in problems:
-        report.add(p)
     if name is None:
-        return ParsedConfig()
+        return ParsedConfig(), problems
     escapes = listing.escapes
 
     def status(rel: str) -> DirStatus:
@@ -137,9 +137,15 @@ def _read_config(
         return "dir" if rel in listing.dirs else "missing"
 
     parsed = parse_config(source.read(name), name, status)
-    for p in parsed.problems:
-        report.add(p)
-    return parsed
+    return parsed, problems + parsed.problems
+
+
+def split_images(listing: Listing, directory: str) -> list[str]:
+    """Images (supported extensions) under a split folder, in path order."""
+    return sorted(
+        rel for rel in listing.files
+        if _under(rel, directory) and PurePosixPath(rel).suffix.lower() in img.IMAGE_EXTENSIONS
+    )
 
 
 def label_for(image_rel: str) -> str:
