@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from trainforge.errors import DatasetNotFound
-from trainforge.storage import ObjectStore, open_location, parse_uri
+
+if TYPE_CHECKING:
+    from trainforge.storage import ObjectStore
 
 #: Files never read, fingerprinted or synced: Ultralytics would unpickle ``*.cache`` files and
 #: load ``*.npy`` in place of images, so a planted one could run code or swap data.
@@ -144,6 +146,11 @@ def open_source(uri: str | Path) -> LocalSource | StoreSource:
         StorageError: an unsupported scheme or an unreachable store.
     """
     text = str(uri)
+    if "://" not in text:
+        # A plain path: no need to import the object-store clients (keeps the CLI quick).
+        return LocalSource(Path(text), text)
+    from trainforge.storage import open_location, parse_uri
+
     scheme, _, key = parse_uri(text)
     if scheme == "file":
         return LocalSource(Path("/" + key), text)
