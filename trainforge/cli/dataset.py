@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 from typing import NoReturn
 
@@ -27,13 +26,6 @@ def _fail(exc: Exception) -> NoReturn:
     raise typer.Exit(EXIT_USAGE)
 
 
-def _quiet_pillow() -> None:
-    # Pillow warns on 89-179 MP headers; validation reports them itself (limit 100 MP).
-    from PIL import Image
-
-    warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
-
-
 @app.command()
 def validate(
     uri: str = typer.Argument(..., help="Dataset root: a path, file:// or s3:// URI."),
@@ -49,7 +41,6 @@ def validate(
     from trainforge.datasets import validate as run_validate
     from trainforge.errors import TrainforgeError
 
-    _quiet_pillow()
     use_decode = decode if decode is not None else not uri.startswith("s3://")
     try:
         report = run_validate(uri, decode=use_decode, workers=workers)
@@ -68,7 +59,6 @@ def stats(
     from trainforge.datasets import dataset_stats
     from trainforge.errors import TrainforgeError
 
-    _quiet_pillow()
     try:
         result = dataset_stats(uri)
     except TrainforgeError as exc:
@@ -139,7 +129,6 @@ def preview(
     from trainforge.datasets import preview as run_preview
     from trainforge.errors import TrainforgeError
 
-    _quiet_pillow()
     try:
         written = run_preview(uri, out, n=n, split=split_name, seed=seed)
     except TrainforgeError as exc:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from trainforge.errors import DatasetNotFound
@@ -23,9 +23,14 @@ EXCLUDED_SUFFIXES = frozenset({".cache", ".npy", ".npz", ".pkl", ".pickle"})
 _MAX_DEPTH = 32
 
 
+def suffix(rel: str) -> str:
+    """Lower-case extension of a relative path ('' for none or a dot-file), like pathlib's."""
+    return os.path.splitext(rel)[1].lower()
+
+
 def is_excluded(rel: str) -> bool:
     """True for files the toolkit never loads (label caches, pickles, numpy arrays)."""
-    return PurePosixPath(rel).suffix.lower() in EXCLUDED_SUFFIXES
+    return suffix(rel) in EXCLUDED_SUFFIXES
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,7 +40,7 @@ class Entry:
     rel: str
     size: int
     etag: str | None = None
-    path: Path | None = None  # the real local file (symlinks resolved)
+    path: str | None = None  # the local file (a str: Path objects cost more than the read)
 
 
 @dataclass
@@ -82,14 +87,19 @@ class LocalSource:
         return self._listing
 
     def path(self, rel: str) -> Path:
+        return Path(self.file(rel))
+
+    def file(self, rel: str) -> str:
+        """The local file behind ``rel`` (a symlink inside the root is resolved)."""
         entry = self.listing().files.get(rel)
-        return entry.path if entry and entry.path else self.local_root / rel
+        return entry.path if entry and entry.path else os.path.join(self.local_root, rel)
 
     def read(self, rel: str) -> bytes:
-        return self.path(rel).read_bytes()
+        with open(self.file(rel), "rb") as fh:
+            return fh.read()
 
     def read_head(self, rel: str, n: int) -> bytes:
-        with self.path(rel).open("rb") as fh:
+        with open(self.file(rel), "rb") as fh:
             return fh.read(n)
 
 
@@ -184,14 +194,14 @@ def _walk(root: Path) -> Listing:
                         visit(real, rel, (*chain, real))
                     continue
                 if os.path.isfile(real):
-                    listing.files[rel] = Entry(rel, os.stat(real).st_size, None, Path(real))
+                    listing.files[rel] = Entry(rel, os.stat(real).st_size, None, real)
                 continue
             if entry.is_dir(follow_symlinks=False):
                 listing.dirs.add(rel)
                 visit(entry.path, rel, (*chain, os.path.realpath(entry.path)))
             elif entry.is_file(follow_symlinks=False):
                 listing.files[rel] = Entry(rel, entry.stat(follow_symlinks=False).st_size, None,
-                                           Path(entry.path))
+                                           entry.path)
 
     visit(root_str, "", (root_str,))
     return listing

@@ -7,7 +7,6 @@ so a wrong label shows up instead of disappearing.
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 from pathlib import Path
@@ -72,9 +71,8 @@ def preview(
     thumbs: list[Image.Image] = []
     for _split, rel in chosen:
         try:
-            data = source.read(rel)
-            img.probe_header(data)  # refuse bombs before decoding
-            image = Image.open(io.BytesIO(data), formats=img.PIL_FORMATS).convert("RGB")
+            _, opened = img.open_checked(source.read(rel))  # refuses bombs before decoding
+            image = opened.convert("RGB")
         except (img.ImageProblem, OSError, ValueError, SyntaxError) as exc:
             log.warning("preview: skipping %s: %s", rel, exc)
             continue
