@@ -63,3 +63,34 @@ def test_ultralytics_pillow_patch_is_bypassed(dataset: Path) -> None:
     assert (p.code, p.file) == ("image_format_unsupported", "train/images/train_00000.png")
     assert "HEIF" in p.message
     assert "pi_heif" not in sys.modules
+
+
+def test_remote_validation_reads_headers_not_images(
+    dataset: Path, s3_bucket: str, s3_server: str
+) -> None:
+    import os
+
+    from trainforge.storage import store_for_uri
+
+    for image in (dataset / "train/images").glob("*.png"):  # big, incompressible images
+        Image.frombytes("RGB", (800, 800), os.urandom(800 * 800 * 3)).save(
+            image.with_suffix(".jpg"), quality=95)
+        image.unlink()
+    image_bytes = sum(p.stat().st_size for p in dataset.rglob("*.jpg"))
+    assert image_bytes > 6 * 6 * HEADER_BYTES  # photos are megabytes; a header read is 64 KiB
+    upload_tree(S3Store(s3_bucket, endpoint_url=s3_server), dataset, "ds")
+    uri = f"s3://{s3_bucket}/ds"
+    fetched: list[int] = []
+    # Count the bytes every GetObject of the store validate() uses returns (botocore's event
+    # hooks on the real client; nothing is stubbed).
+    client = store_for_uri(uri)._client  # type: ignore[attr-defined]
+    client.meta.events.register(
+        "after-call.s3.GetObject",
+        lambda http_response, parsed, **_: fetched.append(int(parsed["ContentLength"])))
+    assert validate(uri, decode=False).ok
+    headers_only = sum(fetched)
+    fetched.clear()
+    assert validate(uri, decode=True).ok
+    full = sum(fetched)
+    assert full >= image_bytes
+    assert headers_only < image_bytes / 4, (headers_only, image_bytes)
