@@ -182,7 +182,7 @@ def test_backend_config_from_the_chart_makes_valid_rayjobs(rendered: list[dict[s
     for pool in config.node_pools:
         gpus = 0 if pool == "cpu" else 1
         spec = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"},
-                           "resources": {"gpu_type": pool, "gpus": gpus, "workers": 2}})
+                           "resources": {"gpu_type": pool, "gpus": gpus}})
         job = builder.build(launch_request(spec, "job-1", team="vision"))
         assert crd_errors(job) + kuberay_errors(job) + all_restricted_errors(job) == []
         # The RayJob's pods carry the labels the chart's NetworkPolicies select on.

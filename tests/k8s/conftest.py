@@ -37,7 +37,7 @@ CONFIG: dict[str, Any] = {
             "maxGpusPerWorker": 8,
             "shmSize": "64Gi",
         },
-        "cpu": {},
+        "cpu": {"maxGpusPerWorker": 0},
     },
     "defaultNodePool": "a10g",
     "labels": {"app.kubernetes.io/part-of": "trainforge", "app.kubernetes.io/instance": "tf"},

@@ -43,7 +43,7 @@ from trainforge.errors import (
 from trainforge.spec import parse_spec
 
 SPEC = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"}, "retries": 3,
-                   "resources": {"gpus": 1, "workers": 2}})
+                   "resources": {"gpus": 1}})
 JOB_ID = "0190c1d2-aaaa-7bbb-8ccc-0123456789ab"
 
 

@@ -35,7 +35,7 @@ from trainforge.errors import BackendConfigError, ResourcesUnavailable
 from trainforge.spec import JobKind, JobSpec, parse_spec
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-POOL_MAX_GPUS = {"a10g": 4, "h100": 8, "cpu": 64}
+POOL_MAX_GPUS = {"a10g": 4, "h100": 8, "cpu": 0}  # and the spec's own limit of 8
 
 job_ids = st.one_of(
     st.uuids().map(str),
@@ -53,8 +53,7 @@ def job_specs(draw: st.DrawFn) -> JobSpec:
     gpu_type = draw(st.sampled_from([None, "a10g", "h100", "cpu"]))
     pool = gpu_type or "a10g"
     resources = {
-        "gpus": draw(st.integers(0, POOL_MAX_GPUS[pool])) if pool != "cpu" else 0,
-        "workers": draw(st.integers(1, 64)),
+        "gpus": draw(st.integers(0, POOL_MAX_GPUS[pool])),
         "cpus": draw(st.integers(1, 256)),
         "memory": f"{draw(st.integers(1, 4096))}{draw(st.sampled_from(['Mi', 'Gi', 'Ti']))}",
     }
@@ -117,8 +116,7 @@ def test_every_generated_rayjob_is_valid(
     [group] = cluster["workerGroupSpecs"]
     pool = spec.resources.gpu_type or "a10g"
     assert group["groupName"] == pool
-    workers = spec.resources.workers
-    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == workers
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 1
     worker_pod = group["template"]["spec"]
     limits = worker_pod["containers"][0]["resources"]["limits"]
     assert limits["cpu"] == str(spec.resources.cpus)
@@ -137,7 +135,7 @@ def test_every_generated_rayjob_is_valid(
 
 def test_generated_rayjob_valid_for_every_kubernetes_release(builder: RayJobBuilder) -> None:
     spec = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"},
-                       "resources": {"gpus": 2, "workers": 3, "gpu_type": "h100"}})
+                       "resources": {"gpus": 8, "gpu_type": "h100"}})
     assert manifest_errors(builder.build(launch_request(spec, "j-1")), all_versions=True) == []
 
 
@@ -204,6 +202,13 @@ def test_more_gpus_than_a_node_has_is_refused(builder: RayJobBuilder) -> None:
     spec = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"},
                        "resources": {"gpus": 5, "gpu_type": "a10g"}})
     with pytest.raises(ResourcesUnavailable, match="at most 4 GPUs"):
+        builder.build(launch_request(spec, "j1"))
+
+
+def test_gpus_on_a_cpu_pool_are_refused(builder: RayJobBuilder) -> None:
+    spec = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"},
+                       "resources": {"gpus": 1, "gpu_type": "cpu"}})
+    with pytest.raises(ResourcesUnavailable, match="pool 'cpu' have 0"):
         builder.build(launch_request(spec, "j1"))
 
 

@@ -154,6 +154,10 @@ seccompProfile:
 {{- if not (hasKey $.Values.nodePools $group.nodePool) }}
 {{- fail (printf "rayCluster.workerGroups.%s.nodePool %q is not a key of nodePools" $name $group.nodePool) }}
 {{- end }}
+{{- $pool := get $.Values.nodePools $group.nodePool }}
+{{- if and (not (kindIs "invalid" $pool.maxGpusPerWorker)) (gt (int $group.gpus) (int $pool.maxGpusPerWorker)) }}
+{{- fail (printf "rayCluster.workerGroups.%s.gpus %d is more than nodePools.%s.maxGpusPerWorker (%d)" $name (int $group.gpus) $group.nodePool (int $pool.maxGpusPerWorker)) }}
+{{- end }}
 {{- if gt (int $group.minReplicas) (int $group.maxReplicas) }}
 {{- fail (printf "rayCluster.workerGroups.%s: minReplicas %d > maxReplicas %d" $name (int $group.minReplicas) (int $group.maxReplicas)) }}
 {{- end }}

@@ -1,8 +1,9 @@
 """KubeRay backend: one RayJob (with its own short-lived RayCluster) per job attempt.
 
 The RayJob runs the same entrypoint as every other backend (``python -m jobs.<kind> --spec
-URI``) as a Ray job driver on the head pod; Ray Train places its workers on a GPU worker group
-sized from the job's ``resources``. KubeRay submits it from a small Kubernetes Job
+URI``) as a Ray job driver on the head pod; the training worker (one node with up to 8 GPUs, as
+``trainforge.spec.Resources`` defines it) is the single pod of a worker group on the node pool
+that ``resources.gpu_type`` names. KubeRay submits it from a small Kubernetes Job
 (``K8sJobMode``), deletes the cluster when the job ends (``shutdownAfterJobFinishes``), retries
 it ``backoffLimit`` times on a fresh cluster, and fails it after ``activeDeadlineSeconds``.
 
@@ -111,7 +112,7 @@ class RayJobBuilder:
     # -- public ----------------------------------------------------------------------------
 
     def node_pool(self, request: LaunchRequest) -> tuple[str, NodePool]:
-        """The node pool a job's workers go to.
+        """The node pool a job's training worker goes to.
 
         Raises:
             ResourcesUnavailable: unknown gpu_type, or more GPUs per worker than a node has.
@@ -128,7 +129,7 @@ class RayJobBuilder:
             raise ResourcesUnavailable(
                 f"resources.gpus={resources.gpus} per worker, but nodes of pool {name!r} have "
                 f"{pool.max_gpus_per_worker}; ask for at most {pool.max_gpus_per_worker} GPUs "
-                "per worker and more workers instead"
+                "or a gpu_type whose nodes have more"
             )
         return name, pool
 
@@ -168,7 +169,8 @@ class RayJobBuilder:
             labels[LABEL_TEAM] = request.team
         if queue is not None:
             labels[KUEUE_QUEUE_LABEL] = queue
-        workers = request.resources.workers
+        # One training worker per job (Resources: one node, up to 8 GPUs); a fixed group size.
+        workers = 1
         return {
             "apiVersion": "ray.io/v1",
             "kind": "RayJob",
@@ -426,8 +428,8 @@ class KubeRayBackend:
             logger.info("RayJob %s already exists; launch is a no-op", handle)
             return handle
         logger.info(
-            "created RayJob %s for job %s attempt %d (%d worker(s), pool %s)",
-            handle, request.job_id, request.attempt, request.resources.workers,
+            "created RayJob %s for job %s attempt %d (%d GPU(s) on pool %s)",
+            handle, request.job_id, request.attempt, request.resources.gpus,
             body["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["groupName"],
         )
         return handle

@@ -77,7 +77,10 @@ class NodePool(_Config):
         "nvidia.com/gpu", description="extended resource name the device plugin advertises"
     )
     max_gpus_per_worker: int | None = Field(
-        None, ge=1, le=64, description="GPUs on one node of this pool; larger requests are refused"
+        None,
+        ge=0,
+        le=64,
+        description="GPUs on one node of this pool (0: a CPU pool); larger requests are refused",
     )
     shm_size: str | None = Field(
         None,
