@@ -70,6 +70,17 @@ def test_names_fit_kubernetes_limits(rendered: list[dict[str, Any]]) -> None:
             assert len(name) <= 53  # KubeRay's limit ("-serve-svc" must still fit in 63)
 
 
+def test_a_long_release_name_still_gives_valid_names() -> None:
+    release = "r" + "x" * 52  # Helm allows release names up to 53 characters
+    out = helm("template", release, str(chart_path()), "--namespace", NAMESPACE,
+               *values_args("gpu-pools-values.yaml")).stdout
+    for obj in (d for d in yaml.safe_load_all(out) if d):
+        name = obj["metadata"]["name"]
+        assert len(name) <= 63 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", name), name
+        if obj["kind"] == "RayCluster":
+            assert kuberay_errors(obj) == []
+
+
 def test_selectors_are_minimal_and_match_their_pods(rendered: list[dict[str, Any]]) -> None:
     for obj in by_kind(rendered, "Deployment"):
         selector = obj["spec"]["selector"]["matchLabels"]
