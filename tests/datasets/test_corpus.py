@@ -119,3 +119,17 @@ def test_s3_unsafe_key_is_reported(s3_bucket: str, s3_server: str, base_dataset:
     assert not report.ok
     assert [p.file for p in report.errors if p.code == "unsafe_key"] == [
         "train/images/../../escape.png"]
+
+
+def test_problem_lists_are_capped_but_counted(dataset: Path) -> None:
+    from trainforge.datasets.report import MAX_PER_CODE
+
+    bad = "".join(f"9 0.5 0.5 0.1 0.{i % 9 + 1}\n" for i in range(MAX_PER_CODE + 50))
+    (dataset / "train/labels/train_00000.txt").write_text(bad)
+    report = validate(dataset)
+    listed = [p for p in report.problems if p.code == "label_class_out_of_range"]
+    assert len(listed) == MAX_PER_CODE and report.omitted == {"label_class_out_of_range": 50}
+    assert report.to_dict()["counts"]["label_class_out_of_range"] == MAX_PER_CODE + 50
+    assert not report.ok
+    assert "… and 50 more like this" in report.format_text()
+

@@ -10,14 +10,18 @@ from __future__ import annotations
 import logging
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image, ImageDraw
 
 from trainforge.datasets import images as img
 from trainforge.datasets._source import open_source
 from trainforge.datasets.labels import parse_label_bytes
 from trainforge.datasets.validate import label_for, read_config, split_images
 from trainforge.errors import DatasetError
+
+if TYPE_CHECKING:
+    from PIL import ImageFont
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,8 @@ def preview(
     chosen = sorted(random.Random(seed).sample(pool, min(n, len(pool))))
     dest = Path(out)
     dest.mkdir(parents=True, exist_ok=True)
+    from PIL import ImageFont  # FreeType loads only when previews are drawn
+
     font = ImageFont.load_default(size=14)
     written: list[Path] = []
     thumbs: list[Image.Image] = []

@@ -226,10 +226,17 @@ def _checker(
     def check(item: _Item) -> _Result:
         result = _Result(item)
         if item.label is not None:
-            parsed = parse_label_bytes(source.read(item.label), nc, item.label)
-            result.problems.extend(parsed.problems)
-            result.boxes = [(b[0], b[3] * b[4]) for b in parsed.boxes]
-            result.label_empty = not parsed.boxes and not parsed.problems
+            try:
+                data = source.read(item.label)
+            except OSError as exc:
+                result.problems.append(problem(
+                    "file_unreadable", f"cannot be read ({exc}): fix its permissions",
+                    item.label))
+            else:
+                parsed = parse_label_bytes(data, nc, item.label)
+                result.problems.extend(parsed.problems)
+                result.boxes = [(b[0], b[3] * b[4]) for b in parsed.boxes]
+                result.label_empty = not parsed.boxes and not parsed.problems
         try:
             if decode:
                 data = source.read(item.image)
@@ -254,8 +261,8 @@ def _checker(
                 message += " ('._' files are macOS metadata, not images: delete them)"
             result.problems.append(problem(exc.code, message, item.image))
         except OSError as exc:
-            result.problems.append(problem("image_corrupt", f"cannot be read ({exc})",
-                                           item.image))
+            result.problems.append(problem(
+                "file_unreadable", f"cannot be read ({exc}): fix its permissions", item.image))
         return result
 
     return check
