@@ -132,9 +132,37 @@ def export_onnx(
         )
     except Exception as exc:  # Ultralytics raises bare Exceptions/AssertionErrors
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    check_onnx(Path(out), imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset)
     shutil.move(str(out), dest)
     shutil.rmtree(staged.parent, ignore_errors=True)
     return dest
+
+
+def check_onnx(path: Path, *, imgsz: int, batch: int, dynamic: bool, opset: int | None) -> None:
+    """Refuse an ONNX file whose input shape or opset is not the one requested.
+
+    Ultralytics adjusts some export options with only a log line; a requested option must
+    never be silently rewritten.
+
+    Raises:
+        ExportError: naming what differs.
+    """
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    got_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    problems = []
+    if opset is not None and got_opset != opset:
+        problems.append(f"opset {got_opset} instead of {opset}")
+    if dynamic:
+        if isinstance(dims[0], int):
+            problems.append(f"a fixed batch {dims[0]} instead of a dynamic one")
+    elif dims != [batch, 3, imgsz, imgsz]:
+        problems.append(f"input shape {dims} instead of {[batch, 3, imgsz, imgsz]}")
+    if problems:
+        raise ExportError(f"the ONNX exporter produced {', '.join(problems)}; set export "
+                          "options this Ultralytics/torch version supports")
 
 
 def export_engine(

@@ -80,7 +80,7 @@ class Reader(threading.Thread):
 
     def run(self) -> None:
         try:
-            while not self.stop.wait(0.02):
+            while not self.stop.wait(0.05):
                 version = self.version
                 if version is None or find_manifest(self.models_uri, "kill", version) is None:
                     continue
