@@ -296,8 +296,7 @@ class _Bench:
         self._latency: dict[str, measure.Latency] = {}
         # Latency at batch 1 unless the artifact has a fixed larger batch.
         self._latency_batch = 1 if params.dynamic else params.batch
-        self._input = None if params.gates.latency_runs == 0 else measure.latency_input(
-            first_image(dataset), imgsz, self._latency_batch)
+        self._input = measure.latency_input(first_image(dataset), imgsz, self._latency_batch)
 
     def settings(self, device: str) -> measure.EvalSettings:
         return measure.EvalSettings(self.dataset.data_yaml, self.dataset.eval_split, self.imgsz,
@@ -335,8 +334,6 @@ class _Bench:
         result.reference_map50_95, result.reference_map50 = ref.map50_95, ref.map50
         result.map_delta = got.map50_95 - ref.map50_95
         result.judge()
-        if self._input is None:
-            return
         # best.pt and the format are timed turn by turn on the same input and device.
         reference = measure.ultralytics_runner(self.weights, self._input, device=device)
         if path.suffix == ".onnx":

@@ -83,3 +83,8 @@ def test_engines_are_named_after_the_gpu_they_were_built_on(name: str, slug: str
     assert gpu_slug(name) == slug
     gpu = GpuInfo(0, name, gpu_slug(name), "9.0")
     assert engine_file_name(gpu, "fp16") == f"model-{slug}-fp16.engine"
+
+
+def test_latency_needs_at_least_50_timed_runs() -> None:
+    with pytest.raises(SpecError, match="export.gates.latency_runs: Input should be greater"):
+        parse_spec({**BASE, "export": {"gates": {"latency_runs": 10}}})
