@@ -32,3 +32,16 @@ ENV_ATTEMPT = "TRAINFORGE_ATTEMPT"
 
 #: Ultralytics must never try the network in tests and air-gapped clusters.
 ENV_YOLO_OFFLINE = "YOLO_OFFLINE"
+
+#: HMAC key of the API and dispatcher (per-job tokens, API-served download links).
+ENV_SECRET_KEY = "TRAINFORGE_SECRET_KEY"
+#: "true" for the one-process embedded default (allows a generated secret key).
+ENV_EMBEDDED = "TRAINFORGE_EMBEDDED"
+#: Port of the dispatcher's /metrics when it runs as its own process (default 9100).
+ENV_DISPATCHER_METRICS_PORT = "TRAINFORGE_DISPATCHER_METRICS_PORT"
+#: Which backend the dispatcher launches jobs on (local, …).
+ENV_DISPATCHER_BACKEND = "TRAINFORGE_DISPATCHER_BACKEND"
+#: Python client / CLI: the API base URL (default: the embedded server, http://127.0.0.1:8000).
+ENV_URL = "TRAINFORGE_URL"
+#: Python client / CLI: the bearer token (default: $TRAINFORGE_HOME/dev-token).
+ENV_TOKEN = "TRAINFORGE_TOKEN"

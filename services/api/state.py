@@ -1,0 +1,42 @@
+"""What every request needs (settings, database, artifacts store), kept on ``app.state``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from services.api.settings import ApiSettings
+from services.store.db import Database
+from trainforge.storage import ObjectStore, join_key, open_location
+
+
+@dataclass
+class AppState:
+    settings: ApiSettings
+    db: Database
+    artifacts: ObjectStore
+    #: Key prefix of the artifacts URI inside ``artifacts`` ("" for a bucket root).
+    artifacts_prefix: str
+    secret_key: bytes
+
+    @classmethod
+    def from_settings(cls, settings: ApiSettings) -> AppState:
+        store, prefix = open_location(settings.resolved_artifacts_uri + "/")
+        return cls(
+            settings=settings,
+            db=Database(settings.resolved_database_url, pool_size=settings.db_pool_size),
+            artifacts=store,
+            artifacts_prefix=prefix,
+            secret_key=settings.secret_key_bytes(),
+        )
+
+    def key(self, relative: str) -> str:
+        """A layout key (trainforge/layout.py) inside the artifacts location."""
+        return join_key(self.artifacts_prefix, relative)
+
+
+def get_state(request: Request) -> AppState:
+    """FastAPI dependency: the app's state."""
+    state: AppState = request.app.state.trainforge
+    return state
