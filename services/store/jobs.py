@@ -407,7 +407,9 @@ def apply_reported_event(
             row.updated_at = now
             _event(session, row, "message", f"job reported failure: {row.error_message}",
                    now=now, data={"error_code": row.error_code})
-        elif target is not state and can_transition(state, target) and (
+        elif target is state:
+            pass  # e.g. RUNNING after the backend already reported the run started
+        elif can_transition(state, target) and (
             target is JobState.SUCCEEDED or state is JobState.STARTING
         ):
             transition(session, row, target, event.reason or "reported by the job", now=now)

@@ -18,10 +18,10 @@ log = logging.getLogger(__name__)
 PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "placeholder", "dev"})
 
 
-class StoreSettings(CommonSettings):
-    """The job store's location and the secret its tokens derive from.
+class DatabaseSettings(CommonSettings):
+    """Where the job store is (enough for `trainforge tokens` and `trainforge db`).
 
-    Environment: ``TRAINFORGE_DATABASE_URL``, ``TRAINFORGE_SECRET_KEY``, ``TRAINFORGE_EMBEDDED``.
+    Environment: ``TRAINFORGE_DATABASE_URL``, ``TRAINFORGE_EMBEDDED``.
     """
 
     embedded: bool = Field(
@@ -31,6 +31,26 @@ class StoreSettings(CommonSettings):
     database_url: SecretStr | None = Field(
         None, description="SQLAlchemy URL; default sqlite:///$TRAINFORGE_HOME/trainforge.db"
     )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL, with ``postgresql://`` mapped to the installed psycopg 3 driver."""
+        if self.database_url is None:
+            return f"sqlite:///{self.home.resolve() / 'trainforge.db'}"
+        url = self.database_url.get_secret_value()
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+
+class StoreSettings(DatabaseSettings):
+    """The job store and the secret its tokens and links derive from (API, dispatcher).
+
+    Environment: ``TRAINFORGE_SECRET_KEY`` besides DatabaseSettings'. A placeholder secret is
+    refused at startup outside the embedded mode.
+    """
+
     secret_key: SecretStr = Field(
         SecretStr("change-me"),
         description="HMAC key for per-job tokens and API-served download links",
@@ -45,17 +65,6 @@ class StoreSettings(CommonSettings):
                 "in embedded mode (TRAINFORGE_EMBEDDED=true)"
             )
         return self
-
-    @property
-    def resolved_database_url(self) -> str:
-        """The SQLAlchemy URL, with ``postgresql://`` mapped to the installed psycopg 3 driver."""
-        if self.database_url is None:
-            return f"sqlite:///{self.home.resolve() / 'trainforge.db'}"
-        url = self.database_url.get_secret_value()
-        for prefix in ("postgresql://", "postgres://"):
-            if url.startswith(prefix):
-                return "postgresql+psycopg://" + url[len(prefix):]
-        return url
 
     def secret_key_bytes(self) -> bytes:
         """The HMAC key. In embedded mode a placeholder is replaced by a key kept in
