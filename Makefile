@@ -34,6 +34,7 @@ bench: setup  ## Run every benchmark under bench/ (prints ratios).
 
 schema: setup  ## Regenerate docs/jobspec.schema.json and docs/openapi.json.
 	$(PY) -m trainforge spec-schema > docs/jobspec.schema.json
+	PYTHONPATH=$(CURDIR) $(PY) -m services.api.openapi > docs/openapi.json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

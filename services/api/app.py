@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -65,8 +66,16 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         schema = get_openapi(
             title=app.title, version=app.version, description=app.description, routes=app.routes
         )
+        # FastAPI documents a 422 with its own error schema on every operation that has
+        # parameters; ours are problem+json and declared where they can happen. Drop the rest.
+        for operation in (op for path in schema["paths"].values() for op in path.values()):
+            default_422 = operation["responses"].get("422", {})
+            if "HTTPValidationError" in json.dumps(default_422):
+                del operation["responses"]["422"]
         # Problem is only referenced from hand-written `responses=`: add it to the components.
         components = schema.setdefault("components", {}).setdefault("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
         for model in (FieldProblem, Problem):
             spec = model.model_json_schema(ref_template="#/components/schemas/{model}")
             spec.pop("$defs", None)

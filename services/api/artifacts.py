@@ -113,6 +113,8 @@ def open_download(
                                   "artifacts again for a fresh link")
     if expires < time.time():
         raise DownloadLinkInvalid("the download link expired; list the artifacts again")
+    if name.startswith("/") or ".." in name.split("/"):
+        raise NotFound(f"job {job_id} has no artifact {name!r}")
     key = state.key(job_prefix(job_id) + name)
     try:
         info = state.artifacts.head(key)

@@ -1,0 +1,82 @@
+"""Fixtures for API tests: the app on a real job store (SQLite and PostgreSQL), tokens."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from services.api import create_app
+from services.api.settings import ApiSettings
+from services.store import Database, tokens
+from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
+
+SPEC = {"name": "ppe-detector", "dataset": {"uri": "s3://datasets/ppe/v3/"}, "train": {"epochs": 3}}
+
+
+@pytest.fixture()
+def settings(tmp_path: Path, database_url: str, artifacts_dir: Path) -> ApiSettings:  # noqa: F811
+    return ApiSettings(
+        home=tmp_path,
+        embedded=True,
+        database_url=database_url,
+        artifacts_uri=f"file://{artifacts_dir}",
+        secret_key="test-secret-key-not-a-placeholder",
+        migrate_on_startup=False,
+        stream_poll_s=0.05,
+        stream_max_s=10,
+    )
+
+
+@pytest.fixture()
+def app(settings: ApiSettings, db: Database) -> FastAPI:  # noqa: F811
+    return create_app(settings)
+
+
+@pytest.fixture()
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app) as test_client:
+        yield test_client
+
+
+@pytest.fixture()
+def make_token(db: Database) -> Callable[[str], str]:  # noqa: F811
+    """Mint a token for a team; returns the plaintext bearer token."""
+
+    def make(team: str) -> str:
+        with db.transaction() as session:
+            return tokens.create_token(session, team)[1]
+
+    return make
+
+
+@pytest.fixture()
+def auth(make_token: Callable[[str], str]) -> dict[str, str]:
+    """Authorization header of a token for team ``vision``."""
+    return {"Authorization": f"Bearer {make_token('vision')}"}
+
+
+def submit(client: TestClient, headers: dict[str, str], spec: dict | None = None,
+           **extra_headers: str) -> dict:
+    response = client.post("/v1/jobs", json={"spec": spec or SPEC},
+                           headers={**headers, **extra_headers})
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+SECRET = b"test-secret-key-not-a-placeholder"
+
+
+def claim_all(database: Database) -> dict[str, str]:
+    """Claim every queued job as a dispatcher would; returns {job id: its job token}."""
+    from services.store import dispatch
+
+    with database.transaction() as session:
+        claimed = dispatch.claim(
+            session, owner="test", backend="test", limit=1000,
+            token_sha256=lambda job_id, n: tokens.sha256_hex(tokens.job_token(SECRET, job_id, n)),
+        )
+    return {a.job.id: tokens.job_token(SECRET, a.job.id, a.attempt.number) for a in claimed}
