@@ -108,7 +108,7 @@ def open_download(
         NotFound: the object is gone.
     """
     expected = signature(state.secret_key, job_id, name, expires)
-    if not hmac.compare_digest(expected, sig):
+    if not hmac.compare_digest(expected.encode(), sig.encode()):
         raise DownloadLinkInvalid("the download link's signature does not match; list the "
                                   "artifacts again for a fresh link")
     if expires < time.time():

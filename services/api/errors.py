@@ -62,8 +62,8 @@ ERROR_STATUS: Mapping[type[TrainforgeError], int] = {
 }
 
 #: Codes for errors the framework raises (unknown route, wrong method, …).
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large",
-               406: "not_acceptable", 415: "unsupported_media_type"}
+_HTTP_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed",
+               406: "not_acceptable", 413: "payload_too_large", 415: "unsupported_media_type"}
 
 
 def status_for(exc: TrainforgeError) -> int:
@@ -144,6 +144,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        if any(e.get("type") == "json_invalid" for e in exc.errors()):
+            # Not parseable at all (400), as opposed to parsed but invalid (422).
+            return problem(400, "malformed_body", "the request body is not valid JSON",
+                           instance=request.url.path)
         errors = _field_errors(exc)
         detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5])
         return problem(422, "validation_failed", detail or "the request does not validate",

@@ -185,7 +185,7 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         version, _, seq = raw.partition(":")
-        if version != "v1" or not seq.isdigit():
+        if version != "v1" or not seq.isdigit() or int(seq) >= 2**63:
             raise ValueError(raw)
         return int(seq)
     except (ValueError, binascii.Error, UnicodeDecodeError):

@@ -24,6 +24,34 @@ class JobSubmission(BaseModel):
     spec: JobSpec
 
 
+class _Query(BaseModel):
+    """Query parameters: unknown ones are refused (a typo must not silently match all)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class JobListQuery(_Query):
+    state: list[JobState] = Field(default_factory=list, description="repeat to match several")
+    kind: JobKind | None = None
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=200, description="next_cursor of a page")
+
+
+class EventQuery(_Query):
+    after: int = Field(0, ge=0, le=2**62, description="only events after this id")
+    limit: int = Field(500, ge=1, le=1000)
+
+
+class LogQuery(_Query):
+    attempt: int | None = Field(None, ge=1, le=1000, description="default: the latest")
+    follow: bool = Field(False, description="stream the log as it grows, until the job ends")
+
+
+class DownloadQuery(_Query):
+    expires: int = Field(ge=0, le=2**62)
+    signature: str = Field(max_length=128)
+
+
 class ProgressOut(_Out):
     epoch: int
     epochs: int

@@ -47,7 +47,7 @@ def test_list_filters_and_cursor_pagination(client: TestClient, auth: dict[str, 
     assert [j["id"] for j in sweeps] == [sweep] and sweeps[0]["trials"] == []
 
 
-@pytest.mark.parametrize("cursor", ["garbage", "djE6eA", "!!!"])
+@pytest.mark.parametrize("cursor", ["garbage", "djE6eA", "!!!", "djE6OTk5OTk5OTk5OTk5OTk5OTk5OTk5"])
 def test_foreign_cursors_are_422(client: TestClient, auth: dict[str, str], cursor: str) -> None:
     response = client.get("/v1/jobs", params={"cursor": cursor}, headers=auth)
     assert response.status_code == 422 and response.json()["code"] == "invalid_request"

@@ -30,7 +30,7 @@ def test_every_operation_documents_its_error_statuses() -> None:
             if "{id}" in path and path not in PUBLIC and not path.startswith("/internal"):
                 assert "404" in codes, where
             if "requestBody" in operation:
-                assert {"413", "422"} <= codes, where
+                assert {"400", "413", "422"} <= codes, where
             for code, response in operation["responses"].items():
                 if code.startswith(("4", "5")):
                     assert "application/problem+json" in response["content"], (where, code)

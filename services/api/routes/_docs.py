@@ -7,6 +7,7 @@ from typing import Any
 from services.api.errors import PROBLEM_JSON
 
 _DESCRIPTIONS = {
+    400: "The body is not valid JSON (or not UTF-8)",
     401: "Missing, unknown or revoked bearer token",
     403: "Forbidden by a limit or an invalid link",
     404: "No such job for this team (another team's job is reported the same way)",

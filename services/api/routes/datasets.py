@@ -15,7 +15,7 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 @router.post(
     "/validate",
     response_model=DatasetValidation,
-    responses=problems(401, 413, 422, 503),
+    responses=problems(400, 401, 413, 422, 503),
     summary="Validate a YOLO dataset (data.yaml, splits, labels) by URI",
 )
 def validate_dataset(body: DatasetValidationRequest, state: State, team: Team) -> DatasetValidation:

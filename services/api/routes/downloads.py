@@ -10,6 +10,7 @@ from fastapi.responses import StreamingResponse
 from services.api import artifacts
 from services.api.auth import State
 from services.api.routes._docs import problems
+from services.api.schemas import DownloadQuery
 
 router = APIRouter(prefix="/v1/downloads", tags=["artifacts"])
 
@@ -31,10 +32,9 @@ def download(
     job_id: Annotated[str, Path(alias="id")],
     name: Annotated[str, Path(description="artifact name, e.g. train/best.pt")],
     state: State,
-    expires: Annotated[int, Query(ge=0, le=2**62)],
-    signature: Annotated[str, Query(max_length=128)],
+    query: Annotated[DownloadQuery, Query()],
 ) -> StreamingResponse:
-    reader, size = artifacts.open_download(state, job_id, name, expires, signature)
+    reader, size = artifacts.open_download(state, job_id, name, query.expires, query.signature)
     return StreamingResponse(
         artifacts.iter_file(reader),
         media_type="application/octet-stream",

@@ -11,10 +11,17 @@ from services.api import artifacts, streams
 from services.api import jobs as service
 from services.api.auth import State, Team
 from services.api.routes._docs import problems
-from services.api.schemas import ArtifactList, EventPage, JobOut, JobPage, JobSubmission
+from services.api.schemas import (
+    ArtifactList,
+    EventPage,
+    EventQuery,
+    JobListQuery,
+    JobOut,
+    JobPage,
+    JobSubmission,
+    LogQuery,
+)
 from services.api.state import AppState
-from trainforge.spec import JobKind
-from trainforge.states import JobState
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -25,7 +32,7 @@ JobId = Annotated[str, Path(alias="id", description="job id (j…)")]
     "",
     status_code=201,
     response_model=JobOut,
-    responses=problems(401, 403, 413, 422, 429, 503),
+    responses=problems(400, 401, 403, 413, 422, 429, 503),
     summary="Submit a job",
 )
 def submit(
@@ -50,18 +57,9 @@ def submit(
 
 
 @router.get("", response_model=JobPage, responses=problems(401, 422), summary="List jobs")
-def list_jobs(
-    state: State,
-    team: Team,
-    job_state: Annotated[
-        list[JobState] | None, Query(alias="state", description="repeat to match several")
-    ] = None,
-    kind: JobKind | None = None,
-    limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    cursor: Annotated[str | None, Query(max_length=200)] = None,
-) -> JobPage:
+def list_jobs(state: State, team: Team, query: Annotated[JobListQuery, Query()]) -> JobPage:
     return service.list_page(
-        state, team, states=job_state or [], kind=kind, limit=limit, cursor=cursor
+        state, team, states=query.state, kind=query.kind, limit=query.limit, cursor=query.cursor
     )
 
 
@@ -98,16 +96,15 @@ def job_events(
     job_id: JobId,
     state: State,
     team: Team,
-    after: Annotated[int, Query(ge=0, le=2**62, description="only events after this id")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+    query: Annotated[EventQuery, Query()],
     last_event_id: Annotated[
         int | None, Header(alias="Last-Event-ID", ge=0, le=2**62, include_in_schema=False)
     ] = None,
 ) -> EventPage | StreamingResponse:
-    page = service.events_page(state, team, job_id, after=after, limit=limit)
+    page = service.events_page(state, team, job_id, after=query.after, limit=query.limit)
     if "text/event-stream" not in request.headers.get("accept", ""):
         return page
-    start = last_event_id if last_event_id is not None else after
+    start = last_event_id if last_event_id is not None else query.after
     return StreamingResponse(
         streams.event_stream(state, team, job_id, start),
         media_type="text/event-stream",
@@ -128,13 +125,12 @@ def job_logs(
     job_id: JobId,
     state: State,
     team: Team,
-    attempt: Annotated[int | None, Query(ge=1, le=1000)] = None,
-    follow: bool = False,
+    query: Annotated[LogQuery, Query()],
 ) -> Response:
-    target = streams.log_target(state, team, job_id, attempt)
-    if follow:
+    target = streams.log_target(state, team, job_id, query.attempt)
+    if query.follow:
         return StreamingResponse(
-            streams.follow_log(state, team, job_id, attempt),
+            streams.follow_log(state, team, job_id, query.attempt),
             media_type="text/plain; charset=utf-8",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
