@@ -23,7 +23,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -34,25 +33,20 @@ from services.dispatcher.backends.base import (
     BackendStatus,
     LaunchRequest,
 )
+from services.dispatcher.local_runner import (
+    CANCEL_MARKER,
+    EXIT_FILE,
+    LAUNCH_LOCK,
+    OUTPUT_LOG,
+    PID_FILE,
+    RUN_LOCK,
+    write_atomic,
+)
 from trainforge.errors import BackendError
 
 log = logging.getLogger(__name__)
 
-PID_FILE = "pid"
-EXIT_FILE = "exit.json"
-CANCEL_MARKER = "cancel-requested"
-OUTPUT_LOG = "output.log"
-_RUNNER = "services.dispatcher.backends._local_runner"
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write a small file so that readers see all of it or nothing."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+_RUNNER = "services.dispatcher.local_runner"
 
 
 class LocalBackend:
@@ -108,7 +102,7 @@ class LocalBackend:
 
     @contextmanager
     def _launch_lock(self, directory: Path) -> Iterator[None]:
-        fd = os.open(directory / "launch.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        fd = os.open(directory / LAUNCH_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -117,7 +111,7 @@ class LocalBackend:
 
     @staticmethod
     def _run_alive(directory: Path) -> bool:
-        path = directory / "run.lock"
+        path = directory / RUN_LOCK
         if not path.exists():
             return False
         fd = os.open(path, os.O_RDWR)
@@ -129,9 +123,15 @@ class LocalBackend:
             os.close(fd)  # closing drops our probe lock, if we got it
         return False
 
-    def _reap(self, handle: str) -> None:
+    def _reap(self, handle: str, *, wait_s: float = 0.0) -> None:
         child = self._children.get(handle)
-        if child is not None and child.poll() is not None:
+        if child is None:
+            return
+        try:
+            child.wait(timeout=wait_s) if wait_s else child.poll()
+        except subprocess.TimeoutExpired:
+            return
+        if child.returncode is not None:
             del self._children[handle]
 
     # --- Backend protocol ------------------------------------------------------------------
@@ -145,7 +145,7 @@ class LocalBackend:
             if (directory / EXIT_FILE).exists():
                 log.info("launch %s: already ran", handle)
                 return handle
-            lock_fd = os.open(directory / "run.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            lock_fd = os.open(directory / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
             try:
                 try:
                     fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -191,6 +191,7 @@ class LocalBackend:
         directory = self._dir(handle)
         exit_file = directory / EXIT_FILE
         if exit_file.exists():
+            self._reap(handle, wait_s=5.0)  # the runner exits right after writing the file
             outcome = json.loads(exit_file.read_text())
             code = int(outcome["returncode"])
             if outcome.get("cancelled"):

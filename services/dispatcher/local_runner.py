@@ -7,8 +7,10 @@ held while this runner or the entrypoint lives (the entrypoint inherits the desc
 after the launching dispatcher died. When the entrypoint exits, ``exit.json`` is written
 atomically; that file is how the outcome survives the dispatcher.
 
-Usage: ``python -m services.dispatcher.backends._local_runner --dir D --lock-fd N
---timeout-s S -- CMD…``
+Usage: ``python -m services.dispatcher.local_runner --dir D --lock-fd N --timeout-s S -- CMD…``
+
+It lives outside the backends package and imports only the standard library, so that it starts
+in milliseconds.
 """
 
 from __future__ import annotations
@@ -19,13 +21,30 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from types import FrameType
 
-from services.dispatcher.backends.local import CANCEL_MARKER, EXIT_FILE, PID_FILE, write_atomic
+# The files of one attempt's directory (shared with LocalBackend).
+PID_FILE = "pid"
+EXIT_FILE = "exit.json"
+CANCEL_MARKER = "cancel-requested"
+OUTPUT_LOG = "output.log"
+RUN_LOCK = "run.lock"
+LAUNCH_LOCK = "launch.lock"
 
 _stop_requested = False
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a small file so that readers see all of it or nothing."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
 
 
 def _on_term(_signum: int, _frame: FrameType | None) -> None:
