@@ -33,7 +33,9 @@ def _pg_reachable() -> str | None:
 
 
 def pg_schema_url(schema: str) -> str:
-    return f"{PG_SERVER}?options=-csearch_path%3D{schema}"
+    # synchronous_commit=off: commits don't wait for the WAL flush. Same semantics (only a
+    # server crash could lose the last commits), several times faster on this test box.
+    return f"{PG_SERVER}?options=-csearch_path%3D{schema}%20-csynchronous_commit%3Doff"
 
 
 @pytest.fixture(
