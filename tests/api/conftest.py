@@ -80,3 +80,26 @@ def claim_all(database: Database) -> dict[str, str]:
             token_sha256=lambda job_id, n: tokens.sha256_hex(tokens.job_token(SECRET, job_id, n)),
         )
     return {a.job.id: tokens.job_token(SECRET, a.job.id, a.attempt.number) for a in claimed}
+
+
+@pytest.fixture()
+def live_url(app: FastAPI) -> Iterator[str]:
+    """The app served by uvicorn on a free loopback port (for the HTTP client)."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from tests.conftest import free_port
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=10)
