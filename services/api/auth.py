@@ -37,8 +37,14 @@ def current_team(
             "send 'Authorization: Bearer <token>'; create a token with "
             "`trainforge tokens create --team TEAM`"
         )
+    digest = tokens.sha256_hex(credentials.credentials)
+    team = state.token_cache.get(digest)
+    if team is not None:
+        return team
     with state.db.transaction() as session:
-        return tokens.authenticate(session, credentials.credentials).team
+        team = tokens.authenticate(session, credentials.credentials).team
+    state.token_cache.put(digest, team)
+    return team
 
 
 def current_job_attempt(

@@ -85,6 +85,10 @@ def _replay(found: IdempotentResponse, fingerprint: str, key: str) -> Submitted:
     return Submitted(found.status_code, found.response, replayed=True)
 
 
+class _NearLimit(Exception):
+    """The shared-lock fast path cannot prove the limit holds: redo with the exclusive lock."""
+
+
 def submit(
     state: AppState, team: str, body: JobSubmission, idempotency_key: str | None
 ) -> Submitted:
@@ -92,7 +96,13 @@ def submit(
 
     The spec is written to ``jobs/<id>/spec.json`` first; the job row (and the idempotency
     record) are committed after, so a job never exists without its spec, and a submission that
-    fails half-way leaves at most an orphan spec nobody can see.
+    fails half-way leaves at most an orphan spec nobody can see (it is deleted).
+
+    The active-job limit is exact without serialising a team's submissions: a transaction
+    normally takes the team's advisory lock *shared* and commits if, counting its own job,
+    ``count + (transactions that can be in flight at once) - 1 <= limit``: even if every other
+    possible transaction added a job, the limit holds. Nearer the limit it takes the lock
+    *exclusive*, which waits for the shared holders to commit and counts exactly.
 
     Raises:
         InvalidRequest: a malformed Idempotency-Key.
@@ -103,12 +113,6 @@ def submit(
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters")
     fingerprint = request_fingerprint(body)
-    if idempotency_key is not None:
-        with state.db.transaction() as session:
-            found = repo.find_idempotent(session, team, idempotency_key)
-        if found is not None:
-            return _replay(found, fingerprint, idempotency_key)
-
     spec = body.spec
     limits = state.settings.limits_for(team)
     _check_job_limits(spec, team, limits)
@@ -120,35 +124,44 @@ def submit(
         team=team,
         kind=spec.kind,
         name=spec.name,
-        spec_uri=state.artifacts.uri(key),
+        # root_uri + key is what uri(key) returns, without resolving the path a second time.
+        spec_uri=f"{state.artifacts.root_uri}/{key}",
         spec_sha256=info.sha256 or "",
         gpus=gpus_requested(spec),
         max_attempts=spec.retries + 1,
     )
     try:
-        with state.db.transaction() as session:
-            repo.lock_team(session, team)
-            if idempotency_key is not None:
-                # A concurrent duplicate may have committed while we wrote the spec.
-                found = repo.find_idempotent(session, team, idempotency_key)
-                if found is not None:
-                    _discard_spec(state, key)
-                    return _replay(found, fingerprint, idempotency_key)
-            active = repo.count_unfinished(session, team)
-            if active >= limits.max_active_jobs:
-                raise QuotaExceeded(
-                    f"team {team!r} has {active} unfinished jobs, its limit is "
-                    f"{limits.max_active_jobs}; retry when some finish or cancel one"
-                )
-            job = repo.insert_job(session, new)
-            response = JobOut.from_domain(job).model_dump(mode="json")
-            if idempotency_key is not None:
-                repo.remember_idempotent(
-                    session, team, idempotency_key, request_sha256=fingerprint, job_id=job_id,
-                    status_code=201, response=response,
-                )
+        for exclusive in (False, True):
+            try:
+                with state.db.transaction() as session:
+                    repo.lock_team(session, team, exclusive=exclusive)
+                    if idempotency_key is not None:
+                        found = repo.find_idempotent(session, team, idempotency_key)
+                        if found is not None:
+                            _discard_spec(state, key)
+                            return _replay(found, fingerprint, idempotency_key)
+                    job = repo.insert_job(session, new)
+                    response = JobOut.from_domain(job).model_dump(mode="json")
+                    if idempotency_key is not None:
+                        repo.remember_idempotent(
+                            session, team, idempotency_key, request_sha256=fingerprint,
+                            job_id=job_id, status_code=201, response=response,
+                        )
+                    active = repo.count_unfinished(session, team)  # includes this job
+                    if not exclusive and active - 1 + repo.concurrent_transactions_bound(
+                        session
+                    ) > limits.max_active_jobs:
+                        raise _NearLimit
+                    if active > limits.max_active_jobs:
+                        raise QuotaExceeded(
+                            f"team {team!r} has {active - 1} unfinished jobs, its limit is "
+                            f"{limits.max_active_jobs}; retry when some finish or cancel one"
+                        )
+                break
+            except _NearLimit:
+                continue
     except IntegrityError:
-        # Lost a race on (team, key) that the team lock did not serialise: replay the winner.
+        # Lost a race on (team, key) with a concurrent duplicate: replay the winner.
         _discard_spec(state, key)
         if idempotency_key is None:
             raise

@@ -24,12 +24,18 @@ class ApiSettings(StoreSettings):
 
     api_host: str = "0.0.0.0"
     api_port: int = Field(8000, ge=1, le=65535)
+    api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
+    api_access_log: bool = True
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="larger bodies get 413")
     default_limits: TeamLimits = Field(default_factory=TeamLimits)
     team_limits: dict[str, TeamLimits] = Field(
         default_factory=dict, description='per-team overrides, JSON: {"vision": {...}}'
     )
     migrate_on_startup: bool = True
+    token_cache_s: float = Field(
+        5.0, ge=0, le=300, description="how long a verified token is trusted without a lookup "
+        "(a revoked token stops working within this time); 0 disables the cache",
+    )
     db_pool_size: int = Field(10, ge=1, le=200)
     stream_max_s: float = Field(
         3600.0, gt=0, description="longest SSE or log-follow stream; clients then reconnect"

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fastapi import Request
 
 from services.api.settings import ApiSettings
+from services.api.token_cache import TokenCache
 from services.store.db import Database
 from trainforge.storage import ObjectStore, join_key, open_location
 
@@ -19,6 +20,7 @@ class AppState:
     #: Key prefix of the artifacts URI inside ``artifacts`` ("" for a bucket root).
     artifacts_prefix: str
     secret_key: bytes
+    token_cache: TokenCache = field(repr=False)
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> AppState:
@@ -29,6 +31,7 @@ class AppState:
             artifacts=store,
             artifacts_prefix=prefix,
             secret_key=settings.secret_key_bytes(),
+            token_cache=TokenCache(settings.token_cache_s),
         )
 
     def key(self, relative: str) -> str:

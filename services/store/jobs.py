@@ -11,9 +11,9 @@ import logging
 import re
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select, text
+from sqlalchemy import Table, bindparam, func, insert, select, text
 from sqlalchemy.orm import Session
 
 from services.store import metrics
@@ -154,12 +154,28 @@ def list_jobs(
     return jobs, (rows[-1].seq if more and rows else None)
 
 
+# Statements of the submission hot path, built once with bound parameters: building them per
+# call (coercions, cache keys) costs more CPU than the database round trip.
+_JOBS = cast(Table, JobRow.__table__)
+_IDEMPOTENCY = cast(Table, IdempotencyRow.__table__)
+_COUNT_UNFINISHED = select(func.count()).where(
+    _JOBS.c.team == bindparam("team"),
+    _JOBS.c.state.in_(sorted(s.value for s in UNFINISHED_STATES)),
+)
+_FIND_IDEMPOTENT = select(
+    _IDEMPOTENCY.c.job_id,
+    _IDEMPOTENCY.c.request_sha256,
+    _IDEMPOTENCY.c.status_code,
+    _IDEMPOTENCY.c.response,
+).where(_IDEMPOTENCY.c.team == bindparam("team"), _IDEMPOTENCY.c.key == bindparam("key"))
+_INSERT_JOB = insert(_JOBS)
+_INSERT_EVENT = insert(cast(Table, EventRow.__table__))
+_INSERT_IDEMPOTENCY = insert(_IDEMPOTENCY)
+
+
 def count_unfinished(session: Session, team: str) -> int:
     """How many of a team's jobs are not yet in a terminal state."""
-    query = select(func.count()).where(
-        JobRow.team == team, JobRow.state.in_([s.value for s in UNFINISHED_STATES])
-    )
-    return int(session.scalar(query) or 0)
+    return int(session.connection().execute(_COUNT_UNFINISHED, {"team": team}).scalar_one())
 
 
 def count_by_state(session: Session) -> dict[JobState, int]:
@@ -200,25 +216,81 @@ def list_events(
 # --- writing -------------------------------------------------------------------------------
 
 
-def lock_team(session: Session, team: str) -> None:
-    """Serialise a team's submissions for the rest of the transaction (limit checks).
+def lock_team(session: Session, team: str, *, exclusive: bool) -> None:
+    """Take the team's submission lock for the rest of the transaction (limit checks).
 
-    PostgreSQL: a transaction-scoped advisory lock. SQLite: every transaction already holds
+    PostgreSQL: a transaction-scoped advisory lock, shared or exclusive (see
+    services/api/jobs.py for why both). SQLite: nothing to do, every transaction already holds
     the database's write lock (BEGIN IMMEDIATE).
     """
     if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:team))"), {"team": team})
+        statement = _LOCK_TEAM_EXCLUSIVE if exclusive else _LOCK_TEAM_SHARED
+        session.connection().execute(statement, {"team": team})
+
+
+_LOCK_TEAM_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(hashtext(:team))")
+_LOCK_TEAM_SHARED = text("SELECT pg_advisory_xact_lock_shared(hashtext(:team))")
+_MAX_CONNECTIONS: dict[str, int] = {}
+
+
+def concurrent_transactions_bound(session: Session) -> int:
+    """The most transactions that can be in flight at once on this database.
+
+    PostgreSQL: ``max_connections`` (every transaction holds a server connection).
+    SQLite: 1 (transactions are serialised).
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return 1
+    key = str(bind.engine.url)
+    if key not in _MAX_CONNECTIONS:
+        _MAX_CONNECTIONS[key] = int(session.execute(text("SHOW max_connections")).scalar_one())
+    return _MAX_CONNECTIONS[key]
 
 
 def insert_job(session: Session, new: NewJob) -> Job:
-    """Create a QUEUED job and its first event. The spec must already be written."""
+    """Create a QUEUED job and its first event. The spec must already be written.
+
+    Core INSERTs rather than ORM objects: this is the submission hot path, and nothing else
+    in the transaction needs the rows as objects.
+    """
     now = utcnow()
-    row = JobRow(
+    connection = session.connection()
+    connection.execute(
+        _INSERT_JOB,
+        {
+            "id": new.id,
+            "team": new.team,
+            "kind": new.kind.value,
+            "name": new.name,
+            "state": JobState.QUEUED.value,
+            "spec_uri": new.spec_uri,
+            "spec_sha256": new.spec_sha256,
+            "gpus": new.gpus,
+            "attempts": 0,
+            "max_attempts": new.max_attempts,
+            "created_at": now,
+            "updated_at": now,
+            "metrics": {},
+        },
+    )
+    connection.execute(
+        _INSERT_EVENT,
+        {
+            "job_id": new.id,
+            "time": now,
+            "type": "state",
+            "to_state": JobState.QUEUED.value,
+            "reason": "submitted",
+        },
+    )
+    metrics.observe(session, metrics.Submitted(new.kind.value, new.team))
+    return Job(
         id=new.id,
         team=new.team,
-        kind=new.kind.value,
+        kind=new.kind,
         name=new.name,
-        state=JobState.QUEUED.value,
+        state=JobState.QUEUED,
         spec_uri=new.spec_uri,
         spec_sha256=new.spec_sha256,
         gpus=new.gpus,
@@ -226,27 +298,16 @@ def insert_job(session: Session, new: NewJob) -> Job:
         max_attempts=new.max_attempts,
         created_at=now,
         updated_at=now,
+        started_at=None,
+        finished_at=None,
+        progress=None,
         metrics={},
+        error=None,
     )
-    session.add(row)
-    session.flush()  # the row first: the event's foreign key points at it
-    session.add(
-        EventRow(
-            job_id=new.id,
-            time=now,
-            type="state",
-            from_state=None,
-            to_state=JobState.QUEUED.value,
-            reason="submitted",
-        )
-    )
-    session.flush()
-    metrics.observe(session, metrics.Submitted(new.kind.value, new.team))
-    return to_domain(row)
 
 
 def find_idempotent(session: Session, team: str, key: str) -> IdempotentResponse | None:
-    row = session.get(IdempotencyRow, (team, key))
+    row = session.connection().execute(_FIND_IDEMPOTENT, {"team": team, "key": key}).first()
     if row is None:
         return None
     return IdempotentResponse(row.job_id, row.request_sha256, row.status_code, dict(row.response))
@@ -267,18 +328,18 @@ def remember_idempotent(
     A concurrent duplicate makes the commit (or this flush) fail with an IntegrityError on the
     (team, key) primary key: the caller then reads the winner's record.
     """
-    session.add(
-        IdempotencyRow(
-            team=team,
-            key=key,
-            request_sha256=request_sha256,
-            job_id=job_id,
-            status_code=status_code,
-            response=response,
-            created_at=utcnow(),
-        )
+    session.connection().execute(
+        _INSERT_IDEMPOTENCY,
+        {
+            "team": team,
+            "key": key,
+            "request_sha256": request_sha256,
+            "job_id": job_id,
+            "status_code": status_code,
+            "response": response,
+            "created_at": utcnow(),
+        },
     )
-    session.flush()
 
 
 def _event(

@@ -91,6 +91,7 @@ class JobRow(Base):
 
     __table_args__ = (
         Index("ix_jobs_team_seq", "team", "seq"),
+        Index("ix_jobs_team_state", "team", "state"),
         Index("ix_jobs_state_seq", "state", "seq"),
     )
 

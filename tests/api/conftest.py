@@ -28,6 +28,7 @@ def settings(tmp_path: Path, database_url: str, artifacts_dir: Path) -> ApiSetti
         migrate_on_startup=False,
         stream_poll_s=0.05,
         stream_max_s=10,
+        token_cache_s=0,  # revocations take effect at once (test_auth covers the cache)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -83,3 +84,18 @@ def test_a_job_token_opens_only_its_own_job(
     response = client.post(f"/internal/v1/jobs/{b['id']}/events", json=event,
                            headers={"Authorization": f"Bearer {issued[a['id']]}"})
     assert response.status_code == 401
+
+
+def test_a_revoked_token_stops_working_once_the_cache_entry_expires(
+    client: TestClient, db: Database, make_token: Callable[[str], str]
+) -> None:
+    state = client.app.state.trainforge  # type: ignore[attr-defined]
+    state.token_cache.ttl_s = 0.3
+    token = make_token("vision")
+    headers = {"Authorization": f"Bearer {token}"}
+    assert client.get("/v1/jobs", headers=headers).status_code == 200
+    with db.transaction() as session:
+        tokens.revoke_token(session, token)
+    assert client.get("/v1/jobs", headers=headers).status_code == 200  # cached
+    time.sleep(0.4)
+    assert client.get("/v1/jobs", headers=headers).status_code == 401

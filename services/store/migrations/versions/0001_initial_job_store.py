@@ -61,6 +61,7 @@ def upgrade() -> None:
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.create_index("ix_jobs_state_seq", ["state", "seq"], unique=False)
         batch_op.create_index("ix_jobs_team_seq", ["team", "seq"], unique=False)
+        batch_op.create_index("ix_jobs_team_state", ["team", "state"], unique=False)
 
     op.create_table(
         "idempotency_keys",
@@ -147,6 +148,7 @@ def downgrade() -> None:
     op.drop_table("idempotency_keys")
     with op.batch_alter_table("jobs", schema=None) as batch_op:
         batch_op.drop_index("ix_jobs_team_seq")
+        batch_op.drop_index("ix_jobs_team_state")
         batch_op.drop_index("ix_jobs_state_seq")
 
     op.drop_table("jobs")
