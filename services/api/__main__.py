@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 
 import uvicorn
 from fastapi import FastAPI
@@ -18,16 +17,16 @@ def app_from_env() -> FastAPI:
 
 
 def main() -> None:
-    logging.basicConfig(level=logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = get_settings()
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(
         "services.api.__main__:app_from_env",
         factory=True,
         host=settings.api_host,
         port=settings.api_port,
         workers=settings.api_workers,
-        log_level=os.environ.get("TRAINFORGE_LOG_LEVEL", "info").lower(),
+        log_level=settings.log_level,
         access_log=settings.api_access_log,
         proxy_headers=True,
     )

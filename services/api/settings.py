@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +27,7 @@ class ApiSettings(StoreSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     api_access_log: bool = True
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="larger bodies get 413")
     default_limits: TeamLimits = Field(default_factory=TeamLimits)
     team_limits: dict[str, TeamLimits] = Field(

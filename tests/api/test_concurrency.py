@@ -67,3 +67,21 @@ def test_concurrent_submits_without_a_key_respect_the_active_job_limit(
     responses = asyncio.run(_burst(app, auth, 20))
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {201: 7, 429: 13}, statuses
+
+
+def test_the_limit_is_exact_on_both_the_shared_and_the_exclusive_lock_paths(
+    app: FastAPI, auth: dict[str, str], db: Database
+) -> None:
+    from services.api.settings import TeamLimits
+    from services.store import jobs as repo
+
+    with db.transaction() as session:
+        bound = repo.concurrent_transactions_bound(session)
+    # Far below the limit, submissions take the shared lock; the last ~bound take it exclusive.
+    limit = bound + 10
+    app.state.trainforge.settings.team_limits["vision"] = TeamLimits(max_active_jobs=limit)
+    responses = asyncio.run(_burst(app, auth, limit + 20))
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {201: limit, 429: 20}, statuses
+    with db.transaction() as session:
+        assert repo.count_unfinished(session, "vision") == limit

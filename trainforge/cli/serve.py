@@ -56,6 +56,11 @@ def serve(
     url = f"http://{local_host}:{port}"
     api_settings = ApiSettings(embedded=True, migrate_on_startup=False)
     dispatcher_settings = DispatcherSettings(embedded=True, api_url=url)
+    if dispatcher_settings.dispatcher_max_active is None:
+        # One training at a time on a laptop unless TRAINFORGE_DISPATCHER_MAX_ACTIVE says more.
+        dispatcher_settings = dispatcher_settings.model_copy(
+            update={"dispatcher_max_active": 1}
+        )
     home = api_settings.home
     db = Database(api_settings.resolved_database_url, pool_size=2)
     upgrade(db.engine)
