@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
+from anyio import to_thread
 from fastapi import Depends, Path, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
@@ -23,11 +24,11 @@ _job_bearer = HTTPBearer(
 )
 
 
-def current_team(
+async def current_team(
     state: Annotated[AppState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> str:
-    """The caller's team.
+    """The caller's team (async: a cache hit costs no thread hop; a miss queries in a thread).
 
     Raises:
         Unauthenticated: no, malformed, unknown or revoked token.
@@ -41,13 +42,17 @@ def current_team(
     team = state.token_cache.get(digest)
     if team is not None:
         return team
-    with state.db.transaction() as session:
-        team = tokens.authenticate(session, credentials.credentials).team
+    team = await to_thread.run_sync(_authenticate, state, credentials.credentials)
     state.token_cache.put(digest, team)
     return team
 
 
-def current_job_attempt(
+def _authenticate(state: AppState, token: str) -> str:
+    with state.db.transaction() as session:
+        return tokens.authenticate(session, token).team
+
+
+async def current_job_attempt(
     state: Annotated[AppState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_job_bearer)],
     job_id: Annotated[str, Path(alias="id", description="job id", max_length=64)],
@@ -59,8 +64,12 @@ def current_job_attempt(
     """
     if credentials is None:
         raise Unauthenticated("send 'Authorization: Bearer <job token>' (TRAINFORGE_JOB_TOKEN)")
+    return await to_thread.run_sync(_verify_job_token, state, job_id, credentials.credentials)
+
+
+def _verify_job_token(state: AppState, job_id: str, token: str) -> int:
     with state.db.transaction() as session:
-        return tokens.verify_job_token(session, job_id, credentials.credentials)
+        return tokens.verify_job_token(session, job_id, token)
 
 
 Team = Annotated[str, Depends(current_team)]

@@ -135,11 +135,9 @@ def submit(
             try:
                 with state.db.transaction() as session:
                     repo.lock_team(session, team, exclusive=exclusive)
-                    if idempotency_key is not None:
-                        found = repo.find_idempotent(session, team, idempotency_key)
-                        if found is not None:
-                            _discard_spec(state, key)
-                            return _replay(found, fingerprint, idempotency_key)
+                    # No lookup of the key first: the (team, key) primary key refuses a
+                    # duplicate (IntegrityError below), which saves a round trip on every
+                    # first submission; retries are the rare case.
                     job = repo.insert_job(session, new)
                     response = JobOut.from_domain(job).model_dump(mode="json")
                     if idempotency_key is not None:
@@ -161,7 +159,7 @@ def submit(
             except _NearLimit:
                 continue
     except IntegrityError:
-        # Lost a race on (team, key) with a concurrent duplicate: replay the winner.
+        # The key was used before (a retry, or a concurrent duplicate): replay the first.
         _discard_spec(state, key)
         if idempotency_key is None:
             raise

@@ -39,7 +39,7 @@ class AppState:
         return join_key(self.artifacts_prefix, relative)
 
 
-def get_state(request: Request) -> AppState:
-    """FastAPI dependency: the app's state."""
+async def get_state(request: Request) -> AppState:
+    """FastAPI dependency: the app's state (async: no thread hop for a dictionary lookup)."""
     state: AppState = request.app.state.trainforge
     return state
