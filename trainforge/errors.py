@@ -61,6 +61,30 @@ class DatasetError(TrainforgeError):
     code = "dataset_invalid"
 
 
+class DatasetNotFound(DatasetError):
+    """Nothing is at the dataset URI (missing directory, empty S3 prefix)."""
+
+    code = "dataset_not_found"
+
+
+class DatasetUnsafe(DatasetError):
+    """A dataset names files outside its root (symlink escape, ``..`` in an object key)."""
+
+    code = "dataset_unsafe"
+
+
+class DatasetIntegrityError(DatasetError):
+    """A synced file does not match the checksum its source advertised."""
+
+    code = "dataset_integrity"
+
+
+class DatasetExists(DatasetError):
+    """A command would overwrite an existing dataset directory."""
+
+    code = "dataset_exists"
+
+
 class WeightsError(TrainforgeError):
     """Base weights could not be resolved."""
 
@@ -146,6 +170,44 @@ class ConfigError(TrainforgeError):
 
 
 class BackendError(TrainforgeError):
-    """A compute backend could not launch, poll or cancel a run."""
+    """A compute backend could not launch, poll, cancel or read a run."""
 
     code = "backend_error"
+
+
+class BackendConfigError(BackendError):
+    """A backend's deployment configuration is missing or invalid."""
+
+    code = "backend_config_invalid"
+
+
+class ResourcesUnavailable(BackendError):
+    """A job asks for resources that the configured node pools cannot give it."""
+
+    code = "resources_unavailable"
+
+
+class KubernetesApiError(BackendError):
+    """The Kubernetes API server refused or failed a request.
+
+    ``status`` is the HTTP status (0 when the server could not be reached) and ``reason`` the
+    Kubernetes ``Status.reason`` (``NotFound``, ``AlreadyExists``, ``Forbidden``, ...).
+    """
+
+    code = "kubernetes_api_error"
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[KubernetesApiError], tuple[str, int, str]]:  # type: ignore[override]
+        return (type(self), (self.message, self.status, self.reason))
+
+
+class KubernetesNotFound(KubernetesApiError):
+    code = "kubernetes_not_found"
+
+
+class KubernetesAlreadyExists(KubernetesApiError):
+    code = "kubernetes_already_exists"

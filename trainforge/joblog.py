@@ -1,120 +1,97 @@
-"""Ship a job's log to the artifacts store while it runs: ``jobs/<id>/attempts/<n>/log.txt``.
+"""Ship a job's console output to the artifacts store while it runs.
 
-Object stores cannot append, so the log is written to a local file and the whole file is
-uploaded again every few seconds (when it changed) and once more on exit. The API's
-``GET /v1/jobs/{id}/logs`` reads that object.
-
-Example::
-
-    with ship_log():          # job id, attempt and artifacts URI from the dispatcher's env
-        train(...)
+The log must be readable through the API during the run and after the cluster is gone, so
+the entrypoint captures its own file descriptors 1 and 2 (Ultralytics, Ray and our logging all
+end up there), echoes them to the original console, and re-uploads the file every few seconds
+and once more at exit. Object stores have no append; a whole-file re-upload of a log is cheap.
 """
 
 from __future__ import annotations
 
-import io
+import contextlib
 import logging
 import os
 import sys
 import tempfile
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
-from typing import TextIO
 
-from trainforge.constants import ENV_ARTIFACTS_URI, ENV_ATTEMPT, ENV_JOB_ID
 from trainforge.errors import StorageError
-from trainforge.layout import attempt_log_key
-from trainforge.storage import join_key, open_location
+from trainforge.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
 
 
-class _Tee(io.TextIOBase):
-    """Writes to the original stream and to the log file."""
-
-    def __init__(self, original: TextIO, copy: TextIO) -> None:
-        self._original = original
-        self._copy = copy
-
-    def write(self, text: str) -> int:
-        self._original.write(text)
-        self._copy.write(text)
-        return len(text)
+class _Uploader(threading.Thread):
+    def __init__(self, store: ObjectStore, key: str, path: Path, interval_s: float) -> None:
+        super().__init__(name="log-shipper", daemon=True)
+        self.store, self.key, self.path, self.interval_s = store, key, path, interval_s
+        self.stop = threading.Event()
+        self._last_size = -1
 
     def flush(self) -> None:
-        self._original.flush()
-        self._copy.flush()
+        size = self.path.stat().st_size if self.path.exists() else 0
+        if size == self._last_size:
+            return
+        try:
+            self.store.upload(self.path, self.key, content_type="text/plain; charset=utf-8")
+            self._last_size = size
+        except StorageError as exc:  # a flaky store must not kill training
+            log.warning("log upload to %s failed: %s", self.store.uri(self.key), exc)
 
-    def isatty(self) -> bool:
-        return False
+    def run(self) -> None:
+        while not self.stop.wait(self.interval_s):
+            self.flush()
 
 
-@contextmanager
-def ship_log(
-    job_id: str | None = None,
-    attempt: int | None = None,
-    artifacts_uri: str | None = None,
-    *,
-    interval_s: float = 5.0,
-) -> Iterator[Path]:
-    """Tee stdout, stderr and logging records to a file and upload it periodically.
+@contextlib.contextmanager
+def ship_log(store: ObjectStore, key: str, *, interval_s: float = 5.0) -> Iterator[Path]:
+    """Tee fds 1 and 2 into a file uploaded to ``key`` every ``interval_s`` and at exit.
 
     Args:
-        job_id: default ``$TRAINFORGE_JOB_ID``.
-        attempt: default ``$TRAINFORGE_ATTEMPT`` (or 1).
-        artifacts_uri: default ``$TRAINFORGE_ARTIFACTS_URI``. Without it (or a job id) the log
-            is only written locally.
-        interval_s: seconds between uploads.
+        store: the artifacts store.
+        key: e.g. ``trainforge.layout.attempt_log_key(job_id, attempt)``.
+        interval_s: seconds between uploads while the job runs.
 
     Yields:
-        The local log file.
+        The local log file path.
     """
-    job_id = job_id or os.environ.get(ENV_JOB_ID)
-    attempt = attempt or int(os.environ.get(ENV_ATTEMPT) or 1)
-    artifacts_uri = artifacts_uri or os.environ.get(ENV_ARTIFACTS_URI)
     fd, name = tempfile.mkstemp(prefix="trainforge-log-", suffix=".txt")
+    os.close(fd)
     path = Path(name)
-    stream = os.fdopen(fd, "w", buffering=1, encoding="utf-8", errors="replace")
-    handler = logging.StreamHandler(stream)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.addHandler(handler)
-    saved = sys.stdout, sys.stderr
-    sys.stdout, sys.stderr = _Tee(saved[0], stream), _Tee(saved[1], stream)
-    stop = threading.Event()
-    uploader: threading.Thread | None = None
-    if job_id and artifacts_uri:
-        store, prefix = open_location(artifacts_uri.rstrip("/") + "/")
-        key = join_key(prefix, attempt_log_key(job_id, attempt))
-        state = {"size": -1}
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    read_end, write_end = os.pipe()
+    os.dup2(write_end, 1)
+    os.dup2(write_end, 2)
+    os.close(write_end)
 
-        def upload() -> None:
-            stream.flush()
-            size = path.stat().st_size
-            if size == state["size"]:
-                return
-            try:
-                store.upload(path, key, content_type="text/plain; charset=utf-8")
-                state["size"] = size
-            except StorageError as exc:  # a log upload must never kill the job
-                log.debug("log upload to %s failed: %s", store.uri(key), exc)
+    def pump() -> None:
+        with path.open("ab", buffering=0) as sink:
+            while chunk := os.read(read_end, 65536):
+                sink.write(chunk)
+                with contextlib.suppress(OSError):
+                    os.write(saved_out, chunk)
 
-        def loop() -> None:
-            while not stop.wait(interval_s):
-                upload()
-
-        uploader = threading.Thread(target=loop, name="ship-log", daemon=True)
-        uploader.start()
+    reader = threading.Thread(target=pump, name="log-tee", daemon=True)
+    reader.start()
+    uploader = _Uploader(store, key, path, interval_s)
+    uploader.start()
     try:
         yield path
     finally:
-        sys.stdout, sys.stderr = saved
-        root.removeHandler(handler)
-        stop.set()
-        if uploader is not None:
-            uploader.join()
-            upload()
-        stream.close()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved_out, 1)
+        os.dup2(saved_err, 2)
+        # Children that inherited the pipe may still hold it open: don't wait forever.
+        reader.join(timeout=5)
+        os.close(read_end) if not reader.is_alive() else None
+        uploader.stop.set()
+        uploader.join(timeout=10)
+        uploader.flush()
+        os.close(saved_out)
+        os.close(saved_err)
         path.unlink(missing_ok=True)

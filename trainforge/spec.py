@@ -265,8 +265,7 @@ class ExportParams(_Strict):
 
 
 class Resources(_Strict):
-    gpus: int = Field(1, ge=0, le=64, description="GPUs per training worker")
-    workers: int = Field(1, ge=1, le=64, description="Ray Train workers (data parallel)")
+    gpus: int = Field(1, ge=0, le=8, description="GPUs for the training worker (one node)")
     gpu_type: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     cpus: int = Field(8, ge=1, le=256)
     memory: str = Field("32Gi", pattern=MEMORY_PATTERN)

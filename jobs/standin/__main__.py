@@ -94,9 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr)
     job_id = os.environ.get(ENV_JOB_ID, "local")
     attempt = int(os.environ.get(ENV_ATTEMPT) or 1)
-    with ship_log(interval_s=0.5):
-        store, key = open_location(args.spec)
-        spec = load_spec(store.get(key), source=args.spec)
+    store, key = open_location(args.spec)
+    spec = load_spec(store.get(key), source=args.spec)
+    location = _artifacts(job_id)
+    if location is None:
+        return run(spec, JobReporter.from_env(), job_id, attempt)
+    artifacts, prefix = location
+    log_key = join_key(prefix, "attempts", str(attempt), "log.txt")  # layout.attempt_log_key
+    with ship_log(artifacts, log_key, interval_s=0.5):
         return run(spec, JobReporter.from_env(), job_id, attempt)
 
 

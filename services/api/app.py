@@ -16,7 +16,7 @@ from services.api.body_limit import BodyLimitMiddleware
 from services.api.metrics import HttpMetricsMiddleware, registry_for
 from services.api.routes import datasets, downloads, health, internal, jobs
 from services.api.schemas import FieldProblem, Problem
-from services.api.settings import ApiSettings
+from services.api.settings import ApiSettings, get_settings
 from services.api.state import AppState
 from services.store.migrate import upgrade
 
@@ -25,15 +25,17 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
+def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """Build the API.
 
     Args:
-        settings: the API's settings (nothing is read from the environment here).
+        settings: the API's settings; default :func:`get_settings` (the environment), which is
+            what ``uvicorn --factory services.api.app:create_app`` (Dockerfile.api) uses.
 
     Returns:
         The app; migrations run when it starts (``settings.migrate_on_startup``).
     """
+    settings = settings or get_settings()
     state = AppState.from_settings(settings)
 
     @asynccontextmanager

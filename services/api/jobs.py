@@ -52,9 +52,9 @@ def request_fingerprint(body: JobSubmission) -> str:
 
 
 def gpus_requested(spec: JobSpec) -> int:
-    """GPUs the job may hold at once: workers × GPUs, or for a sweep, concurrent trials × GPUs
-    per trial (all trials when the spec sets no concurrency limit)."""
-    gpus = spec.resources.gpus * spec.resources.workers
+    """GPUs the job may hold at once: ``resources.gpus``, or for a sweep, concurrent trials ×
+    GPUs per trial (all trials when the spec sets no concurrency limit) if that is more."""
+    gpus = spec.resources.gpus
     if spec.kind is JobKind.SWEEP and spec.sweep is not None:
         concurrent = spec.sweep.max_concurrent_trials or spec.sweep.trials
         gpus = max(gpus, math.ceil(spec.sweep.gpus_per_trial * concurrent))
@@ -65,8 +65,8 @@ def _check_job_limits(spec: JobSpec, team: str, limits: TeamLimits) -> None:
     gpus = gpus_requested(spec)
     if gpus > limits.max_gpus_per_job:
         raise LimitExceeded(
-            f"the job asks for {gpus} GPUs (resources.gpus × resources.workers, or for sweeps "
-            f"concurrent trials × sweep.gpus_per_trial); team {team!r} may use at most "
+            f"the job asks for {gpus} GPUs (resources.gpus, or for sweeps concurrent trials × "
+            f"sweep.gpus_per_trial); team {team!r} may use at most "
             f"{limits.max_gpus_per_job} per job"
         )
     if spec.sweep is not None and spec.sweep.trials > limits.max_sweep_trials:

@@ -19,7 +19,15 @@ def make_backend(settings: DispatcherSettings) -> Backend:
     """
     if settings.dispatcher_backend == "local":
         return LocalBackend(settings.resolved_state_dir, module=settings.dispatcher_local_module)
-    raise ValueError(f"unknown dispatcher backend {settings.dispatcher_backend!r}")
+    if settings.dispatcher_backend == "kuberay":
+        # Imported here: only the kuberay deployment needs it (config from
+        # TRAINFORGE_KUBERAY_CONFIG, API server from the pod's service account).
+        from services.dispatcher.backends.kuberay import KubeRayBackend
+
+        return KubeRayBackend.from_env()
+    raise ValueError(
+        f"unknown dispatcher backend {settings.dispatcher_backend!r}; use local or kuberay"
+    )
 
 
 def make_dispatcher(

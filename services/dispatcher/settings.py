@@ -17,7 +17,9 @@ class DispatcherSettings(StoreSettings):
     api_url: str = Field(
         "http://127.0.0.1:8000", description="API base URL that launched jobs report to"
     )
-    dispatcher_backend: Literal["local"] = Field("local", description="where jobs run")
+    dispatcher_backend: Literal["local", "kuberay"] = Field(
+        "local", description="where jobs run: local subprocesses, or one RayJob per attempt"
+    )
     dispatcher_metrics_port: int = Field(9100, ge=0, le=65535)
     dispatcher_metrics_host: str = "0.0.0.0"
     dispatcher_poll_interval_s: float = Field(2.0, gt=0, le=300)

@@ -12,9 +12,8 @@ from fastapi.testclient import TestClient
 from services.api import create_app
 from services.api.settings import ApiSettings
 from services.store import Database, tokens
+from tests.api.support import SECRET
 from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
-
-SPEC = {"name": "ppe-detector", "dataset": {"uri": "s3://datasets/ppe/v3/"}, "train": {"epochs": 3}}
 
 
 @pytest.fixture()
@@ -24,7 +23,7 @@ def settings(tmp_path: Path, database_url: str, artifacts_dir: Path) -> ApiSetti
         embedded=True,
         database_url=database_url,
         artifacts_uri=f"file://{artifacts_dir}",
-        secret_key="test-secret-key-not-a-placeholder",
+        secret_key=SECRET.decode(),
         migrate_on_startup=False,
         stream_poll_s=0.05,
         stream_max_s=10,
@@ -58,29 +57,6 @@ def make_token(db: Database) -> Callable[[str], str]:  # noqa: F811
 def auth(make_token: Callable[[str], str]) -> dict[str, str]:
     """Authorization header of a token for team ``vision``."""
     return {"Authorization": f"Bearer {make_token('vision')}"}
-
-
-def submit(client: TestClient, headers: dict[str, str], spec: dict | None = None,
-           **extra_headers: str) -> dict:
-    response = client.post("/v1/jobs", json={"spec": spec or SPEC},
-                           headers={**headers, **extra_headers})
-    assert response.status_code == 201, response.text
-    return response.json()
-
-
-SECRET = b"test-secret-key-not-a-placeholder"
-
-
-def claim_all(database: Database) -> dict[str, str]:
-    """Claim every queued job as a dispatcher would; returns {job id: its job token}."""
-    from services.store import dispatch
-
-    with database.transaction() as session:
-        claimed = dispatch.claim(
-            session, owner="test", backend="test", limit=1000,
-            token_sha256=lambda job_id, n: tokens.sha256_hex(tokens.job_token(SECRET, job_id, n)),
-        )
-    return {a.job.id: tokens.job_token(SECRET, a.job.id, a.attempt.number) for a in claimed}
 
 
 @pytest.fixture()

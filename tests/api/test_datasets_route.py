@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
-import pytest
 from fastapi.testclient import TestClient
 
 from services.api.settings import ApiSettings
-
-TOOLKIT_MISSING = importlib.util.find_spec("trainforge.datasets") is None
-REASON = "trainforge.datasets (dataset toolkit) is not on this branch yet"
 
 
 def _tiny_dataset(root: Path) -> Path:
@@ -32,9 +27,6 @@ def _tiny_dataset(root: Path) -> Path:
 def test_validate_reports_on_a_dataset(
     client: TestClient, auth: dict[str, str], tmp_path: Path
 ) -> None:
-    if TOOLKIT_MISSING:
-        print(f"XFAIL: {REASON}")
-        pytest.xfail(REASON)
     good = _tiny_dataset(tmp_path / "good")
     response = client.post("/v1/datasets/validate", json={"uri": f"file://{good}/"},
                            headers=auth)
@@ -43,9 +35,17 @@ def test_validate_reports_on_a_dataset(
     (good / "data.yaml").write_text("train: images/train\n")  # no names, no val
     response = client.post("/v1/datasets/validate", json={"uri": f"file://{good}/"},
                            headers=auth)
-    assert response.status_code in {200, 422}
-    if response.status_code == 200:
-        assert response.json()["ok"] is False
+    assert response.status_code == 200 and response.json()["ok"] is False
+    codes = {p["code"] for p in response.json()["report"]["problems"]}
+    assert codes, response.json()
+
+
+def test_a_missing_dataset_is_422_with_the_reason(
+    client: TestClient, auth: dict[str, str], tmp_path: Path
+) -> None:
+    response = client.post("/v1/datasets/validate",
+                           json={"uri": f"file://{tmp_path / 'nothing-here'}/"}, headers=auth)
+    assert response.status_code == 422 and response.json()["code"].startswith("dataset")
 
 
 def test_outside_embedded_mode_only_s3_uris_are_accepted(

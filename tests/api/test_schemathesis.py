@@ -8,7 +8,6 @@ and no operation that should need a token works without one.
 
 from __future__ import annotations
 
-import importlib.util
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +35,7 @@ from services.api.openapi import document
 from services.api.schemas import JobSubmission
 from services.api.settings import ApiSettings, TeamLimits
 from services.store import Database
-from tests.api.conftest import SECRET, SPEC, claim_all
+from tests.api.support import SECRET, SPEC, claim_all
 
 EXAMPLES = 50
 CHECKS = [
@@ -61,10 +60,6 @@ def test_operation_conforms_to_its_schema(
     make_token: Callable[[str], str], request: pytest.FixtureRequest,
 ) -> None:
     if path == "/v1/datasets/validate":
-        if importlib.util.find_spec("trainforge.datasets") is None:
-            reason = "trainforge.datasets (dataset toolkit) is not on this branch yet"
-            print(f"XFAIL: {reason}")
-            pytest.xfail(reason)
         # As in production: only s3:// URIs, answered by the loopback S3 server.
         request.getfixturevalue("s3_server")
         settings.embedded = False

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from services.api.settings import ApiSettings, TeamLimits
 from services.store import Database
 from services.store import jobs as repo
-from tests.api.conftest import SPEC, submit
+from tests.api.support import SPEC, submit
 from trainforge.errors import StorageError
 
 PROBLEM = "application/problem+json"
@@ -135,7 +135,7 @@ def test_gpu_and_trial_limits_are_403(
     client: TestClient, auth: dict[str, str], settings: ApiSettings
 ) -> None:
     settings.team_limits["vision"] = TeamLimits(max_gpus_per_job=2, max_sweep_trials=4)
-    too_many_gpus = {**SPEC, "resources": {"gpus": 2, "workers": 2}}
+    too_many_gpus = {**SPEC, "resources": {"gpus": 4}}
     response = client.post("/v1/jobs", json={"spec": too_many_gpus}, headers=auth)
     assert response.status_code == 403 and response.json()["code"] == "limit_exceeded"
     assert "4 GPUs" in response.json()["detail"]

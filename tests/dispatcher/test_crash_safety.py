@@ -31,7 +31,7 @@ from services.store import jobs as repo
 from services.store.domain import NewJob
 from services.store.ids import new_job_id
 from tests.conftest import free_port
-from tests.dispatcher.conftest import ROOT, SECRET, ApiServer, config, drive, jobs, run_markers
+from tests.dispatcher.support import ROOT, SECRET, ApiServer, config, drive, jobs, run_markers
 from trainforge.spec import JobKind
 from trainforge.states import JobState
 

@@ -9,7 +9,7 @@ import httpx
 
 from services.dispatcher.dispatcher import Dispatcher
 from services.store import Database, dispatch
-from tests.dispatcher.conftest import (
+from tests.dispatcher.support import (
     ApiServer,
     config,
     drive,

@@ -1,0 +1,187 @@
+"""The model registry: versions of a model in the models bucket, each made visible by its manifest.
+
+Layout: ``<models>/<name>/<version>/{best.pt, model.onnx, model-<gpu>.engine, report.json,
+manifest.json}``. The manifest is written last with a conditional create, so a reader that
+finds a manifest finds every file it lists, with the listed size and sha256; a version is never
+overwritten, and publishing the same version again is a no-op that returns the first manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from trainforge.errors import ObjectNotFound, TrainforgeError
+from trainforge.layout import manifest_key, model_prefix
+from trainforge.storage import ObjectStore, join_key, open_location
+
+log = logging.getLogger(__name__)
+
+MANIFEST_SCHEMA_VERSION = 1
+REGISTRY_SCHEME = "registry://"
+
+
+class RegistryError(TrainforgeError):
+    code = "registry_error"
+
+
+class ModelNotFound(RegistryError):
+    code = "model_not_found"
+
+
+@dataclass(frozen=True)
+class Published:
+    manifest_uri: str
+    manifest: dict[str, Any]
+    #: False when the version already existed and this call changed nothing.
+    created: bool
+
+
+@dataclass(frozen=True)
+class VerifyProblem:
+    artifact: str
+    message: str
+
+
+def _models(models_uri: str) -> tuple[ObjectStore, str]:
+    return open_location(models_uri.rstrip("/") + "/")
+
+
+def publish(
+    models_uri: str,
+    name: str,
+    version: str,
+    files: Mapping[str, Path],
+    metadata: Mapping[str, Any],
+) -> Published:
+    """Upload ``files`` (artifact name → local path) and then the manifest.
+
+    Args:
+        models_uri: root of the models bucket (s3://… or file://…).
+        name: model name (the job spec's ``name``).
+        version: version id (the job id: a rerun of the same job publishes the same version).
+        files: artifacts to publish; names are file names inside the version folder.
+        metadata: extra manifest fields (metrics, gates, source job, dataset fingerprint,
+            class names, input shape…).
+
+    Returns:
+        The manifest's URI and content, and whether this call created it.
+    """
+    store, base = _models(models_uri)
+    prefix = join_key(base, model_prefix(name, version))
+    mkey = join_key(base, manifest_key(name, version))
+    existing = _read_manifest(store, mkey)
+    if existing is not None:
+        log.info("model %s@%s already published; leaving it as it is", name, version)
+        return Published(store.uri(mkey), existing, created=False)
+    artifacts = []
+    for artifact, path in sorted(files.items()):
+        if "/" in artifact or artifact == "manifest.json":
+            raise RegistryError(f"artifact name {artifact!r} must be a plain file name")
+        if store.exists(mkey):  # someone finished first: never touch a published version
+            break
+        info = store.upload(Path(path), join_key(prefix, artifact))
+        artifacts.append({"name": artifact, "size": info.size, "sha256": info.sha256})
+    manifest = {
+        "schema_version": MANIFEST_SCHEMA_VERSION,
+        "name": name,
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+        **dict(metadata),
+        "artifacts": artifacts,
+    }
+    body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    if store.put_if_absent(mkey, body, content_type="application/json"):
+        log.info("published %s", store.uri(mkey))
+        return Published(store.uri(mkey), manifest, created=True)
+    winner = _read_manifest(store, mkey)
+    assert winner is not None  # put_if_absent lost: the manifest exists
+    return Published(store.uri(mkey), winner, created=False)
+
+
+def _read_manifest(store: ObjectStore, key: str) -> dict[str, Any] | None:
+    try:
+        data: dict[str, Any] = json.loads(store.get(key))
+    except ObjectNotFound:
+        return None
+    return data
+
+
+def read_manifest(manifest_uri: str) -> dict[str, Any]:
+    store, key = open_location(manifest_uri)
+    manifest = _read_manifest(store, key)
+    if manifest is None:
+        raise ModelNotFound(f"no manifest at {manifest_uri}")
+    return manifest
+
+
+def verify(manifest_uri: str) -> list[VerifyProblem]:
+    """Download every artifact a manifest lists and check its size and sha256.
+
+    Returns:
+        The problems found (empty when the version is intact).
+    """
+    manifest = read_manifest(manifest_uri)
+    store, mkey = open_location(manifest_uri)
+    prefix = mkey.rsplit("/", 1)[0]
+    problems = []
+    for artifact in manifest.get("artifacts", []):
+        key = join_key(prefix, artifact["name"])
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            with store.open_read(key) as fh:
+                while block := fh.read(1 << 20):
+                    digest.update(block)
+                    size += len(block)
+        except ObjectNotFound:
+            problems.append(VerifyProblem(artifact["name"], "missing"))
+            continue
+        if size != artifact["size"]:
+            problems.append(VerifyProblem(artifact["name"],
+                                          f"size {size} != manifest {artifact['size']}"))
+        if digest.hexdigest() != artifact["sha256"]:
+            problems.append(VerifyProblem(artifact["name"], "sha256 differs from the manifest"))
+    return problems
+
+
+def list_versions(models_uri: str, name: str) -> list[dict[str, Any]]:
+    """Every published version of a model, oldest first."""
+    store, base = _models(models_uri)
+    manifests = []
+    for info in store.list(join_key(base, name) + "/"):
+        if info.key.endswith("/manifest.json"):
+            manifest = _read_manifest(store, info.key)
+            if manifest is not None:
+                manifests.append(manifest)
+    return sorted(manifests, key=lambda m: str(m.get("created_at", "")))
+
+
+def resolve(ref: str, models_uri: str, artifact: str = "best.pt") -> str:
+    """Turn ``registry://name@version`` (or ``@latest``) into the URI of one artifact.
+
+    Raises:
+        ModelNotFound: the name, version or artifact is not published.
+    """
+    if not ref.startswith(REGISTRY_SCHEME):
+        raise RegistryError(f"{ref!r} is not a registry:// reference")
+    name, _, version = ref[len(REGISTRY_SCHEME):].partition("@")
+    version = version or "latest"
+    if version == "latest":
+        versions = list_versions(models_uri, name)
+        if not versions:
+            raise ModelNotFound(f"model {name!r} has no published version in {models_uri}")
+        version = str(versions[-1]["version"])
+    store, base = _models(models_uri)
+    manifest = _read_manifest(store, join_key(base, manifest_key(name, version)))
+    if manifest is None:
+        raise ModelNotFound(f"model {name}@{version} is not published in {models_uri}")
+    if artifact not in {a["name"] for a in manifest.get("artifacts", [])}:
+        raise ModelNotFound(f"model {name}@{version} has no artifact {artifact!r}")
+    return store.uri(join_key(base, model_prefix(name, version), artifact))
