@@ -46,3 +46,12 @@ ENV_YOLO_OFFLINE = "YOLO_OFFLINE"
 #: Ultralytics pip-installs missing packages at run time unless this is false; jobs set it false
 #: so that a missing runtime (tensorrt, onnxruntime-gpu) is reported instead of fetched.
 ENV_YOLO_AUTOINSTALL = "YOLO_AUTOINSTALL"
+
+#: HMAC key of the API and dispatcher (per-job tokens, API-served download links).
+ENV_SECRET_KEY = "TRAINFORGE_SECRET_KEY"
+#: "true" for the one-process embedded default (allows a generated secret key).
+ENV_EMBEDDED = "TRAINFORGE_EMBEDDED"
+#: Python client / CLI: the API base URL (default: the embedded server, http://127.0.0.1:8000).
+ENV_URL = "TRAINFORGE_URL"
+#: Python client / CLI: the bearer token (default: $TRAINFORGE_HOME/dev-token).
+ENV_TOKEN = "TRAINFORGE_TOKEN"
