@@ -61,6 +61,30 @@ class DatasetError(TrainforgeError):
     code = "dataset_invalid"
 
 
+class DatasetNotFound(DatasetError):
+    """Nothing is at the dataset URI (missing directory, empty S3 prefix)."""
+
+    code = "dataset_not_found"
+
+
+class DatasetUnsafe(DatasetError):
+    """A dataset names files outside its root (symlink escape, ``..`` in an object key)."""
+
+    code = "dataset_unsafe"
+
+
+class DatasetIntegrityError(DatasetError):
+    """A synced file does not match the checksum its source advertised."""
+
+    code = "dataset_integrity"
+
+
+class DatasetExists(DatasetError):
+    """A command would overwrite an existing dataset directory."""
+
+    code = "dataset_exists"
+
+
 class WeightsError(TrainforgeError):
     """Base weights could not be resolved."""
 

@@ -57,6 +57,14 @@ class LocalStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"no object {self.uri(key)}") from None
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes ``[start, start + length)`` of a file (fewer at its end)."""
+        if start < 0 or length < 1:
+            raise StorageError(f"bad byte range start={start} length={length}")
+        with self.open_read(key) as fh:
+            fh.seek(start)
+            return fh.read(length)
+
     def download(self, key: str, dest: Path) -> ObjectInfo:
         src = self._path(key)
         if not src.is_file():

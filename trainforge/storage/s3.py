@@ -101,6 +101,22 @@ class S3Store:
         except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
             raise self._raise(exc, key) from None
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes ``[start, start + length)`` of an object (fewer at its end): one ranged GET."""
+        if start < 0 or length < 1:
+            raise StorageError(f"bad byte range start={start} length={length}")
+        try:
+            resp = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+            )
+            return cast(bytes, resp["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # start is at or past the end (an empty object)
+            raise self._raise(exc, key) from None
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise self._raise(exc, key) from None
+
     def download(self, key: str, dest: Path) -> ObjectInfo:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
