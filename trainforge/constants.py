@@ -37,3 +37,6 @@ ENV_YOLO_OFFLINE = "YOLO_OFFLINE"
 ENV_RAY_ADDRESS = "RAY_ADDRESS"
 #: Ultralytics' settings/fonts directory; a job points it at its own work directory.
 ENV_YOLO_CONFIG_DIR = "YOLO_CONFIG_DIR"
+#: Ray Tune's warning threshold for frequent experiment-state saves; a sweep saves after every
+#: trial checkpoint on purpose (so that a restored sweep loses nothing) and sets it to 0.
+ENV_TUNE_SNAPSHOT_WARNING_S = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"

@@ -107,3 +107,15 @@ class ResourcesUnavailable(TrainforgeError):
     """The job asks for more than the cluster it runs on can ever provide."""
 
     code = "resources_unavailable"
+
+
+class HyperparameterMismatch(TrainforgeError):
+    """A sweep trial's trainer ran with other hyperparameters than the ones sampled for it."""
+
+    code = "hyperparameter_mismatch"
+
+
+class SweepFailed(TrainforgeError):
+    """No trial of a sweep finished, so there is no model to keep."""
+
+    code = "sweep_failed"
