@@ -15,12 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from jobs.sweep.node import node_dataset
+from jobs.sweep.trial import unpack_checkpoint
 from jobs.train import adapter, dataset_step
 from jobs.train.artifacts import JobArtifacts
 from jobs.train.report import build_report
 from jobs.train.steps import configure_logging, step
 from jobs.train.worker import upload_outputs
 from trainforge.errors import TrainingFailed
+from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec
 
 
@@ -58,7 +60,7 @@ def finish_best_trial(cfg: FinishConfig) -> dict[str, float]:
     run_dir = work / "run"
     adapter.prepare_environment(work / "ultralytics")
     with step("best-trial-checkpoint") as out:
-        cfg.checkpoint.to_directory(str(run_dir))
+        unpack_checkpoint(cfg.checkpoint, run_dir)
         best, last = run_dir / "best.pt", run_dir / "last.pt"
         if not last.is_file():
             raise TrainingFailed(f"the best trial's checkpoint {cfg.checkpoint.path} has no "
@@ -70,6 +72,10 @@ def finish_best_trial(cfg: FinishConfig) -> dict[str, float]:
         (run_dir / cfg.plot_name).write_bytes(cfg.plot_png)
         out.text = f"{cfg.checkpoint.path} -> {run_dir}"
     data = node_dataset(cfg.spec.dataset.uri, Path(cfg.cache_dir), cfg.dataset_fingerprint)
+    JobReporter.from_env().message(
+        f"evaluating the best trial {cfg.sweep_summary.get('best_trial')}",
+        trial=cfg.sweep_summary.get("best_trial"), bytes_downloaded=data.bytes_downloaded,
+        dataset_cached=data.cached)
     data_yaml = dataset_step.write_local_data_yaml(data.path, work / "data.yaml")
     split = "test" if dataset_step.has_split(data_yaml, "test") else "val"
     train = cfg.spec.train

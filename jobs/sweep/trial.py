@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 
 #: Files of a run that make up a trial checkpoint: enough to resume it, or to publish it.
 CHECKPOINT_FILES = ("last.pt", "best.pt", "results.csv", "args.yaml")
+#: Stands for best.pt in a checkpoint of an epoch that improved: best.pt is then a byte copy
+#: of last.pt, which need not be stored twice.
+BEST_IS_LAST = "best-is-last"
 
 
 @dataclass(frozen=True)
@@ -105,7 +108,7 @@ def _restore(checkpoint: Any, run_dir: Path) -> int | None:
         return None
     weights = run_dir / "weights"
     weights.mkdir(parents=True)
-    checkpoint.to_directory(str(weights))
+    unpack_checkpoint(checkpoint, weights)
     last = weights / "last.pt"
     info = adapter.read_checkpoint(last)
     if info.epoch < info.epochs and not info.resumable:
@@ -115,6 +118,15 @@ def _restore(checkpoint: Any, run_dir: Path) -> int | None:
     for name in ("results.csv", "args.yaml"):
         (weights / name).unlink(missing_ok=True)
     return info.epoch + 1
+
+
+def unpack_checkpoint(checkpoint: Any, dest: Path) -> None:
+    """Copy a trial checkpoint (``ray.tune.Checkpoint``) into ``dest``, best.pt included."""
+    checkpoint.to_directory(str(dest))
+    marker = dest / BEST_IS_LAST
+    if marker.exists():
+        shutil.copyfile(dest / "last.pt", dest / "best.pt")
+        marker.unlink()
 
 
 class TrialHooks:
@@ -129,6 +141,7 @@ class TrialHooks:
         self.staging = staging
         self.started = started
         self.run_dir: Path | None = None
+        self.improved = False
         self.reporter = JobReporter.from_env()
 
     def on_train_start(self, run_dir: Path) -> None:
@@ -155,6 +168,7 @@ class TrialHooks:
 
     def on_checkpoint(self, epoch: int, last: Path, best: Path | None) -> None:
         """Checkpoints go to Tune with the epoch's metrics (see :meth:`on_epoch`)."""
+        self.improved = best is not None
 
     def on_epoch(self, result: adapter.EpochResult) -> None:
         from ray import tune
@@ -173,7 +187,9 @@ class TrialHooks:
             for name in CHECKPOINT_FILES:
                 source = (self.run_dir if name.endswith((".csv", ".yaml"))
                           else self.run_dir / "weights") / name
-                if source.is_file():
+                if name == "best.pt" and self.improved:
+                    (Path(tmp) / BEST_IS_LAST).touch()
+                elif source.is_file():
                     shutil.copyfile(source, Path(tmp) / name)
             # Tune copies the checkpoint to the sweep's storage before report() returns.
             tune.report({**m, TIME_ATTR: result.epoch},
