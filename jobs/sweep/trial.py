@@ -77,7 +77,9 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     params = trial_params(ctx.spec.train, config)
     trial_dir = ctx.work_dir / "trials" / trial_id
     shutil.rmtree(trial_dir, ignore_errors=True)  # a restarted trial starts from its checkpoint
-    adapter.prepare_environment(trial_dir / "ultralytics")
+    # One settings dir per job and node: Tune may run several trials in one process, and
+    # Ultralytics reads its settings once per process.
+    adapter.prepare_environment(ctx.work_dir / "ultralytics")
     data = node_dataset(ctx.spec.dataset.uri, Path(ctx.cache_dir), ctx.dataset_fingerprint)
     data_yaml = dataset_step.write_local_data_yaml(data.path, trial_dir / "data.yaml")
     run_dir = trial_dir / "run"

@@ -76,7 +76,10 @@ def run(plan: SweepPlan, ctx: TrialContext, artifacts_uri: str,
                 scheduler=scheduler(plan.sweep, max_epochs=plan.max_epochs),
                 max_concurrent_trials=None if plan.sweep.searcher == "random"
                 else plan.concurrency,
-                reuse_actors=False,
+                # A finished trial's process takes the next one (no new Python, torch and
+                # Ultralytics imports); Tune starts a fresh one when the old trial's thread
+                # does not end within seconds (a trial stopped mid-epoch).
+                reuse_actors=True,
             ),
             run_config=tune.RunConfig(
                 name=EXPERIMENT, storage_path=storage_path, storage_filesystem=filesystem,
