@@ -109,6 +109,12 @@ class ResourcesUnavailable(TrainforgeError):
     code = "resources_unavailable"
 
 
+class BackendError(TrainforgeError):
+    """A compute backend could not launch, poll or cancel a run."""
+
+    code = "backend_error"
+
+
 class HyperparameterMismatch(TrainforgeError):
     """A sweep trial's trainer ran with other hyperparameters than the ones sampled for it."""
 

@@ -115,8 +115,13 @@ def ray_head() -> Iterator[RayHead]:
     # Ray's unix sockets live under the temp dir: keep its path short.
     temp_dir = tempfile.mkdtemp(prefix="tf-ray-", dir="/tmp")
     ray = str(Path(sys.executable).parent / "ray")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1",
-           "RAY_USAGE_STATS_ENABLED": "0"}
+    # Token auth off: clients here (jobs, the Jobs API client) would otherwise need the
+    # cluster's token; the backend passes RAY_AUTH_* through for clusters that use one.
+    # No PYTHONPATH: jobs reach trainforge/jobs only through what they ship (py_modules), as
+    # on a real cluster. `python` resolves to this interpreter, as in the training image.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env.update({"PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+                "YOLO_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"})
     head = subprocess.Popen(
         [ray, "start", "--head", "--block", f"--port={port}", "--node-ip-address=127.0.0.1",
          "--include-dashboard=true", "--dashboard-host=127.0.0.1",
@@ -124,7 +129,8 @@ def ray_head() -> Iterator[RayHead]:
          f"--ray-client-server-port={free_port()}", f"--temp-dir={temp_dir}",
          "--num-cpus=2", "--num-gpus=0", "--object-store-memory=200000000",
          "--disable-usage-stats"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        env=env, cwd=temp_dir, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{dashboard}"
     deadline = time.monotonic() + 180
