@@ -30,6 +30,17 @@ ENV_JOB_TOKEN = "TRAINFORGE_JOB_TOKEN"
 #: Set by the dispatcher: the attempt number, starting at 1.
 ENV_ATTEMPT = "TRAINFORGE_ATTEMPT"
 
+#: Which backend the dispatcher launches jobs on (local | ray | kuberay).
+ENV_DISPATCHER_BACKEND = "TRAINFORGE_DISPATCHER_BACKEND"
+#: Port of the dispatcher's own /metrics endpoint when it runs as its own process (default 9100).
+ENV_DISPATCHER_METRICS_PORT = "TRAINFORGE_DISPATCHER_METRICS_PORT"
+#: Path of the KubeRay backend's JSON/YAML configuration (the chart mounts it from a ConfigMap).
+ENV_KUBERAY_CONFIG = "TRAINFORGE_KUBERAY_CONFIG"
+#: Base URL of the Kubernetes API server, overriding in-cluster discovery (tests, proxies).
+ENV_KUBE_API_URL = "TRAINFORGE_KUBE_API_URL"
+#: Address of a long-lived Ray cluster's Jobs API (http://head:8265) for the Ray backend.
+ENV_RAY_ADDRESS = "TRAINFORGE_RAY_ADDRESS"
+
 #: Ultralytics must never try the network in tests and air-gapped clusters.
 ENV_YOLO_OFFLINE = "YOLO_OFFLINE"
 

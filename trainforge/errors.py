@@ -103,16 +103,48 @@ class ClusterUnavailable(TrainforgeError):
     code = "cluster_unavailable"
 
 
-class ResourcesUnavailable(TrainforgeError):
-    """The job asks for more than the cluster it runs on can ever provide."""
+class BackendError(TrainforgeError):
+    """A compute backend could not launch, poll, cancel or read a run."""
+
+    code = "backend_error"
+
+
+class BackendConfigError(BackendError):
+    """A backend's deployment configuration is missing or invalid."""
+
+    code = "backend_config_invalid"
+
+
+class ResourcesUnavailable(BackendError):
+    """A job asks for resources that the configured node pools cannot give it."""
 
     code = "resources_unavailable"
 
 
-class BackendError(TrainforgeError):
-    """A compute backend could not launch, poll or cancel a run."""
+class KubernetesApiError(BackendError):
+    """The Kubernetes API server refused or failed a request.
 
-    code = "backend_error"
+    ``status`` is the HTTP status (0 when the server could not be reached) and ``reason`` the
+    Kubernetes ``Status.reason`` (``NotFound``, ``AlreadyExists``, ``Forbidden``, ...).
+    """
+
+    code = "kubernetes_api_error"
+
+    def __init__(self, message: str, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[type[KubernetesApiError], tuple[str, int, str]]:  # type: ignore[override]
+        return (type(self), (self.message, self.status, self.reason))
+
+
+class KubernetesNotFound(KubernetesApiError):
+    code = "kubernetes_not_found"
+
+
+class KubernetesAlreadyExists(KubernetesApiError):
+    code = "kubernetes_already_exists"
 
 
 class HyperparameterMismatch(TrainforgeError):

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from trainforge.errors import DatasetNotFound
-from trainforge.storage import ObjectStore, open_location, parse_uri
+
+if TYPE_CHECKING:
+    from trainforge.storage import ObjectStore
 
 #: Files never read, fingerprinted or synced: Ultralytics would unpickle ``*.cache`` files and
 #: load ``*.npy`` in place of images, so a planted one could run code or swap data.
@@ -21,9 +23,14 @@ EXCLUDED_SUFFIXES = frozenset({".cache", ".npy", ".npz", ".pkl", ".pickle"})
 _MAX_DEPTH = 32
 
 
+def suffix(rel: str) -> str:
+    """Lower-case extension of a relative path ('' for none or a dot-file), like pathlib's."""
+    return os.path.splitext(rel)[1].lower()
+
+
 def is_excluded(rel: str) -> bool:
     """True for files the toolkit never loads (label caches, pickles, numpy arrays)."""
-    return PurePosixPath(rel).suffix.lower() in EXCLUDED_SUFFIXES
+    return suffix(rel) in EXCLUDED_SUFFIXES
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +40,7 @@ class Entry:
     rel: str
     size: int
     etag: str | None = None
-    path: Path | None = None  # the real local file (symlinks resolved)
+    path: str | None = None  # the local file (a str: Path objects cost more than the read)
 
 
 @dataclass
@@ -80,14 +87,19 @@ class LocalSource:
         return self._listing
 
     def path(self, rel: str) -> Path:
+        return Path(self.file(rel))
+
+    def file(self, rel: str) -> str:
+        """The local file behind ``rel`` (a symlink inside the root is resolved)."""
         entry = self.listing().files.get(rel)
-        return entry.path if entry and entry.path else self.local_root / rel
+        return entry.path if entry and entry.path else os.path.join(self.local_root, rel)
 
     def read(self, rel: str) -> bytes:
-        return self.path(rel).read_bytes()
+        with open(self.file(rel), "rb") as fh:
+            return fh.read()
 
     def read_head(self, rel: str, n: int) -> bytes:
-        with self.path(rel).open("rb") as fh:
+        with open(self.file(rel), "rb") as fh:
             return fh.read(n)
 
 
@@ -144,6 +156,11 @@ def open_source(uri: str | Path) -> LocalSource | StoreSource:
         StorageError: an unsupported scheme or an unreachable store.
     """
     text = str(uri)
+    if "://" not in text:
+        # A plain path: no need to import the object-store clients (keeps the CLI quick).
+        return LocalSource(Path(text), text)
+    from trainforge.storage import open_location, parse_uri
+
     scheme, _, key = parse_uri(text)
     if scheme == "file":
         return LocalSource(Path("/" + key), text)
@@ -177,14 +194,14 @@ def _walk(root: Path) -> Listing:
                         visit(real, rel, (*chain, real))
                     continue
                 if os.path.isfile(real):
-                    listing.files[rel] = Entry(rel, os.stat(real).st_size, None, Path(real))
+                    listing.files[rel] = Entry(rel, os.stat(real).st_size, None, real)
                 continue
             if entry.is_dir(follow_symlinks=False):
                 listing.dirs.add(rel)
                 visit(entry.path, rel, (*chain, os.path.realpath(entry.path)))
             elif entry.is_file(follow_symlinks=False):
                 listing.files[rel] = Entry(rel, entry.stat(follow_symlinks=False).st_size, None,
-                                           Path(entry.path))
+                                           entry.path)
 
     visit(root_str, "", (root_str,))
     return listing

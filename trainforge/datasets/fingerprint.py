@@ -29,9 +29,17 @@ from trainforge.datasets._source import (
     open_source,
 )
 from trainforge.errors import DatasetUnsafe
-from trainforge.storage.base import sha256_file
 
 FINGERPRINT_VERSION = "trainforge-dataset-v1"
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file's content, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)

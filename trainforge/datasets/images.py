@@ -1,18 +1,22 @@
 """Image checks: header probe (size, format) without decoding, then an optional full decode.
 
-Pillow parses only the header on ``Image.open``; pixel data is read on ``load()``. The
+Pillow parses only the header when a file is opened; pixel data is read on ``load()``. The
 megapixel limit is enforced from the header, so a decompression bomb is refused unread.
+
+Files are opened through Pillow's plugin registry (``Image.OPEN``), not ``Image.open``:
+Ultralytics replaces ``Image.open`` with a wrapper that, on an unidentified file, tries to
+pip-install and load a HEIF plugin. A dataset must never make a process install anything.
 """
 
 from __future__ import annotations
 
 import io
-import re
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile
 
 #: Extensions trainforge trains on (a subset of Ultralytics' IMG_FORMATS that Pillow decodes).
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".mpo"})
@@ -52,43 +56,61 @@ class ImageHeader:
     format: str
 
 
-def probe_header(source: Path | bytes | BinaryIO, *, partial: bool = False) -> ImageHeader:
+class _NotThisFormat(Exception):
+    """No allowed plugin recognises the file's first bytes."""
+
+
+def _open(fp: BinaryIO, partial: bool) -> ImageFile.ImageFile:
+    """Open with the first allowed plugin that accepts the prefix (header parsed, no pixels)."""
+    if any(fmt not in Image.OPEN for fmt in PIL_FORMATS):
+        Image.init()
+    prefix = fp.read(16)
+    for fmt in PIL_FORMATS:
+        if fmt not in Image.OPEN:
+            continue  # e.g. a Pillow build without WebP
+        factory, accept = Image.OPEN[fmt]
+        if accept is not None and not accept(prefix):
+            continue
+        fp.seek(0)
+        try:
+            return factory(fp, "")
+        except (SyntaxError, IndexError, TypeError, ValueError, OSError, EOFError,
+                struct.error) as exc:
+            if partial:
+                raise HeaderIncomplete() from None
+            raise ImageProblem(
+                "image_corrupt", f"{fmt} header does not parse ({exc}): re-export the image"
+            ) from None
+    raise _NotThisFormat(prefix)
+
+
+def probe_header(
+    source: str | Path | bytes | BinaryIO, *, partial: bool = False
+) -> ImageHeader:
     """Read an image's size and format from its header.
 
     Args:
-        source: a local path, the file's bytes, or a readable binary file.
-        partial: ``source`` is only the first bytes of the file; a failure may then mean
-            "fetch more", which :class:`HeaderIncomplete` signals.
+        source: a local path, the file's bytes, or a readable, seekable binary file.
+        partial: ``source`` is only the first bytes of the file; a header that does not parse
+            then raises :class:`HeaderIncomplete` ("fetch the whole file and retry").
 
     Returns:
         The header.
 
     Raises:
         ImageProblem: unsupported format, corrupt header, too small or too large.
-        HeaderIncomplete: ``partial`` and the header did not fit in the bytes given.
+        HeaderIncomplete: ``partial`` and the header did not parse from the bytes given.
     """
-    fp: Path | BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source
+    if isinstance(source, str | Path):
+        with open(source, "rb") as fh:
+            return probe_header(fh, partial=partial)
+    fp: BinaryIO = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
-        with Image.open(fp, formats=PIL_FORMATS) as im:
-            header = ImageHeader(int(im.width), int(im.height), str(im.format))
-    except Image.DecompressionBombError as exc:
-        pixels = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f"{int(pixels.group(1)) / 1e6:.0f} megapixels" if pixels else "its size"
-        raise ImageProblem(
-            "image_too_large",
-            f"header declares {size}, over the {MAX_PIXELS // 1_000_000} MP limit (refused "
-            "without decoding): downscale or tile the image",
-        ) from None
-    except UnidentifiedImageError:
-        head = source[:16] if isinstance(source, bytes) else _peek(fp)
-        if partial and len(head) == 0:
-            raise HeaderIncomplete() from None
+        im = _open(fp, partial)
+    except _NotThisFormat as exc:
+        head = exc.args[0] if exc.args else b""
         raise ImageProblem("image_format_unsupported", _unsupported_message(head)) from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError) as exc:
-        if partial:
-            raise HeaderIncomplete() from None
-        raise ImageProblem("image_corrupt", f"header does not parse ({exc}): re-export it") \
-            from None
+    header = ImageHeader(int(im.width), int(im.height), str(im.format))
     check_dimensions(header)
     return header
 
@@ -114,19 +136,27 @@ def check_dimensions(header: ImageHeader) -> None:
         )
 
 
+def open_checked(data: bytes) -> tuple[ImageHeader, ImageFile.ImageFile]:
+    """Header-check an in-memory image and return it opened, pixels not yet decoded.
+
+    Raises:
+        ImageProblem: any header problem (format, size, megapixels).
+    """
+    header = probe_header(data)
+    return header, _open(io.BytesIO(data), partial=False)
+
+
 def decode(data: bytes) -> ImageHeader:
-    """Fully decode an image held in memory (after the header checks pass).
+    """Fully decode an in-memory image, after the header checks pass.
 
     Raises:
         ImageProblem: any header problem, or pixel data that does not decode.
     """
-    header = probe_header(data)
+    header, im = open_checked(data)
     try:
-        with Image.open(io.BytesIO(data), formats=PIL_FORMATS) as im:
-            im.load()
-    except Image.DecompressionBombError:  # pragma: no cover - probe_header refused it first
-        raise ImageProblem("image_too_large", "image is a decompression bomb") from None
-    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError) as exc:
+        im.load()
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, MemoryError,
+            struct.error) as exc:
         raise ImageProblem(
             "image_corrupt", f"pixel data does not decode ({exc}): re-export the image"
         ) from None
@@ -139,17 +169,6 @@ def decode(data: bytes) -> ImageHeader:
             "re-export the image",
         )
     return header
-
-
-def _peek(fp: Path | BinaryIO) -> bytes:
-    try:
-        if isinstance(fp, Path):
-            with fp.open("rb") as fh:
-                return fh.read(16)
-        fp.seek(0)
-        return fp.read(16)
-    except OSError:
-        return b""
 
 
 def _unsupported_message(head: bytes) -> str:

@@ -119,7 +119,31 @@ def parse_label_text(text: str, nc: int | None, file: str = "") -> ParsedLabels:
     return result
 
 
+_LOW, _HIGH = -TOLERANCE, 1 + TOLERANCE
+
+
 def _parse_line(
+    fields: list[str], nc: int | None, file: str, number: int, out: list[Problem]
+) -> Box | None:
+    # Fast path for the common, valid line; anything unusual is diagnosed by the slow path.
+    if len(fields) == 5:
+        c, xs, ys, ws, hs = fields
+        if c.isdigit() and c.isascii() and (nc is None or int(c) < nc):
+            try:
+                x, y, w, h = float(xs), float(ys), float(ws), float(hs)
+            except ValueError:
+                pass
+            else:
+                # NaN fails every comparison and inf fails the range: both take the slow path.
+                if (w > 0 and h > 0 and _LOW <= x - w / 2 and x + w / 2 <= _HIGH
+                        and _LOW <= y - h / 2 and y + h / 2 <= _HIGH
+                        and _LOW <= x <= _HIGH and _LOW <= y <= _HIGH
+                        and w <= _HIGH and h <= _HIGH):
+                    return (int(c), x, y, w, h)
+    return _diagnose_line(fields, nc, file, number, out)
+
+
+def _diagnose_line(
     fields: list[str], nc: int | None, file: str, number: int, out: list[Problem]
 ) -> Box | None:
     if len(fields) != 5:
@@ -131,8 +155,8 @@ def _parse_line(
         )
         out.append(problem(
             "label_field_count",
-            f"line has {len(fields)} field(s), expected 5: class x_center y_center width "
-            f"height{hint}",
+            f"line has {len(fields)} field(s), expected 5: write `class x_center y_center "
+            f"width height`{hint}",
             file, number,
         ))
         return None

@@ -35,6 +35,7 @@ PROBLEM_CODES: dict[str, tuple[Severity, str]] = {
     # files
     "symlink_escape": ("error", "a symlink points outside the dataset root"),
     "unsafe_key": ("error", "an object key has empty, '.' or '..' segments"),
+    "file_unreadable": ("error", "a local label or image cannot be read (permissions)"),
     "cache_file_ignored": ("warning", "labels.cache / pickle / .npy: never loaded, not synced"),
     # images
     "image_format_unsupported": ("error", "the image is in a format trainforge cannot read"),

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trainforge.datasets._source import LocalSource, StoreSource, open_source
-from trainforge.datasets.fingerprint import FileDigest, file_digests, fingerprint_of
+from trainforge.datasets.fingerprint import FileDigest, file_digests, fingerprint_of, sha256_file
 from trainforge.errors import DatasetIntegrityError
-from trainforge.storage.base import sha256_file
 
 log = logging.getLogger(__name__)
 

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import statistics
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -25,6 +24,7 @@ from trainforge.datasets._source import (
     StoreSource,
     is_excluded,
     open_source,
+    suffix,
 )
 from trainforge.datasets.config import DirStatus, ParsedConfig, find_yaml, parse_config
 from trainforge.datasets.labels import parse_label_bytes
@@ -86,15 +86,26 @@ def validate(
     listing = source.listing()
     report = ValidationReport(uri=source.uri, decode=decode)
     _file_problems(listing, report)
-    parsed = _read_config(source, listing, report)
+    parsed, config_problems = read_config(source)
+    for p in config_problems:
+        report.add(p)
     report.names = list(parsed.names)
     if parsed.splits:
         items = _plan(listing, parsed, report)
-        threads = workers or (8 if isinstance(source, LocalSource) else 32)
-        check = _checker(source, parsed.nc, decode)
+        local = isinstance(source, LocalSource)
+        threads = workers or (8 if local else 32)
+        # Same-size local images are hashed (by the worker that reads them) to find copies;
+        # object stores give an ETag instead, and a full decode hashes every image anyway.
+        sizes = Counter(listing.files[i.image].size for i in items)
+        hash_sizes = {n for n, k in sizes.items() if k > 1} if local and not decode else set()
+        check = _checker(source, parsed.nc, decode, hash_sizes)
+        # Batches, not one future per image: the per-future overhead rivals a header read.
+        batch = 8 if not local else 64
+        batches = [items[i:i + batch] for i in range(0, len(items), batch)]
         with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="validate") as pool:
-            results = list(pool.map(check, items, chunksize=16))
-        _aggregate(results, parsed, listing, source, report)
+            results = [r for done in pool.map(lambda b: [check(i) for i in b], batches)
+                       for r in done]
+        _aggregate(results, parsed, listing, report)
     report.sort()
     report.duration_s = time.perf_counter() - started
     log.info("validated %s in %.2fs: %s, %d error(s), %d warning(s)", report.uri,
@@ -119,14 +130,12 @@ def _file_problems(listing: Listing, report: ValidationReport) -> None:
                                "stand in for an image) and is not synced: delete it", rel))
 
 
-def _read_config(
-    source: LocalSource | StoreSource, listing: Listing, report: ValidationReport
-) -> ParsedConfig:
+def read_config(source: LocalSource | StoreSource) -> tuple[ParsedConfig, list[Problem]]:
+    """Find and parse the dataset YAML of a source (problems include a missing YAML)."""
+    listing = source.listing()
     name, problems = find_yaml(set(listing.files))
-    for p in problems:
-        report.add(p)
     if name is None:
-        return ParsedConfig()
+        return ParsedConfig(), problems
     escapes = listing.escapes
 
     def status(rel: str) -> DirStatus:
@@ -137,9 +146,15 @@ def _read_config(
         return "dir" if rel in listing.dirs else "missing"
 
     parsed = parse_config(source.read(name), name, status)
-    for p in parsed.problems:
-        report.add(p)
-    return parsed
+    return parsed, problems + parsed.problems
+
+
+def split_images(listing: Listing, directory: str) -> list[str]:
+    """Images (supported extensions) under a split folder, in path order."""
+    return sorted(
+        rel for rel in listing.files
+        if _under(rel, directory) and suffix(rel) in img.IMAGE_EXTENSIONS
+    )
 
 
 def label_for(image_rel: str) -> str:
@@ -174,13 +189,13 @@ def _plan(listing: Listing, parsed: ParsedConfig, report: ValidationReport) -> l
         for rel in listing.files:
             if not _under(rel, directory) or is_excluded(rel):
                 continue
-            suffix = PurePosixPath(rel).suffix.lower()
-            if suffix in img.UNSUPPORTED_IMAGE_EXTENSIONS:
+            ext = suffix(rel)
+            if ext in img.UNSUPPORTED_IMAGE_EXTENSIONS:
                 report.add(problem("image_format_unsupported",
-                                   f"{suffix} images are not read by the trainer: convert it "
+                                   f"{ext} images are not read by the trainer: convert it "
                                    "to JPEG or PNG (or delete it)", rel))
                 continue
-            if suffix not in img.IMAGE_EXTENSIONS:
+            if ext not in img.IMAGE_EXTENSIONS:
                 continue
             label = label_for(rel)
             if label in expected:
@@ -204,22 +219,36 @@ def _plan(listing: Listing, parsed: ParsedConfig, report: ValidationReport) -> l
 
 
 def _checker(
-    source: LocalSource | StoreSource, nc: int | None, decode: bool
+    source: LocalSource | StoreSource, nc: int | None, decode: bool, hash_sizes: set[int]
 ) -> Callable[[_Item], _Result]:
+    files = source.listing().files
+
     def check(item: _Item) -> _Result:
         result = _Result(item)
         if item.label is not None:
-            parsed = parse_label_bytes(source.read(item.label), nc, item.label)
-            result.problems.extend(parsed.problems)
-            result.boxes = [(b[0], b[3] * b[4]) for b in parsed.boxes]
-            result.label_empty = not parsed.boxes and not parsed.problems
+            try:
+                data = source.read(item.label)
+            except OSError as exc:
+                result.problems.append(problem(
+                    "file_unreadable", f"cannot be read ({exc}): fix its permissions",
+                    item.label))
+            else:
+                parsed = parse_label_bytes(data, nc, item.label)
+                result.problems.extend(parsed.problems)
+                result.boxes = [(b[0], b[3] * b[4]) for b in parsed.boxes]
+                result.label_empty = not parsed.boxes and not parsed.problems
         try:
             if decode:
                 data = source.read(item.image)
                 result.digest = hashlib.blake2b(data, digest_size=16).digest()
                 result.header = img.decode(data)
             elif isinstance(source, LocalSource):
-                result.header = img.probe_header(source.path(item.image))
+                if files[item.image].size in hash_sizes:
+                    data = source.read(item.image)
+                    result.digest = hashlib.blake2b(data, digest_size=16).digest()
+                    result.header = img.probe_header(data)
+                else:
+                    result.header = img.probe_header(source.file(item.image))
             else:
                 head = source.read_head(item.image, img.HEADER_BYTES)
                 try:
@@ -232,16 +261,15 @@ def _checker(
                 message += " ('._' files are macOS metadata, not images: delete them)"
             result.problems.append(problem(exc.code, message, item.image))
         except OSError as exc:
-            result.problems.append(problem("image_corrupt", f"cannot be read ({exc})",
-                                           item.image))
+            result.problems.append(problem(
+                "file_unreadable", f"cannot be read ({exc}): fix its permissions", item.image))
         return result
 
     return check
 
 
 def _aggregate(
-    results: list[_Result], parsed: ParsedConfig, listing: Listing,
-    source: LocalSource | StoreSource, report: ValidationReport,
+    results: list[_Result], parsed: ParsedConfig, listing: Listing, report: ValidationReport
 ) -> None:
     names = parsed.names
     label_of = (lambda c: names[c]) if names else str
@@ -300,7 +328,7 @@ def _aggregate(
         {str(c): n for c, n in sorted(per_split[split].items())}
         for split in report.splits
     }
-    _duplicates(results, listing, source, report)
+    _duplicates(results, listing, report)
     if names:
         _class_checks(names, per_split, images_per_class, report, parsed.yaml_file)
     if "test" not in report.splits:
@@ -365,27 +393,15 @@ def _class_checks(
             "needs 200-500 images per class", yaml_file))
 
 
-def _duplicates(
-    results: list[_Result], listing: Listing, source: LocalSource | StoreSource,
-    report: ValidationReport,
-) -> None:
+def _duplicates(results: list[_Result], listing: Listing, report: ValidationReport) -> None:
     keyed: dict[object, list[_Result]] = defaultdict(list)
-    if report.decode:
-        for r in results:
-            if r.digest is not None:
-                keyed[r.digest].append(r)
-    elif isinstance(source, StoreSource):
-        for r in results:
+    for r in results:
+        if r.digest is not None:
+            keyed[r.digest].append(r)
+        else:
             entry = listing.files[r.item.image]
-            if entry.etag:
+            if entry.etag:  # object stores: same size and ETag, same bytes
                 keyed[(entry.size, entry.etag)].append(r)
-    else:
-        by_size: dict[int, list[_Result]] = defaultdict(list)
-        for r in results:
-            by_size[listing.files[r.item.image].size].append(r)
-        candidates = [r for group in by_size.values() if len(group) > 1 for r in group]
-        for r, digest in zip(candidates, _hash_all(source, candidates), strict=True):
-            keyed[digest].append(r)
     for group in keyed.values():
         if len(group) < 2:
             continue
@@ -402,14 +418,3 @@ def _duplicates(
                                    f"same bytes as {first.item.image} ({first.item.split}): "
                                    f"{other.item.split} scores would be optimistic; keep the "
                                    "image in one split only", other.item.image))
-
-
-def _hash_all(source: LocalSource | StoreSource, results: Iterable[_Result]) -> list[bytes]:
-    def digest(r: _Result) -> bytes:
-        return hashlib.blake2b(source.read(r.item.image), digest_size=16).digest()
-
-    todo = list(results)
-    if not todo:
-        return []
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 2)) as pool:
-        return list(pool.map(digest, todo))
