@@ -86,7 +86,7 @@ def _by_epoch(results: Sequence[Mapping[str, Any]]) -> list[tuple[int, Mapping[s
     latest: dict[int, Mapping[str, Any]] = {}
     for r in results:
         epoch = r.get("epoch")
-        if _finite(epoch):
+        if epoch is not None and _finite(epoch):
             latest[int(epoch)] = r
     return sorted(latest.items())
 

@@ -72,7 +72,7 @@ def scheduler(sweep: SweepParams, *, max_epochs: int) -> Any:
         return ASHAScheduler(time_attr=TIME_ATTR, max_t=max_epochs,
                              grace_period=sweep.grace_period,
                              reduction_factor=sweep.reduction_factor)
-    return FIFOScheduler()
+    return FIFOScheduler()  # type: ignore[no-untyped-call]
 
 
 def trial_resources(sweep: SweepParams) -> dict[str, float]:

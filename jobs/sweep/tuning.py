@@ -90,7 +90,7 @@ def run(plan: SweepPlan, ctx: TrialContext, artifacts_uri: str,
             ),
         )
     try:
-        grid = tuner.fit()
+        grid: Any = tuner.fit()  # ResultGrid: iterable, though not typed as such
     except TrainforgeError:
         raise
     except Exception as exc:  # Tune's own failures (TuneError, storage errors…)
@@ -124,7 +124,7 @@ def _describe(error: BaseException) -> str:
     return f"[{code}] {lines[-1] if lines else type(cause).__name__}"[:1000]
 
 
-class TrialEvents(Callback):  # type: ignore[misc]  # ray is untyped
+class TrialEvents(Callback):
     """Tune callback on the driver: one API message per trial end and failure.
 
     Plain attributes only: Tune pickles its callbacks into the experiment state.
