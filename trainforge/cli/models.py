@@ -101,3 +101,42 @@ def verify(uri: str = typer.Argument(..., help="manifest or version URI, or name
     if problems:
         raise _fail(f"{location}: {len(problems)} problem(s)")
     print(f"OK {location}: {count} artifact(s) match the manifest")
+
+
+@app.command()
+def report(ref: str = typer.Argument(..., help="name@version, registry://name@version or a URI"),
+           models_uri: str | None = MODELS_URI) -> None:
+    """Print a version's held-out scores (mAP50, mAP50-95, per-class AP) and its artifacts."""
+    root = _models_uri(models_uri)
+    try:
+        location = manifest_location(ref, root)
+        manifest = registry.read_manifest(location)
+    except TrainforgeError as exc:
+        raise _fail(f"error: {exc.message}") from None
+    evaluation = manifest.get("evaluation", {})
+    metrics = evaluation.get("metrics", manifest.get("metrics", {}))
+    split = evaluation.get("split", "?")
+    print(f"model {manifest.get('name')}@{manifest.get('version')}  ({split} split)")
+    for key in ("mAP50", "mAP50-95", "precision", "recall"):
+        if isinstance(metrics.get(key), int | float):
+            print(f"  {key:<10} {metrics[key]:.4f}")
+    per_class = evaluation.get("per_class", [])
+    if per_class:
+        print(f"  {'class':<16} {'AP50':>7} {'AP50-95':>8}")
+        for row in per_class:
+            print(f"  {row.get('name', '?')!s:<16} {_score(row.get('AP50')):>7} "
+                  f"{_score(row.get('AP50-95')):>8}")
+    if evaluation.get("note"):
+        print(f"  note: {evaluation['note']}")
+    for fmt, gate in sorted(manifest.get("gates", {}).items()):
+        reason = f" ({gate['reason']})" if gate.get("reason") else ""
+        print(f"  export {fmt}: {gate.get('status')}{reason}")
+    folder = location.rsplit("/", 1)[0]
+    print(f"artifacts in {folder}/:")
+    for artifact in manifest.get("artifacts", []):
+        print(f"  {artifact['name']:<28} {artifact['size']:>12,d} B  "
+              f"sha256 {artifact['sha256'][:12]}…")
+
+
+def _score(value: object) -> str:
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
