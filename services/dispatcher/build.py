@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from services.dispatcher.backends.base import Backend
@@ -37,9 +38,17 @@ def make_backend(settings: DispatcherSettings) -> Backend:
 
 
 def make_dispatcher(
-    settings: DispatcherSettings, db: Database, backend: Backend | None = None
+    settings: DispatcherSettings,
+    db: Database,
+    backend: Backend | None = None,
+    *,
+    fault: Callable[[str], None] | None = None,
 ) -> Dispatcher:
-    """A dispatcher on ``db`` with the backend and limits from ``settings``."""
+    """A dispatcher on ``db`` with the backend and limits from ``settings``.
+
+    Args:
+        fault: crash-injection hook for tests (see :class:`Dispatcher`).
+    """
     config = DispatcherConfig(
         api_url=settings.api_url,
         secret_key=settings.secret_key_bytes(),
@@ -51,4 +60,4 @@ def make_dispatcher(
         launch_grace=timedelta(seconds=settings.dispatcher_launch_grace_s),
         retry_delay=timedelta(seconds=settings.dispatcher_retry_delay_s),
     )
-    return Dispatcher(db, backend or make_backend(settings), config)
+    return Dispatcher(db, backend or make_backend(settings), config, fault=fault)
