@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export YOLO_OFFLINE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-fast lint bench schema clean
+.PHONY: setup demo test test-fast lint bench schema sync-rules clean
 
 setup: $(STAMP)  ## Create .venv with everything installed (idempotent).
 
@@ -34,6 +34,10 @@ bench: setup  ## Run every benchmark under bench/ (prints ratios).
 
 schema: setup  ## Regenerate docs/jobspec.schema.json and docs/openapi.json.
 	$(PY) -m trainforge spec-schema > docs/jobspec.schema.json
+	PYTHONPATH=$(CURDIR) $(PY) -m services.api.openapi > docs/openapi.json
+
+sync-rules:  ## Copy infra/prometheus/rules.yaml into the Helm chart (a packaged chart is self-contained).
+	cp infra/prometheus/rules.yaml charts/trainforge/files/prometheus-rules.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

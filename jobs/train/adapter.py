@@ -198,7 +198,12 @@ class EpochResult:
 
 
 class TrainingHooks(Protocol):
-    """What a caller learns while Ultralytics trains. Runs in the training process (rank 0)."""
+    """What a caller learns while Ultralytics trains. Runs in the training process (rank 0).
+
+    A hooks object may also define ``on_train_start(run_dir: Path) -> None``: it runs once the
+    trainer has written ``run_dir/args.yaml`` and before any data is loaded, so raising there
+    refuses a run before it spends an epoch (the sweep checks each trial's arguments there).
+    """
 
     def on_epoch(self, result: EpochResult) -> None: ...
 
@@ -220,10 +225,16 @@ class _Callbacks:
         self._epoch_pending = False
 
     def register(self, model: Any) -> None:
+        model.add_callback("on_pretrain_routine_start", self.on_pretrain_routine_start)
         model.add_callback("on_train_epoch_start", self.on_train_epoch_start)
         model.add_callback("on_train_epoch_end", self.on_train_epoch_end)
         model.add_callback("on_model_save", self.on_model_save)
         model.add_callback("on_fit_epoch_end", self.on_fit_epoch_end)
+
+    def on_pretrain_routine_start(self, trainer: Any) -> None:
+        start = getattr(self.hooks, "on_train_start", None)
+        if start is not None:
+            start(Path(trainer.save_dir))
 
     def on_train_epoch_start(self, trainer: Any) -> None:
         self._train_started = time.perf_counter()

@@ -18,12 +18,14 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
 from jobs.train import dataset_step, ray_runner
 from jobs.train.artifacts import JobArtifacts
+from jobs.train.dataset_step import SyncResult
 from jobs.train.publish import publish_result
 from jobs.train.steps import configure_logging, step
 from jobs.train.worker import WorkerConfig
@@ -60,9 +62,30 @@ class JobContext:
         return self.home / "work" / self.job_id
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run one training job; returns the process exit status."""
-    parser = argparse.ArgumentParser(prog="python -m jobs.train", description=__doc__,
+#: The steps of one job kind after the shared setup: returns the published manifest's URI.
+JobSteps = Callable[[JobContext, JobReporter], str]
+
+
+@dataclass(frozen=True)
+class PreparedJob:
+    """What the steps every job kind shares produced (see :func:`prepare_job`)."""
+
+    spec: JobSpec
+    synced: SyncResult
+    data_yaml: Path
+
+
+def main(argv: list[str] | None = None, *, run: JobSteps | None = None,
+         prog: str = "python -m jobs.train", description: str | None = None) -> int:
+    """Run one job; returns the process exit status.
+
+    Args:
+        argv: command-line arguments (default: ``sys.argv``).
+        run: the job's steps (default: :func:`run_job`, a training job); the sweep job passes
+            its own and shares the log shipping, events and exit codes.
+        prog, description: for ``--help``.
+    """
+    parser = argparse.ArgumentParser(prog=prog, description=description or __doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", required=True, help="job spec URI (s3://, file:// or a path)")
     args = parser.parse_args(argv)
@@ -84,13 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     with ship_log(ctx.artifacts.store, log_key):
         log.info("job %s attempt %d: spec %s; log -> %s", ctx.job_id, ctx.attempt,
                  ctx.spec_uri, ctx.artifacts.store.uri(log_key))
-        return _run_and_report(ctx, reporter)
+        return _run_and_report(ctx, reporter, run or run_job)
 
 
-def _run_and_report(ctx: JobContext, reporter: JobReporter) -> int:
+def _run_and_report(ctx: JobContext, reporter: JobReporter, run: JobSteps) -> int:
     started = time.perf_counter()
     try:
-        manifest_uri = run_job(ctx, reporter)
+        manifest_uri = run(ctx, reporter)
     except JobCancelled:
         log.warning("job %s cancelled (SIGTERM) after %.1fs", ctx.job_id,
                     time.perf_counter() - started)
@@ -113,14 +136,15 @@ def _run_and_report(ctx: JobContext, reporter: JobReporter) -> int:
     return 0
 
 
-def run_job(ctx: JobContext, reporter: JobReporter) -> str:
-    """The job's steps in order; returns the published manifest's URI.
+def prepare_job(ctx: JobContext, reporter: JobReporter, kind: JobKind) -> PreparedJob:
+    """The steps every job kind starts with: spec, dataset sync and validation, a local
+    data.yaml, the base weights (resolved now so that a bad reference fails before Ray starts).
 
     Raises:
         TrainforgeError: a step failed; ``code`` says which kind of failure.
     """
     with step("spec") as out:
-        spec = read_spec(ctx.spec_uri)
+        spec = read_spec(ctx.spec_uri, kind)
         out.text = f"{spec.kind} job for model {spec.name!r} on {spec.dataset.uri}"
     reporter.state("RUNNING")
     with step("dataset-sync") as out:
@@ -152,6 +176,17 @@ def run_job(ctx: JobContext, reporter: JobReporter) -> str:
         adapter.prepare_environment(ctx.work_dir / "ultralytics")
         out.text = resolve_weights(spec.model.base, ctx.work_dir / "weights",
                                    models_uri=ctx.models_uri)
+    return PreparedJob(spec, synced, data_yaml)
+
+
+def run_job(ctx: JobContext, reporter: JobReporter) -> str:
+    """The training job's steps in order; returns the published manifest's URI.
+
+    Raises:
+        TrainforgeError: a step failed; ``code`` says which kind of failure.
+    """
+    prepared = prepare_job(ctx, reporter, JobKind.TRAIN)
+    spec, synced = prepared.spec, prepared.synced
     with step("ray-connect") as out:
         out.text = ray_runner.connect(spec.resources)
         signal.signal(signal.SIGTERM, _cancel)  # ray.init installs its own handler
@@ -166,18 +201,18 @@ def run_job(ctx: JobContext, reporter: JobReporter) -> str:
         out.text = f"outputs in {ctx.artifacts.uri(ctx.artifacts.train_output(''))}"
     with step("publish") as out:
         published = publish_result(spec, ctx.job_id, ctx.artifacts, ctx.models_uri,
-                                   ctx.work_dir)
+                                   ctx.work_dir, data_yaml=prepared.data_yaml, reporter=reporter)
         out.text = published.manifest_uri + ("" if published.created else " (already there)")
     reporter.message("model published", manifest=published.manifest_uri,
                      version=ctx.job_id)
     return published.manifest_uri
 
 
-def read_spec(uri: str) -> JobSpec:
-    """Load and check a train job spec.
+def read_spec(uri: str, kind: JobKind = JobKind.TRAIN) -> JobSpec:
+    """Load a job spec and check that it is of ``kind``.
 
     Raises:
-        SpecError: unreadable, invalid, or not a train spec.
+        SpecError: unreadable, invalid, or of another kind.
     """
     try:
         store, key = open_location(uri)
@@ -185,7 +220,7 @@ def read_spec(uri: str) -> JobSpec:
     except StorageError as exc:
         raise SpecError(f"cannot read the job spec {uri}: {exc.message}") from None
     spec = load_spec(text, source=uri)
-    if spec.kind is not JobKind.TRAIN:
+    if spec.kind is not kind:
         raise SpecError(f"{uri}: kind is {spec.kind.value!r}; run it with "
                         f"python -m jobs.{spec.kind.value}")
     return spec

@@ -122,7 +122,7 @@ def run_worker(cfg: WorkerConfig) -> None:
         resumed_at=info.epoch + 1 if info is not None and info.epoch < info.epochs else None,
     )
     with step("upload-outputs") as out:
-        count = _upload_outputs(artifacts, outputs, evaluation, report)
+        count = upload_outputs(artifacts, outputs, evaluation, report)
         out.text = f"{count} files to {artifacts.uri(artifacts.train_output(''))}"
     shutil.rmtree(work / "resume", ignore_errors=True)
 
@@ -172,8 +172,10 @@ def _finished_run(last: Path, run_dir: Path, info: adapter.CheckpointInfo
                               run_dir / "results.csv")
 
 
-def _upload_outputs(artifacts: JobArtifacts, outputs: adapter.RunOutputs,
-                    evaluation: adapter.Evaluation, report: dict[str, Any]) -> int:
+def upload_outputs(artifacts: JobArtifacts, outputs: adapter.RunOutputs,
+                   evaluation: adapter.Evaluation, report: dict[str, Any]) -> int:
+    """Upload a finished run, its evaluation plots and report.json to ``jobs/<id>/train/``
+    (what :func:`jobs.train.publish.publish_result` publishes); returns the file count."""
     files = {name: outputs.run_dir / name for name in ("results.csv", "args.yaml")}
     files.update({"best.pt": outputs.best, "last.pt": outputs.last})
     files.update({p.name: p for p in outputs.plots()})

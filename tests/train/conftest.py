@@ -203,13 +203,14 @@ class JobRun:
 
 @dataclass
 class JobRunner:
-    """Runs ``python -m jobs.train --spec URI`` as the dispatcher would."""
+    """Runs ``python -m <module> --spec URI`` as the dispatcher would."""
 
     home: Path
     artifacts_uri: str
     models_uri: str
     api: RecordingAPI
     env: dict[str, str] = field(default_factory=dict)
+    module: str = "jobs.train"  # the job entrypoint (jobs.sweep reuses this runner)
 
     def write_spec(self, job_id: str, spec: dict[str, Any]) -> str:
         from trainforge import layout
@@ -238,7 +239,7 @@ class JobRunner:
             **env,
         }
         return subprocess.Popen(
-            [sys.executable, "-m", "jobs.train", "--spec", spec_uri], cwd=REPO, env=full_env,
+            [sys.executable, "-m", self.module, "--spec", spec_uri], cwd=REPO, env=full_env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
 

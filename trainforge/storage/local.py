@@ -57,6 +57,14 @@ class LocalStore:
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(f"no object {self.uri(key)}") from None
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes ``[start, start + length)`` of a file (fewer at its end)."""
+        if start < 0 or length < 1:
+            raise StorageError(f"bad byte range start={start} length={length}")
+        with self.open_read(key) as fh:
+            fh.seek(start)
+            return fh.read(length)
+
     def download(self, key: str, dest: Path) -> ObjectInfo:
         src = self._path(key)
         if not src.is_file():
@@ -131,14 +139,19 @@ class LocalStore:
         for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
             dirnames.sort()
             for name in filenames:
-                if name.startswith(".") and ".tmp" in name:
+                # Writes go through ".<name>.<random>" temp files (mkstemp): never objects.
+                if name.startswith("."):
                     continue
                 full = Path(dirpath, name)
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix) and not full.is_symlink():
                     found.append((key, full))
         for key, full in sorted(found):
-            yield self._info(key, full)
+            try:
+                info = self._info(key, full)
+            except FileNotFoundError:  # deleted since the walk: a listing is not a snapshot
+                continue
+            yield info
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

@@ -101,6 +101,22 @@ class S3Store:
         except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
             raise self._raise(exc, key) from None
 
+    def get_range(self, key: str, start: int, length: int) -> bytes:
+        """Bytes ``[start, start + length)`` of an object (fewer at its end): one ranged GET."""
+        if start < 0 or length < 1:
+            raise StorageError(f"bad byte range start={start} length={length}")
+        try:
+            resp = self._client.get_object(
+                Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+            )
+            return cast(bytes, resp["Body"].read())
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "InvalidRange":
+                return b""  # start is at or past the end (an empty object)
+            raise self._raise(exc, key) from None
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise self._raise(exc, key) from None
+
     def download(self, key: str, dest: Path) -> ObjectInfo:
         dest.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
@@ -185,6 +201,27 @@ class S3Store:
             last_modified=resp.get("LastModified"),
             sha256=resp.get("Metadata", {}).get("sha256"),
         )
+
+    def checksum_sha256(self, key: str) -> str | None:
+        """The sha256 (hex) S3 verified when the object was written, if S3 holds a full-object one.
+
+        Single-part uploads carry a full-object ChecksumSHA256; multipart uploads (ETag ``…-N``)
+        carry a checksum of part checksums, which is not a file digest, so None is returned.
+
+        Raises:
+            ObjectNotFound: no such object.
+        """
+        try:
+            resp = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            raise self._head_bucket_if_404(exc, key) from None
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise self._raise(exc, key) from None
+        checksum = resp.get("ChecksumSHA256")
+        multipart = "-" in str(resp.get("ETag", "")) or "-" in str(checksum or "")
+        if not checksum or multipart or resp.get("ChecksumType") == "COMPOSITE":
+            return None
+        return base64.b64decode(checksum).hex()
 
     def exists(self, key: str) -> bool:
         try:
