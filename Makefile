@@ -34,6 +34,7 @@ bench: setup  ## Run every benchmark under bench/ (prints ratios).
 
 schema: setup  ## Regenerate docs/jobspec.schema.json and docs/openapi.json.
 	$(PY) -m trainforge spec-schema > docs/jobspec.schema.json
+	PYTHONPATH=$(CURDIR) $(PY) -m services.api.openapi > docs/openapi.json
 
 sync-rules:  ## Copy infra/prometheus/rules.yaml into the Helm chart (a packaged chart is self-contained).
 	cp infra/prometheus/rules.yaml charts/trainforge/files/prometheus-rules.yaml

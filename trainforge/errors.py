@@ -103,6 +103,84 @@ class ClusterUnavailable(TrainforgeError):
     code = "cluster_unavailable"
 
 
+class JobNotFound(TrainforgeError):
+    """No job with that id is visible to the caller (another team's job is reported the same)."""
+
+    code = "job_not_found"
+
+
+class NotFound(TrainforgeError):
+    """Something other than a job (an attempt's log, an artifact) does not exist."""
+
+    code = "not_found"
+
+
+class Unauthenticated(TrainforgeError):
+    """No bearer token, a malformed one, or one that is unknown or revoked."""
+
+    code = "unauthenticated"
+
+
+class JobStateConflict(TrainforgeError):
+    """The request does not fit the job's current state (e.g. cancelling a finished job)."""
+
+    code = "job_state_conflict"
+
+
+class IllegalTransition(JobStateConflict):
+    """A state change that trainforge/states.py's ALLOWED_TRANSITIONS does not allow."""
+
+    code = "illegal_transition"
+
+
+class IdempotencyKeyReused(TrainforgeError):
+    """An Idempotency-Key was sent again with a different request body."""
+
+    code = "idempotency_key_reused"
+
+
+class QuotaExceeded(TrainforgeError):
+    """A team is at its limit of active jobs; retry once some finish."""
+
+    code = "quota_exceeded"
+
+
+class LimitExceeded(TrainforgeError):
+    """A job asks for more than its team may ever use (GPUs per job, sweep trials)."""
+
+    code = "limit_exceeded"
+
+
+class InvalidRequest(TrainforgeError):
+    """A request parameter is malformed (a cursor, a header) and says which one."""
+
+    code = "invalid_request"
+
+
+class PayloadTooLarge(TrainforgeError):
+    """A request body is larger than the API accepts."""
+
+    code = "payload_too_large"
+
+
+class DownloadLinkInvalid(TrainforgeError):
+    """A download link's signature does not match or it has expired."""
+
+    code = "download_link_invalid"
+
+
+class NotReady(TrainforgeError):
+    """A dependency (database, object store) does not answer."""
+
+    code = "not_ready"
+
+
+class ConfigError(TrainforgeError):
+    """Settings are missing or unsafe (e.g. a placeholder secret outside embedded mode)."""
+
+    code = "config_invalid"
+
+
 class BackendError(TrainforgeError):
     """A compute backend could not launch, poll, cancel or read a run."""
 
@@ -157,3 +235,15 @@ class SweepFailed(TrainforgeError):
     """No trial of a sweep finished, so there is no model to keep."""
 
     code = "sweep_failed"
+
+
+class ExportError(TrainforgeError):
+    """An export job could not convert, evaluate or publish a model."""
+
+    code = "export_failed"
+
+
+class ExportGateFailed(ExportError):
+    """At least one requested format lost too much accuracy and was not published."""
+
+    code = "export_gate_failed"

@@ -287,7 +287,10 @@ class ExportGates(_Strict):
     onnx: float = Field(0.005, ge=0.0, le=1.0)
     fp16: float = Field(0.005, ge=0.0, le=1.0)
     int8: float = Field(0.04, ge=0.0, le=1.0)
-    latency_runs: int = Field(50, ge=1, le=10_000)
+    latency_runs: int = Field(
+        50, ge=50, le=10_000,
+        description="warm timed runs per format and for best.pt (p95 needs at least 50)",
+    )
 
 
 class ExportParams(_Strict):

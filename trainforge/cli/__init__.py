@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trainforge.cli import dataset
+from trainforge.cli import dataset, db, jobs, models, serve, tokens
 
 app = typer.Typer(
     name="trainforge",
@@ -13,6 +13,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(dataset.app, name="dataset")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(tokens.app, name="tokens")
+app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
+app.command()(serve.serve)
 
 
 @app.command()

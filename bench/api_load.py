@@ -1,0 +1,255 @@
+"""Job submissions per second and latency of the API, against PostgreSQL on loopback.
+
+Serves the API with ``python -m services.api`` (uvicorn, N workers) in a subprocess, on a fresh
+PostgreSQL schema and a local-directory artifacts store, then drives ``POST /v1/jobs`` (each
+with its own Idempotency-Key, as the client sends them) from this process:
+
+1. saturation: ``--requests`` submissions from ``--concurrency`` concurrent connections →
+   submissions/s, p50, p99;
+2. paced: the same number at ``--rate`` per second (default 150, half the 300/s target),
+   open loop → p50, p99.
+
+Bounded: at most ``--requests`` per phase and ``--max-seconds`` per phase. The load generator
+shares the machine's cores with the server; figures are for this whole box.
+
+Usage: ``PYTHONPATH=. python bench/api_load.py [--requests 3000] [--workers 2]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+from sqlalchemy import create_engine, text
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from services.store import Database, tokens, upgrade  # noqa: E402
+
+PG = os.environ.get("TRAINFORGE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SPEC = {"name": "bench-detector", "dataset": {"uri": "s3://datasets/ppe/v3/"},
+        "train": {"epochs": 10, "imgsz": 640}}
+BODY = json.dumps({"spec": SPEC}).encode()
+TARGET_RATE = 300.0
+TARGET_P99_S = 0.050
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection speaking just enough HTTP for this benchmark.
+
+    httpx's async client costs more CPU per request than the API itself on a 2-core box, so
+    the load generator writes requests and parses responses by hand (Content-Length bodies).
+    """
+
+    def __init__(self, host: str, port: int, token: str) -> None:
+        self.host, self.port, self.token = host, port, token
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def submit(self) -> int:
+        """POST /v1/jobs with a fresh Idempotency-Key; returns the status code."""
+        return await self._exchange((
+            f"POST /v1/jobs HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
+            f"Authorization: Bearer {self.token}\r\nIdempotency-Key: {uuid.uuid4().hex}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n"
+        ).encode() + BODY)
+
+    async def healthz(self) -> int:
+        """GET /healthz: the framework's floor on this machine, for the ratio."""
+        return await self._exchange(
+            f"GET /healthz HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n\r\n".encode()
+        )
+
+    async def _exchange(self, request: bytes, *, retry: bool = True) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(request)
+        status_line = await self.reader.readline()
+        if not status_line and retry:
+            # The server closed an idle keep-alive connection: reconnect once.
+            await self.close()
+            self.reader = self.writer = None
+            return await self._exchange(request, retry=False)
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        await self.reader.readexactly(length)
+        return int(status_line.split()[1])
+
+    async def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            await self.writer.wait_closed()
+
+
+async def _timed(connection: Connection, latencies: list[float], errors: list[int],
+                 probe: bool = False) -> None:
+    start = time.perf_counter()
+    status = await (connection.healthz() if probe else connection.submit())
+    latencies.append(time.perf_counter() - start)
+    if status != (200 if probe else 201):
+        errors.append(status)
+
+
+async def saturate(port: int, token: str, n: int, concurrency: int, max_s: float,
+                   probe: bool = False) -> tuple[float, list[float], list[int]]:
+    """``n`` submissions over ``concurrency`` connections, each sending as fast as answered."""
+    latencies: list[float] = []
+    errors: list[int] = []
+    remaining = [n]
+    deadline = time.monotonic() + max_s
+
+    async def worker() -> None:
+        connection = Connection("127.0.0.1", port, token)
+        try:
+            while remaining[0] > 0 and time.monotonic() < deadline:
+                remaining[0] -= 1
+                await _timed(connection, latencies, errors, probe)
+        finally:
+            await connection.close()
+
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return len(latencies) / (time.perf_counter() - start), latencies, errors
+
+
+async def paced(port: int, token: str, n: int, rate: float, max_s: float
+                ) -> tuple[float, list[float], list[int]]:
+    """``n`` submissions started at ``rate`` per second (open loop), on a pool of connections."""
+    latencies: list[float] = []
+    errors: list[int] = []
+    idle: list[Connection] = []
+    opened: list[Connection] = []
+
+    async def one() -> None:
+        connection = idle.pop() if idle else Connection("127.0.0.1", port, token)
+        if connection not in opened:
+            opened.append(connection)
+        await _timed(connection, latencies, errors)
+        idle.append(connection)
+
+    start = time.perf_counter()
+    tasks = []
+    for i in range(n):
+        due = start + i / rate
+        if due - start > max_s:
+            break
+        await asyncio.sleep(max(0.0, due - time.perf_counter()))
+        tasks.append(asyncio.create_task(one()))
+    await asyncio.gather(*tasks)
+    elapsed = time.perf_counter() - start
+    for connection in opened:
+        await connection.close()
+    return len(latencies) / elapsed, latencies, errors
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--requests", type=int, default=3000, help="per phase (bounded)")
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    parser.add_argument("--rate", type=float, default=TARGET_RATE / 2)
+    parser.add_argument("--max-seconds", type=float, default=60.0, help="per phase")
+    args = parser.parse_args()
+
+    schema = f"tf_bench_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url_db = f"{PG}?options=-csearch_path%3D{schema}"
+    server: subprocess.Popen[bytes] | None = None
+    try:
+        db = Database(url_db, pool_size=1)
+        upgrade(db.engine)
+        with db.transaction() as session:
+            token = tokens.create_token(session, "bench")[1]
+        db.dispose()
+        home = Path(tempfile.mkdtemp(prefix="tf-bench-"))
+        port = free_port()
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "TRAINFORGE_HOME": str(home),
+            "TRAINFORGE_DATABASE_URL": url_db,
+            "TRAINFORGE_SECRET_KEY": "bench-secret-key-0123456789",
+            "TRAINFORGE_ARTIFACTS_URI": f"file://{home}/artifacts",
+            "TRAINFORGE_DEFAULT_LIMITS": '{"max_active_jobs": 100000000}',
+            "TRAINFORGE_API_HOST": "127.0.0.1",
+            "TRAINFORGE_API_PORT": str(port),
+            "TRAINFORGE_API_WORKERS": str(args.workers),
+            "TRAINFORGE_API_ACCESS_LOG": "false",
+            "TRAINFORGE_LOG_LEVEL": "warning",
+            "TRAINFORGE_MIGRATE_ON_STARTUP": "false",
+        }
+        server = subprocess.Popen([sys.executable, "-m", "services.api"], env=env)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or server.poll() is not None:
+                raise SystemExit("the API did not start")
+            time.sleep(0.2)
+        asyncio.run(saturate(port, token, 200, args.concurrency, 20))  # warm-up (pools, caches)
+        floor, _, _ = asyncio.run(
+            saturate(port, token, args.requests, args.concurrency, args.max_seconds, probe=True))
+
+        rate, lat, errors = asyncio.run(
+            saturate(port, token, args.requests, args.concurrency, args.max_seconds))
+        print(f"saturation: {len(lat)} submissions, {args.concurrency} concurrent, "
+              f"{args.workers} uvicorn workers, PostgreSQL on loopback")
+        print(f"  throughput {rate:.0f}/s  p50 {percentile(lat, .5) * 1000:.1f} ms  "
+              f"p99 {percentile(lat, .99) * 1000:.1f} ms  errors {len(errors)}")
+        print(f"  ratio to the {TARGET_RATE:.0f}/s target: {rate / TARGET_RATE:.2f}")
+        print(f"  ratio to GET /healthz on the same server and box ({floor:.0f}/s): "
+              f"{rate / floor:.2f}")
+
+        got_rate, lat2, errors2 = asyncio.run(
+            paced(port, token, args.requests, args.rate, args.max_seconds))
+        p99 = percentile(lat2, .99)
+        print(f"paced at {args.rate:.0f}/s: {len(lat2)} submissions, achieved {got_rate:.0f}/s")
+        print(f"  p50 {percentile(lat2, .5) * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms  "
+              f"mean {statistics.fmean(lat2) * 1000:.1f} ms  errors {len(errors2)}")
+        print(f"  ratio of p99 to the {TARGET_P99_S * 1000:.0f} ms target: "
+              f"{p99 / TARGET_P99_S:.2f} (≤ 1 meets it)")
+        return 0 if not errors and not errors2 else 1
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""A fast stand-in for the training entrypoint, used by the dispatcher and API tests."""

@@ -1,0 +1,30 @@
+"""OpenAPI documentation of the problem+json responses each operation can return."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from services.api.errors import PROBLEM_JSON
+
+_DESCRIPTIONS = {
+    400: "The body is not valid JSON (or not UTF-8)",
+    401: "Missing, unknown or revoked bearer token",
+    403: "Forbidden by a limit or an invalid link",
+    404: "No such job for this team (another team's job is reported the same way)",
+    409: "The job's state does not allow this",
+    413: "Request body too large",
+    422: "The request does not validate (field paths in `errors`)",
+    429: "The team is at its active-job limit; retry later",
+    503: "A dependency (database, object store) is unavailable",
+}
+
+
+def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` entries for problem+json errors."""
+    return {
+        status: {
+            "description": _DESCRIPTIONS[status],
+            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
+        }
+        for status in statuses
+    }

@@ -1,0 +1,150 @@
+"""/v1/jobs: submit, list, get, cancel, events, logs, artifacts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+
+from services.api import artifacts, streams
+from services.api import jobs as service
+from services.api.auth import State, Team
+from services.api.routes._docs import problems
+from services.api.schemas import (
+    ArtifactList,
+    EventPage,
+    EventQuery,
+    JobListQuery,
+    JobOut,
+    JobPage,
+    JobSubmission,
+    LogQuery,
+)
+from services.api.state import AppState
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+JobId = Annotated[str, Path(alias="id", description="job id (j…)")]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=JobOut,
+    responses=problems(400, 401, 403, 413, 422, 429, 503),
+    summary="Submit a job",
+)
+def submit(
+    body: JobSubmission,
+    response: Response,
+    state: State,
+    team: Team,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            alias="Idempotency-Key",
+            description="Retry-safe submission: the same key and body return the first job; "
+            "the same key with another body is refused (422).",
+        ),
+    ] = None,
+) -> JSONResponse:
+    result = service.submit(state, team, body, idempotency_key)
+    headers = {"Location": f"/v1/jobs/{result.body['id']}"}
+    if result.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(result.body, status_code=result.status_code, headers=headers)
+
+
+@router.get("", response_model=JobPage, responses=problems(401, 422), summary="List jobs")
+def list_jobs(state: State, team: Team, query: Annotated[JobListQuery, Query()]) -> JobPage:
+    return service.list_page(
+        state, team, states=query.state, kind=query.kind, limit=query.limit, cursor=query.cursor
+    )
+
+
+@router.get("/{id}", response_model=JobOut, responses=problems(401, 404), summary="Get a job")
+def get_job(job_id: JobId, state: State, team: Team) -> JobOut:
+    return service.get(state, team, job_id)
+
+
+@router.post(
+    "/{id}/cancel",
+    response_model=JobOut,
+    responses=problems(401, 404, 409),
+    summary="Cancel a job (queued: at once; launched: through CANCELLING)",
+)
+def cancel_job(job_id: JobId, state: State, team: Team) -> JobOut:
+    return service.cancel(state, team, job_id)
+
+
+@router.get(
+    "/{id}/events",
+    response_model=EventPage,
+    responses={
+        200: {
+            "description": "The events as JSON, or as a server-sent event stream when the "
+            "request accepts text/event-stream (ends when the job is done).",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **problems(401, 404, 422),
+    },
+    summary="A job's events (JSON page, or server-sent events)",
+)
+def job_events(
+    request: Request,
+    job_id: JobId,
+    state: State,
+    team: Team,
+    query: Annotated[EventQuery, Query()],
+    last_event_id: Annotated[
+        int | None, Header(alias="Last-Event-ID", ge=0, le=2**62, include_in_schema=False)
+    ] = None,
+) -> EventPage | StreamingResponse:
+    page = service.events_page(state, team, job_id, after=query.after, limit=query.limit)
+    if "text/event-stream" not in request.headers.get("accept", ""):
+        return page
+    start = last_event_id if last_event_id is not None else query.after
+    return StreamingResponse(
+        streams.event_stream(state, team, job_id, start),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/{id}/logs",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"description": "The attempt's log (streamed as it grows with follow=true)"},
+        **problems(401, 404, 422),
+    },
+    summary="A job's log (the latest attempt unless `attempt` is given)",
+)
+def job_logs(
+    job_id: JobId,
+    state: State,
+    team: Team,
+    query: Annotated[LogQuery, Query()],
+) -> Response:
+    target = streams.log_target(state, team, job_id, query.attempt)
+    if query.follow:
+        return StreamingResponse(
+            streams.follow_log(state, team, job_id, query.attempt),
+            media_type="text/plain; charset=utf-8",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+    return PlainTextResponse(streams.read_log(state, target))
+
+
+@router.get(
+    "/{id}/artifacts",
+    response_model=ArtifactList,
+    responses=problems(401, 404, 503),
+    summary="A job's artifacts with size, sha256 and a download URL (valid ≤ 15 min)",
+)
+def job_artifacts(request: Request, job_id: JobId, state: State, team: Team) -> ArtifactList:
+    return artifacts.list_artifacts(state, team, job_id, str(request.base_url))
+
+
+__all__ = ["AppState", "router"]

@@ -1,0 +1,241 @@
+"""LocalBackend: runs a job's entrypoint as a subprocess on this host (the embedded default).
+
+Each attempt gets a directory ``<state_dir>/<job id>/<attempt>/`` holding:
+
+- ``launch.lock``: flock serialising launches of the attempt (threads and processes);
+- ``run.lock``: flock held by the run for its whole life (see ``_local_runner``);
+- ``pid``: the runner's pid (its process group: the runner leads its own session);
+- ``output.log``: the entrypoint's stdout and stderr;
+- ``cancel-requested``: written by :meth:`LocalBackend.cancel`;
+- ``exit.json``: the outcome, written by the runner when the entrypoint exits.
+
+``launch`` is idempotent by (job id, attempt): if ``exit.json`` exists or ``run.lock`` is
+held, the run already exists and its handle is returned; nothing is started twice, whichever
+dispatcher process asks.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+from services.dispatcher.backends.base import (
+    BackendState,
+    BackendStatus,
+    LaunchRequest,
+)
+from services.dispatcher.local_runner import (
+    CANCEL_MARKER,
+    EXIT_FILE,
+    LAUNCH_LOCK,
+    OUTPUT_LOG,
+    PID_FILE,
+    RUN_LOCK,
+    write_atomic,
+)
+from trainforge.errors import BackendError
+
+log = logging.getLogger(__name__)
+
+_RUNNER = "services.dispatcher.local_runner"
+
+
+class LocalBackend:
+    """Runs entrypoints as local subprocesses.
+
+    Args:
+        state_dir: where attempt directories live (keep it across restarts).
+        module: the module to run instead of ``jobs.<kind>`` (tests use ``jobs.standin``).
+        python: interpreter for the runner and the entrypoint (default: this one, so the job
+            sees the same installed packages as the dispatcher).
+        env: extra environment for every run (on top of this process's and the request's).
+        cwd: working directory of the runs (default: each attempt's directory).
+        kill_grace_s: after a cancel, how long a run may take to stop before SIGKILL.
+    """
+
+    name = "local"
+
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        module: str | None = None,
+        python: str = sys.executable,
+        env: Mapping[str, str] | None = None,
+        cwd: Path | None = None,
+        kill_grace_s: float = 10.0,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.module = module
+        self.python = python
+        self.env = dict(env or {})
+        self.cwd = cwd
+        self.kill_grace_s = kill_grace_s
+        # Popen objects of runs this process started: polled so that they are reaped.
+        self._children: dict[str, subprocess.Popen[bytes]] = {}
+
+    # --- helpers ---------------------------------------------------------------------------
+
+    def _dir(self, handle: str) -> Path:
+        job_id, sep, attempt = handle.partition("/")
+        if not sep or not attempt.isdigit() or not job_id or "/" in job_id or job_id in {".", ".."}:
+            raise BackendError(f"not a local run handle: {handle!r} (expected JOB_ID/ATTEMPT)")
+        return self.state_dir / job_id / attempt
+
+    def command(self, request: LaunchRequest) -> list[str]:
+        """The entrypoint command line, with this backend's interpreter and module."""
+        command = list(request.command)
+        if command[:2] == ["python", "-m"]:
+            command[0] = self.python
+            if self.module is not None:
+                command[2] = self.module
+        return command
+
+    @contextmanager
+    def _launch_lock(self, directory: Path) -> Iterator[None]:
+        fd = os.open(directory / LAUNCH_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    @staticmethod
+    def _run_alive(directory: Path) -> bool:
+        path = directory / RUN_LOCK
+        if not path.exists():
+            return False
+        fd = os.open(path, os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing drops our probe lock, if we got it
+        return False
+
+    def _reap(self, handle: str, *, wait_s: float = 0.0) -> None:
+        child = self._children.get(handle)
+        if child is None:
+            return
+        try:
+            child.wait(timeout=wait_s) if wait_s else child.poll()
+        except subprocess.TimeoutExpired:
+            return
+        if child.returncode is not None:
+            del self._children[handle]
+
+    # --- Backend protocol ------------------------------------------------------------------
+
+    def launch(self, request: LaunchRequest) -> str:
+        """Start the attempt unless it already runs or ran; returns ``JOB_ID/ATTEMPT``."""
+        handle = f"{request.job_id}/{request.attempt}"
+        directory = self._dir(handle)
+        directory.mkdir(parents=True, exist_ok=True)
+        with self._launch_lock(directory):
+            if (directory / EXIT_FILE).exists():
+                log.info("launch %s: already ran", handle)
+                return handle
+            lock_fd = os.open(directory / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                try:
+                    fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("launch %s: already running", handle)
+                    return handle
+                self._spawn(request, directory, lock_fd, handle)
+            finally:
+                # The runner holds its own copy of the locked descriptor from here on.
+                os.close(lock_fd)
+        return handle
+
+    def _spawn(self, request: LaunchRequest, directory: Path, lock_fd: int, handle: str) -> None:
+        (directory / PID_FILE).unlink(missing_ok=True)
+        (directory / CANCEL_MARKER).unlink(missing_ok=True)
+        env = {**os.environ, **self.env, **request.env}
+        workdir = self.cwd or directory / "work"
+        workdir.mkdir(parents=True, exist_ok=True)
+        argv = [
+            self.python, "-m", _RUNNER,
+            "--dir", str(directory),
+            "--lock-fd", str(lock_fd),
+            "--timeout-s", str(request.timeout_minutes * 60),
+            "--", *self.command(request),
+        ]
+        with open(directory / OUTPUT_LOG, "ab") as output:
+            child = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=workdir,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                pass_fds=(lock_fd,),
+                start_new_session=True,
+            )
+        self._children[handle] = child
+        log.info("launched %s (runner pid %d): %s", handle, child.pid,
+                 " ".join(self.command(request)))
+
+    def poll(self, handle: str) -> BackendStatus:
+        self._reap(handle)
+        directory = self._dir(handle)
+        exit_file = directory / EXIT_FILE
+        if exit_file.exists():
+            self._reap(handle, wait_s=5.0)  # the runner exits right after writing the file
+            outcome = json.loads(exit_file.read_text())
+            code = int(outcome["returncode"])
+            if outcome.get("cancelled"):
+                return BackendStatus(BackendState.STOPPED, f"stopped on request (status {code})")
+            if outcome.get("timed_out"):
+                return BackendStatus(BackendState.FAILED, "timed out (spec timeout_minutes)")
+            if code == 0:
+                return BackendStatus(BackendState.SUCCEEDED, "exited 0")
+            return BackendStatus(BackendState.FAILED, f"exited with status {code}")
+        if self._run_alive(directory):
+            return BackendStatus(BackendState.RUNNING)
+        if not directory.exists():
+            return BackendStatus(BackendState.UNKNOWN, f"no local run {handle}")
+        if self._run_alive(directory) or (directory / EXIT_FILE).exists():
+            # The run finished between the two checks above.
+            return self.poll(handle)
+        return BackendStatus(
+            BackendState.FAILED, "the run ended without recording an exit status (killed?)"
+        )
+
+    def cancel(self, handle: str) -> None:
+        directory = self._dir(handle)
+        if (directory / EXIT_FILE).exists() or not self._run_alive(directory):
+            return
+        marker = directory / CANCEL_MARKER
+        if not marker.exists():
+            write_atomic(marker, f"{time.time()}\n")
+        try:
+            pgid = int((directory / PID_FILE).read_text())
+        except (FileNotFoundError, ValueError):
+            return  # the runner has not written its pid yet; the next cancel call will
+        first = float(marker.read_text())
+        sig = signal.SIGKILL if time.time() - first > self.kill_grace_s else signal.SIGTERM
+        try:
+            os.killpg(pgid, sig)
+        except ProcessLookupError:
+            pass
+        self._reap(handle)
+
+    def logs(self, handle: str, *, limit_bytes: int = 64 * 1024) -> str:
+        path = self._dir(handle) / OUTPUT_LOG
+        try:
+            with path.open("rb") as fh:
+                fh.seek(max(path.stat().st_size - limit_bytes, 0))
+                return fh.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""

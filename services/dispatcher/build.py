@@ -1,0 +1,48 @@
+"""Build a dispatcher from settings (used by ``python -m services.dispatcher`` and serve)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from services.dispatcher.backends.base import Backend
+from services.dispatcher.backends.local import LocalBackend
+from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
+from services.dispatcher.settings import DispatcherSettings
+from services.store.db import Database
+
+
+def make_backend(settings: DispatcherSettings) -> Backend:
+    """The backend the settings name.
+
+    Raises:
+        ValueError: an unknown backend name.
+    """
+    if settings.dispatcher_backend == "local":
+        return LocalBackend(settings.resolved_state_dir, module=settings.dispatcher_local_module)
+    if settings.dispatcher_backend == "kuberay":
+        # Imported here: only the kuberay deployment needs it (config from
+        # TRAINFORGE_KUBERAY_CONFIG, API server from the pod's service account).
+        from services.dispatcher.backends.kuberay import KubeRayBackend
+
+        return KubeRayBackend.from_env()
+    raise ValueError(
+        f"unknown dispatcher backend {settings.dispatcher_backend!r}; use local or kuberay"
+    )
+
+
+def make_dispatcher(
+    settings: DispatcherSettings, db: Database, backend: Backend | None = None
+) -> Dispatcher:
+    """A dispatcher on ``db`` with the backend and limits from ``settings``."""
+    config = DispatcherConfig(
+        api_url=settings.api_url,
+        secret_key=settings.secret_key_bytes(),
+        artifacts_uri=settings.resolved_artifacts_uri,
+        models_uri=settings.resolved_models_uri,
+        s3_endpoint_url=settings.s3_endpoint_url,
+        batch_size=settings.dispatcher_batch_size,
+        max_active=settings.dispatcher_max_active,
+        launch_grace=timedelta(seconds=settings.dispatcher_launch_grace_s),
+        retry_delay=timedelta(seconds=settings.dispatcher_retry_delay_s),
+    )
+    return Dispatcher(db, backend or make_backend(settings), config)

@@ -1,0 +1,246 @@
+"""The dispatcher loop: claim queued jobs, launch them, poll them, cancel them.
+
+Crash safety rests on three facts (details in services/store/dispatch.py):
+
+- a claim is committed (job STARTING, attempt with NULL handle) before the backend is called,
+  so a job is never launched without a record of it;
+- ``Backend.launch`` is idempotent by (job id, attempt), so calling it again after a crash
+  returns the run the first call started instead of starting a second one;
+- every later step reads its work from the database, so a fresh dispatcher picks up exactly
+  where a dead one stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from services.dispatcher.backends.base import Backend, BackendState, LaunchRequest
+from services.dispatcher.metrics import DISPATCHER_ERRORS, LAST_LOOP
+from services.store import dispatch
+from services.store.db import Database
+from services.store.dispatch import Assignment
+from services.store.tokens import job_token, sha256_hex
+from trainforge.constants import (
+    ENV_API_URL,
+    ENV_ARTIFACTS_URI,
+    ENV_ATTEMPT,
+    ENV_JOB_ID,
+    ENV_JOB_TOKEN,
+    ENV_MODELS_URI,
+    ENV_S3_ENDPOINT_URL,
+)
+from trainforge.spec import load_spec
+from trainforge.storage import open_location
+
+log = logging.getLogger(__name__)
+
+#: Forwarded to jobs when set here, so that a job reaches the same object store.
+_FORWARDED_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+)
+#: Launch failures of one attempt after which it counts as a failed attempt.
+MAX_LAUNCH_FAILURES = 5
+
+
+@dataclass(frozen=True)
+class DispatcherConfig:
+    """What a dispatcher needs besides its database and backend."""
+
+    api_url: str
+    secret_key: bytes
+    artifacts_uri: str
+    models_uri: str
+    s3_endpoint_url: str | None = None
+    batch_size: int = 8
+    max_active: int | None = None
+    launch_grace: timedelta = timedelta(seconds=60)
+    retry_delay: timedelta = timedelta(seconds=10)
+    owner: str = field(
+        default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    )
+
+
+class Dispatcher:
+    """Moves jobs from QUEUED to a terminal state on one backend.
+
+    Args:
+        db: the job store.
+        backend: where runs happen.
+        config: see :class:`DispatcherConfig`.
+        fault: test hook called at named points ("after_claim", "after_launch",
+            "after_record"); a crash-injection test raises or kills the process there.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        backend: Backend,
+        config: DispatcherConfig,
+        *,
+        fault: Callable[[str], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.backend = backend
+        self.config = config
+        self._fault = fault or (lambda point: None)
+        self._launch_failures: dict[tuple[str, int], int] = {}
+
+    # --- one loop --------------------------------------------------------------------------
+
+    def run_once(self) -> None:
+        """Recover, claim and launch, cancel, poll: one pass over the work."""
+        self._recover()
+        self._claim_and_launch()
+        self._cancel_and_poll()
+        LAST_LOOP.set_to_current_time()
+
+    def run(self, stop: threading.Event, interval_s: float = 2.0) -> None:
+        """Loop until ``stop`` is set; errors of one pass are logged and counted, not fatal."""
+        log.info("dispatcher %s started on backend %s", self.config.owner, self.backend.name)
+        while not stop.is_set():
+            try:
+                self.run_once()
+            except Exception:
+                DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="loop").inc()
+                log.exception("dispatcher loop failed; retrying in %.1fs", interval_s)
+            stop.wait(interval_s)
+        log.info("dispatcher %s stopped", self.config.owner)
+
+    # --- steps -----------------------------------------------------------------------------
+
+    def _token_sha(self, job_id: str, attempt: int) -> str:
+        return sha256_hex(job_token(self.config.secret_key, job_id, attempt))
+
+    def _claim_and_launch(self) -> None:
+        with self.db.transaction() as session:
+            limit = self.config.batch_size
+            if self.config.max_active is not None:
+                limit = min(limit, self.config.max_active - dispatch.count_launched(session))
+            claimed = dispatch.claim(
+                session,
+                owner=self.config.owner,
+                backend=self.backend.name,
+                limit=limit,
+                token_sha256=self._token_sha,
+            )
+        self._fault("after_claim")
+        for assignment in claimed:
+            self._launch(assignment)
+
+    def _recover(self) -> None:
+        with self.db.transaction() as session:
+            stranded = dispatch.unlaunched(
+                session, owner=self.config.owner, grace=self.config.launch_grace
+            )
+        for assignment in stranded:
+            log.warning(
+                "job %s attempt %d was claimed by %s but its launch was never recorded; "
+                "launching again (the backend returns the existing run if there is one)",
+                assignment.job.id, assignment.attempt.number, assignment.attempt.claimed_by,
+            )
+            self._launch(assignment)
+
+    def _request(self, assignment: Assignment) -> LaunchRequest:
+        job, number = assignment.job, assignment.attempt.number
+        store, key = open_location(job.spec_uri)
+        spec = load_spec(store.get(key), source=job.spec_uri)
+        env = {
+            ENV_API_URL: self.config.api_url,
+            ENV_JOB_ID: job.id,
+            ENV_JOB_TOKEN: job_token(self.config.secret_key, job.id, number),
+            ENV_ATTEMPT: str(number),
+            ENV_ARTIFACTS_URI: self.config.artifacts_uri,
+            ENV_MODELS_URI: self.config.models_uri,
+        }
+        if self.config.s3_endpoint_url:
+            env[ENV_S3_ENDPOINT_URL] = self.config.s3_endpoint_url
+        env.update({k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)})
+        return LaunchRequest(
+            job_id=job.id,
+            kind=job.kind,
+            spec_uri=job.spec_uri,
+            attempt=number,
+            resources=spec.resources,
+            retries=spec.retries,
+            timeout_minutes=spec.timeout_minutes,
+            team=job.team,
+            env=env,
+        )
+
+    def _launch(self, assignment: Assignment) -> None:
+        job, number = assignment.job, assignment.attempt.number
+        key = (job.id, number)
+        try:
+            handle = self.backend.launch(self._request(assignment))
+        except Exception as exc:
+            DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="launch").inc()
+            failures = self._launch_failures.get(key, 0) + 1
+            self._launch_failures[key] = failures
+            log.warning("launching job %s attempt %d failed (%d/%d): %s",
+                        job.id, number, failures, MAX_LAUNCH_FAILURES, exc)
+            if failures >= MAX_LAUNCH_FAILURES:
+                with self.db.transaction() as session:
+                    dispatch.settle(session, job.id, number, succeeded=False,
+                                    message=f"launch failed {failures} times: {exc}",
+                                    retry_delay=self.config.retry_delay)
+                self._launch_failures.pop(key, None)
+            return
+        self._launch_failures.pop(key, None)
+        self._fault("after_launch")
+        with self.db.transaction() as session:
+            dispatch.record_launch(session, job.id, number, handle)
+        self._fault("after_record")
+
+    def _cancel_and_poll(self) -> None:
+        with self.db.transaction() as session:
+            dispatch.cancel_idle(session)
+            flights = dispatch.in_flight(session)
+        for assignment in flights:
+            self._poll(assignment)
+
+    def _poll(self, assignment: Assignment) -> None:
+        job, attempt = assignment.job, assignment.attempt
+        handle = attempt.handle
+        assert handle is not None  # in_flight() only returns launched attempts
+        name = self.backend.name
+        if job.state.value == "CANCELLING":
+            try:
+                self.backend.cancel(handle)
+            except Exception as exc:
+                DISPATCHER_ERRORS.labels(backend=name, operation="cancel").inc()
+                log.warning("cancelling %s (%s) failed: %s", job.id, handle, exc)
+        try:
+            status = self.backend.poll(handle)
+        except Exception as exc:
+            DISPATCHER_ERRORS.labels(backend=name, operation="poll").inc()
+            log.warning("polling %s (%s) failed: %s", job.id, handle, exc)
+            return
+        if status.state is BackendState.PENDING:
+            return
+        with self.db.transaction() as session:
+            if status.state is BackendState.RUNNING:
+                dispatch.mark_running(session, job.id, attempt.number)
+                return
+            message = status.message or status.state.value.lower()
+            if status.state is BackendState.UNKNOWN:
+                message = f"the backend has no record of run {handle}"
+            dispatch.settle(
+                session,
+                job.id,
+                attempt.number,
+                succeeded=status.state is BackendState.SUCCEEDED,
+                message=message,
+                retry_delay=self.config.retry_delay,
+            )
+

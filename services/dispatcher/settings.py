@@ -1,0 +1,50 @@
+"""Settings of the dispatcher deployable (``python -m services.dispatcher``)."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from services.store.settings import StoreSettings
+
+
+class DispatcherSettings(StoreSettings):
+    """Read from TRAINFORGE_* environment variables (docs/configuration.md)."""
+
+    api_url: str = Field(
+        "http://127.0.0.1:8000", description="API base URL that launched jobs report to"
+    )
+    dispatcher_backend: Literal["local", "kuberay"] = Field(
+        "local", description="where jobs run: local subprocesses, or one RayJob per attempt"
+    )
+    dispatcher_metrics_port: int = Field(9100, ge=0, le=65535)
+    dispatcher_metrics_host: str = "0.0.0.0"
+    dispatcher_poll_interval_s: float = Field(2.0, gt=0, le=300)
+    dispatcher_batch_size: int = Field(8, ge=1, le=1000, description="jobs claimed per loop")
+    dispatcher_max_active: int | None = Field(
+        None, ge=1, description="most jobs launched at once (default: unlimited)"
+    )
+    dispatcher_launch_grace_s: float = Field(
+        60.0, gt=0, description="before this instance re-launches its own unrecorded launch"
+    )
+    dispatcher_retry_delay_s: float = Field(10.0, ge=0, description="wait before a retry")
+    dispatcher_state_dir: Path | None = Field(
+        None, description="LocalBackend state; default $TRAINFORGE_HOME/dispatcher"
+    )
+    dispatcher_local_module: str | None = Field(
+        None, description="LocalBackend: run this module instead of jobs.<kind>"
+    )
+    migrate_on_startup: bool = True
+
+    @property
+    def resolved_state_dir(self) -> Path:
+        return self.dispatcher_state_dir or self.home / "dispatcher"
+
+
+@functools.cache
+def get_settings() -> DispatcherSettings:
+    """The process's settings, read once from the environment."""
+    return DispatcherSettings()

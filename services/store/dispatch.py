@@ -1,0 +1,289 @@
+"""What the dispatcher reads and writes: claims, launches, outcomes and cancels.
+
+The protocol that makes the dispatcher crash-safe (see services/dispatcher/dispatcher.py):
+
+1. :func:`claim` (one transaction): QUEUED/RETRYING jobs → STARTING, with a new attempt row
+   whose ``handle`` is NULL. PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so dispatchers never
+   claim the same job; SQLite: the transaction holds the database write lock.
+2. ``backend.launch()`` outside any transaction; it is idempotent by (job id, attempt).
+3. :func:`record_launch` stores the handle.
+
+A dispatcher killed between 1 and 3 leaves an attempt with a NULL handle; :func:`unlaunched`
+finds it and the next dispatcher calls ``launch`` again, which returns the run the first call
+started if there was one, so a job is neither lost nor launched twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import and_, func, or_, select
+from sqlalchemy.orm import Session
+
+from services.store.domain import Attempt, Job
+from services.store.jobs import _event, to_domain, transition, utcnow
+from services.store.tables import AttemptRow, JobRow
+from trainforge.states import JobState
+
+log = logging.getLogger(__name__)
+
+#: Error codes a retry cannot fix: the job fails at once whatever its retries.
+NON_RETRYABLE_ERRORS = frozenset({"spec_invalid", "dataset_invalid", "weights_unavailable"})
+
+#: States in which a job's current attempt may have a run on a backend.
+LAUNCHED_STATES = (JobState.STARTING.value, JobState.RUNNING.value, JobState.CANCELLING.value)
+
+
+@dataclass(frozen=True, slots=True)
+class Assignment:
+    """A job and its current attempt, as the dispatcher needs them."""
+
+    job: Job
+    attempt: Attempt
+
+
+def _attempt(row: AttemptRow) -> Attempt:
+    return Attempt(
+        job_id=row.job_id,
+        number=row.number,
+        backend=row.backend,
+        handle=row.handle,
+        claimed_by=row.claimed_by,
+        claimed_at=row.claimed_at,
+        launched_at=row.launched_at,
+        finished_at=row.finished_at,
+        outcome=row.outcome,
+        message=row.message,
+    )
+
+
+def count_launched(session: Session) -> int:
+    """Jobs that hold (or are about to hold) a run on a backend."""
+    return int(
+        session.scalar(select(func.count()).where(JobRow.state.in_(LAUNCHED_STATES))) or 0
+    )
+
+
+def claim(
+    session: Session,
+    *,
+    owner: str,
+    backend: str,
+    limit: int,
+    token_sha256: Callable[[str, int], str],
+    now: datetime | None = None,
+) -> list[Assignment]:
+    """Claim up to ``limit`` dispatchable jobs, oldest first (step 1 above).
+
+    Args:
+        owner: this dispatcher instance's id (recorded on the attempt).
+        backend: the backend's name.
+        limit: most jobs to claim.
+        token_sha256: (job id, attempt) → SHA-256 of the attempt's job token.
+
+    Returns:
+        The claimed jobs (now STARTING) with their new attempts.
+    """
+    if limit <= 0:
+        return []
+    now = now or utcnow()
+    rows = list(
+        session.scalars(
+            select(JobRow)
+            .where(
+                or_(
+                    JobRow.state == JobState.QUEUED.value,
+                    and_(
+                        JobRow.state == JobState.RETRYING.value,
+                        or_(JobRow.retry_at.is_(None), JobRow.retry_at <= now),
+                    ),
+                )
+            )
+            .order_by(JobRow.seq)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+    )
+    claimed = []
+    for row in rows:
+        number = row.attempts + 1
+        row.attempts = number
+        row.retry_at = None
+        transition(session, row, JobState.STARTING, f"attempt {number} claimed by {owner}",
+                   now=now)
+        attempt = AttemptRow(
+            job_id=row.id,
+            number=number,
+            backend=backend,
+            handle=None,
+            token_sha256=token_sha256(row.id, number),
+            claimed_by=owner,
+            claimed_at=now,
+        )
+        session.add(attempt)
+        session.flush()
+        claimed.append(Assignment(to_domain(row), _attempt(attempt)))
+    return claimed
+
+
+def _current(session: Session, job_id: str, number: int) -> tuple[JobRow, AttemptRow] | None:
+    job = session.scalars(
+        select(JobRow).where(JobRow.id == job_id).with_for_update()
+    ).one_or_none()
+    if job is None or job.attempts != number:
+        return None
+    attempt = session.get(AttemptRow, (job_id, number))
+    if attempt is None:
+        return None
+    return job, attempt
+
+
+def record_launch(session: Session, job_id: str, number: int, handle: str) -> bool:
+    """Store the handle of a launched attempt (step 3). False if the attempt is stale."""
+    found = _current(session, job_id, number)
+    if found is None:
+        return False
+    job, attempt = found
+    if attempt.handle is None:
+        now = utcnow()
+        attempt.handle = handle
+        attempt.launched_at = now
+        _event(session, job, "message", f"attempt {number} launched on {attempt.backend}",
+               now=now, data={"handle": handle})
+    return True
+
+
+def unlaunched(
+    session: Session, *, owner: str, grace: timedelta, limit: int = 100
+) -> list[Assignment]:
+    """Attempts claimed but never recorded as launched, that this dispatcher should finish.
+
+    Those of other dispatcher instances (a predecessor that died) at once; this instance's own
+    only after ``grace`` (it normally records them itself within milliseconds).
+    """
+    cutoff = utcnow() - grace
+    rows = session.execute(
+        select(JobRow, AttemptRow)
+        .join(
+            AttemptRow,
+            and_(AttemptRow.job_id == JobRow.id, AttemptRow.number == JobRow.attempts),
+        )
+        .where(
+            JobRow.state.in_(LAUNCHED_STATES),
+            AttemptRow.handle.is_(None),
+            AttemptRow.finished_at.is_(None),
+            or_(AttemptRow.claimed_by != owner, AttemptRow.claimed_at < cutoff),
+        )
+        .order_by(JobRow.seq)
+        .limit(limit)
+    ).all()
+    return [Assignment(to_domain(j), _attempt(a)) for j, a in rows]
+
+
+def in_flight(session: Session, *, limit: int = 1000) -> list[Assignment]:
+    """Launched attempts whose outcome is not recorded yet (to poll or cancel)."""
+    rows = session.execute(
+        select(JobRow, AttemptRow)
+        .join(
+            AttemptRow,
+            and_(AttemptRow.job_id == JobRow.id, AttemptRow.number == JobRow.attempts),
+        )
+        .where(
+            JobRow.state.in_(LAUNCHED_STATES),
+            AttemptRow.handle.is_not(None),
+            AttemptRow.finished_at.is_(None),
+        )
+        .order_by(JobRow.seq)
+        .limit(limit)
+    ).all()
+    return [Assignment(to_domain(j), _attempt(a)) for j, a in rows]
+
+
+def cancel_idle(session: Session) -> list[str]:
+    """CANCELLING jobs with no run to stop (their last attempt already ended) → CANCELLED."""
+    rows = list(
+        session.scalars(
+            select(JobRow)
+            .outerjoin(
+                AttemptRow,
+                and_(AttemptRow.job_id == JobRow.id, AttemptRow.number == JobRow.attempts),
+            )
+            .where(
+                JobRow.state == JobState.CANCELLING.value,
+                or_(AttemptRow.job_id.is_(None), AttemptRow.finished_at.is_not(None)),
+            )
+            .with_for_update(of=JobRow, skip_locked=True)
+        )
+    )
+    for row in rows:
+        transition(session, row, JobState.CANCELLED, "cancelled; no run was active")
+    return [r.id for r in rows]
+
+
+def mark_running(session: Session, job_id: str, number: int) -> None:
+    """The backend reports the run started: STARTING → RUNNING (if still STARTING)."""
+    found = _current(session, job_id, number)
+    if found is not None and found[0].state == JobState.STARTING.value:
+        transition(session, found[0], JobState.RUNNING, "the backend reports the run started")
+
+
+def settle(
+    session: Session,
+    job_id: str,
+    number: int,
+    *,
+    succeeded: bool,
+    message: str,
+    retry_delay: timedelta,
+) -> JobState | None:
+    """Record how an attempt ended and move the job on.
+
+    Success → SUCCEEDED. Otherwise: a CANCELLING job → CANCELLED; with retries left and an
+    error a retry can fix → RETRYING (relaunched after ``retry_delay``); else FAILED.
+
+    Returns:
+        The job's new state, or None when the attempt was stale or already settled.
+    """
+    found = _current(session, job_id, number)
+    if found is None or found[1].finished_at is not None:
+        return None
+    job, attempt = found
+    now = utcnow()
+    attempt.finished_at = now
+    attempt.outcome = "succeeded" if succeeded else "failed"
+    attempt.message = message[:4000]
+    state = JobState(job.state)
+    if state.terminal:
+        return state
+    if succeeded:
+        transition(session, job, JobState.SUCCEEDED, message or "the run exited 0", now=now)
+    elif state is JobState.CANCELLING:
+        attempt.outcome = "cancelled"
+        transition(session, job, JobState.CANCELLED, "cancelled at the owner's request", now=now)
+    else:
+        code = job.error_code or "run_failed"
+        detail = job.error_message or message or "the run failed"
+        if code not in NON_RETRYABLE_ERRORS and job.attempts < job.max_attempts:
+            job.retry_at = now + retry_delay
+            transition(
+                session, job, JobState.RETRYING,
+                f"attempt {number} failed ({detail}); retrying "
+                f"({job.max_attempts - job.attempts} attempt(s) left)",
+                now=now,
+            )
+        else:
+            job.error_code, job.error_message = code, detail
+            why = "not retryable" if code in NON_RETRYABLE_ERRORS else "no retries left"
+            transition(session, job, JobState.FAILED,
+                       f"attempt {number} failed ({detail}); {why}", now=now)
+    return JobState(job.state)
+
+
+def attempts_of(session: Session, job_id: str) -> list[Attempt]:
+    rows = session.scalars(
+        select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.number)
+    )
+    return [_attempt(r) for r in rows]

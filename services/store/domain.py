@@ -1,0 +1,117 @@
+"""Plain objects the store hands out; rows (tables.py) never leave services.store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from trainforge.spec import JobKind
+from trainforge.states import JobState
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    epoch: int
+    epochs: int
+
+
+@dataclass(frozen=True, slots=True)
+class JobError:
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trial:
+    """Latest epoch and metrics of one sweep trial."""
+
+    trial: str
+    epoch: int
+    epochs: int
+    metrics: dict[str, float]
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    id: str
+    team: str
+    kind: JobKind
+    name: str
+    state: JobState
+    spec_uri: str
+    spec_sha256: str
+    gpus: int
+    attempts: int
+    max_attempts: int
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    progress: Progress | None
+    metrics: dict[str, float]
+    error: JobError | None
+    #: Sweep trials (empty for other kinds, or when not loaded).
+    trials: tuple[Trial, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """What the API hands the store to create a job (the spec is already written)."""
+
+    id: str
+    team: str
+    kind: JobKind
+    name: str
+    spec_uri: str
+    spec_sha256: str
+    gpus: int
+    max_attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: int
+    job_id: str
+    time: datetime
+    type: str
+    from_state: JobState | None
+    to_state: JobState | None
+    reason: str
+    attempt: int | None
+    trial: str | None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    job_id: str
+    number: int
+    backend: str
+    handle: str | None
+    claimed_by: str
+    claimed_at: datetime
+    launched_at: datetime | None
+    finished_at: datetime | None
+    outcome: str | None
+    message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: str
+    team: str
+    description: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotentResponse:
+    """A stored first response to an Idempotency-Key."""
+
+    job_id: str
+    request_sha256: str
+    status_code: int
+    response: dict[str, Any]

@@ -1,0 +1,510 @@
+"""The job repository: every read and write of jobs, events, trials and idempotency records.
+
+All functions take the caller's :class:`Session` and never commit: the caller decides the
+transaction (see ``Database.transaction``). State changes go through :func:`_transition`, the
+one place that checks trainforge/states.py's table and writes the matching event.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, func, insert, select, text
+from sqlalchemy.orm import Session
+
+from services.store import metrics
+from services.store.domain import (
+    Event,
+    IdempotentResponse,
+    Job,
+    JobError,
+    NewJob,
+    Progress,
+    Trial,
+)
+from services.store.tables import EventRow, IdempotencyRow, JobRow, TrialRow
+from trainforge.errors import IllegalTransition, JobNotFound, JobStateConflict
+from trainforge.events import MessageEvent, ProgressEvent, StateEvent
+from trainforge.spec import JobKind
+from trainforge.states import TERMINAL_STATES, JobState, can_transition
+
+log = logging.getLogger(__name__)
+
+#: Anything else cannot be a job id (checked before it reaches SQL: e.g. NUL bytes).
+JOB_ID_PATTERN = re.compile(r"^[0-9a-z][-0-9a-z]{0,39}$")
+
+#: States a team's active-job limit counts.
+UNFINISHED_STATES = frozenset(JobState) - TERMINAL_STATES
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- reading -------------------------------------------------------------------------------
+
+
+def _row(session: Session, job_id: str, team: str | None, *, lock: bool = False) -> JobRow:
+    if not JOB_ID_PATTERN.fullmatch(job_id):
+        raise JobNotFound(f"no job {job_id[:64]!r}")
+    query = select(JobRow).where(JobRow.id == job_id)
+    if team is not None:
+        query = query.where(JobRow.team == team)
+    if lock:
+        query = query.with_for_update()
+    row = session.scalars(query).one_or_none()
+    if row is None:
+        # The same answer whether the job does not exist or belongs to another team.
+        raise JobNotFound(f"no job {job_id!r}")
+    return row
+
+
+def _trials(session: Session, job_id: str) -> tuple[Trial, ...]:
+    rows = session.scalars(
+        select(TrialRow).where(TrialRow.job_id == job_id).order_by(TrialRow.trial)
+    )
+    return tuple(
+        Trial(r.trial, r.epoch, r.epochs, dict(r.metrics), r.updated_at) for r in rows
+    )
+
+
+def to_domain(row: JobRow, trials: tuple[Trial, ...] = ()) -> Job:
+    progress = (
+        Progress(row.progress_epoch, row.progress_epochs)
+        if row.progress_epoch is not None and row.progress_epochs is not None
+        else None
+    )
+    error = (
+        JobError(row.error_code, row.error_message or "") if row.error_code is not None else None
+    )
+    return Job(
+        id=row.id,
+        team=row.team,
+        kind=JobKind(row.kind),
+        name=row.name,
+        state=JobState(row.state),
+        spec_uri=row.spec_uri,
+        spec_sha256=row.spec_sha256,
+        gpus=row.gpus,
+        attempts=row.attempts,
+        max_attempts=row.max_attempts,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        started_at=row.started_at,
+        finished_at=row.finished_at,
+        progress=progress,
+        metrics=dict(row.metrics or {}),
+        error=error,
+        trials=trials,
+    )
+
+
+def get_job(session: Session, job_id: str, *, team: str | None) -> Job:
+    """One job with its sweep trials.
+
+    Args:
+        job_id: the job's id.
+        team: the caller's team; ``None`` only for internal callers (dispatcher, job events).
+
+    Raises:
+        JobNotFound: no such job, or it belongs to another team.
+    """
+    row = _row(session, job_id, team)
+    return to_domain(row, _trials(session, job_id) if row.kind == JobKind.SWEEP else ())
+
+
+def list_jobs(
+    session: Session,
+    team: str,
+    *,
+    states: Collection[JobState] = (),
+    kind: JobKind | None = None,
+    limit: int = 50,
+    before_seq: int | None = None,
+) -> tuple[list[Job], int | None]:
+    """A page of a team's jobs, newest first.
+
+    Returns:
+        The jobs and the cursor of the next page (``None`` on the last page).
+    """
+    query = select(JobRow).where(JobRow.team == team)
+    if states:
+        query = query.where(JobRow.state.in_([s.value for s in states]))
+    if kind is not None:
+        query = query.where(JobRow.kind == kind.value)
+    if before_seq is not None:
+        query = query.where(JobRow.seq < before_seq)
+    rows = list(session.scalars(query.order_by(JobRow.seq.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    trials: dict[str, list[Trial]] = {}
+    sweep_ids = [r.id for r in rows if r.kind == JobKind.SWEEP]
+    if sweep_ids:
+        for t in session.scalars(
+            select(TrialRow).where(TrialRow.job_id.in_(sweep_ids)).order_by(TrialRow.trial)
+        ):
+            trials.setdefault(t.job_id, []).append(
+                Trial(t.trial, t.epoch, t.epochs, dict(t.metrics), t.updated_at)
+            )
+    jobs = [to_domain(r, tuple(trials.get(r.id, ()))) for r in rows]
+    return jobs, (rows[-1].seq if more and rows else None)
+
+
+# Statements of the submission hot path, built once with bound parameters: building them per
+# call (coercions, cache keys) costs more CPU than the database round trip.
+_JOBS = cast(Table, JobRow.__table__)
+_IDEMPOTENCY = cast(Table, IdempotencyRow.__table__)
+_COUNT_UNFINISHED = select(func.count()).where(
+    _JOBS.c.team == bindparam("team"),
+    _JOBS.c.state.in_(sorted(s.value for s in UNFINISHED_STATES)),
+)
+_FIND_IDEMPOTENT = select(
+    _IDEMPOTENCY.c.job_id,
+    _IDEMPOTENCY.c.request_sha256,
+    _IDEMPOTENCY.c.status_code,
+    _IDEMPOTENCY.c.response,
+).where(_IDEMPOTENCY.c.team == bindparam("team"), _IDEMPOTENCY.c.key == bindparam("key"))
+_INSERT_JOB = insert(_JOBS)
+_INSERT_EVENT = insert(cast(Table, EventRow.__table__))
+_INSERT_IDEMPOTENCY = insert(_IDEMPOTENCY)
+
+
+def count_unfinished(session: Session, team: str) -> int:
+    """How many of a team's jobs are not yet in a terminal state."""
+    return int(session.connection().execute(_COUNT_UNFINISHED, {"team": team}).scalar_one())
+
+
+def count_by_state(session: Session) -> dict[JobState, int]:
+    """Jobs currently in each state, across teams (the ``trainforge_jobs`` gauge)."""
+    counts = dict.fromkeys(JobState, 0)
+    for state, n in session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)):
+        counts[JobState(state)] = int(n)
+    return counts
+
+
+def list_events(
+    session: Session, job_id: str, *, after_id: int = 0, limit: int = 500
+) -> list[Event]:
+    """A job's events in the order they happened, after event ``after_id``."""
+    rows = session.scalars(
+        select(EventRow)
+        .where(EventRow.job_id == job_id, EventRow.id > after_id)
+        .order_by(EventRow.id)
+        .limit(limit)
+    )
+    return [
+        Event(
+            id=r.id,
+            job_id=r.job_id,
+            time=r.time,
+            type=r.type,
+            from_state=JobState(r.from_state) if r.from_state else None,
+            to_state=JobState(r.to_state) if r.to_state else None,
+            reason=r.reason,
+            attempt=r.attempt,
+            trial=r.trial,
+            data=dict(r.data or {}),
+        )
+        for r in rows
+    ]
+
+
+# --- writing -------------------------------------------------------------------------------
+
+
+def lock_team(session: Session, team: str, *, exclusive: bool) -> None:
+    """Take the team's submission lock for the rest of the transaction (limit checks).
+
+    PostgreSQL: a transaction-scoped advisory lock, shared or exclusive (see
+    services/api/jobs.py for why both). SQLite: nothing to do, every transaction already holds
+    the database's write lock (BEGIN IMMEDIATE).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        statement = _LOCK_TEAM_EXCLUSIVE if exclusive else _LOCK_TEAM_SHARED
+        session.connection().execute(statement, {"team": team})
+
+
+_LOCK_TEAM_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(hashtext(:team))")
+_LOCK_TEAM_SHARED = text("SELECT pg_advisory_xact_lock_shared(hashtext(:team))")
+_MAX_CONNECTIONS: dict[str, int] = {}
+
+
+def concurrent_transactions_bound(session: Session) -> int:
+    """The most transactions that can be in flight at once on this database.
+
+    PostgreSQL: ``max_connections`` (every transaction holds a server connection).
+    SQLite: 1 (transactions are serialised).
+    """
+    bind = session.get_bind()
+    if bind.dialect.name != "postgresql":
+        return 1
+    key = str(bind.engine.url)
+    if key not in _MAX_CONNECTIONS:
+        _MAX_CONNECTIONS[key] = int(session.execute(text("SHOW max_connections")).scalar_one())
+    return _MAX_CONNECTIONS[key]
+
+
+def insert_job(session: Session, new: NewJob) -> Job:
+    """Create a QUEUED job and its first event. The spec must already be written.
+
+    Core INSERTs rather than ORM objects: this is the submission hot path, and nothing else
+    in the transaction needs the rows as objects.
+    """
+    now = utcnow()
+    connection = session.connection()
+    connection.execute(
+        _INSERT_JOB,
+        {
+            "id": new.id,
+            "team": new.team,
+            "kind": new.kind.value,
+            "name": new.name,
+            "state": JobState.QUEUED.value,
+            "spec_uri": new.spec_uri,
+            "spec_sha256": new.spec_sha256,
+            "gpus": new.gpus,
+            "attempts": 0,
+            "max_attempts": new.max_attempts,
+            "created_at": now,
+            "updated_at": now,
+            "metrics": {},
+        },
+    )
+    connection.execute(
+        _INSERT_EVENT,
+        {
+            "job_id": new.id,
+            "time": now,
+            "type": "state",
+            "to_state": JobState.QUEUED.value,
+            "reason": "submitted",
+        },
+    )
+    metrics.observe(session, metrics.Submitted(new.kind.value, new.team))
+    return Job(
+        id=new.id,
+        team=new.team,
+        kind=new.kind,
+        name=new.name,
+        state=JobState.QUEUED,
+        spec_uri=new.spec_uri,
+        spec_sha256=new.spec_sha256,
+        gpus=new.gpus,
+        attempts=0,
+        max_attempts=new.max_attempts,
+        created_at=now,
+        updated_at=now,
+        started_at=None,
+        finished_at=None,
+        progress=None,
+        metrics={},
+        error=None,
+    )
+
+
+def find_idempotent(session: Session, team: str, key: str) -> IdempotentResponse | None:
+    row = session.connection().execute(_FIND_IDEMPOTENT, {"team": team, "key": key}).first()
+    if row is None:
+        return None
+    return IdempotentResponse(row.job_id, row.request_sha256, row.status_code, dict(row.response))
+
+
+def remember_idempotent(
+    session: Session,
+    team: str,
+    key: str,
+    *,
+    request_sha256: str,
+    job_id: str,
+    status_code: int,
+    response: dict[str, Any],
+) -> None:
+    """Store the first response to an Idempotency-Key in the caller's transaction.
+
+    A concurrent duplicate makes the commit (or this flush) fail with an IntegrityError on the
+    (team, key) primary key: the caller then reads the winner's record.
+    """
+    session.connection().execute(
+        _INSERT_IDEMPOTENCY,
+        {
+            "team": team,
+            "key": key,
+            "request_sha256": request_sha256,
+            "job_id": job_id,
+            "status_code": status_code,
+            "response": response,
+            "created_at": utcnow(),
+        },
+    )
+
+
+def _event(
+    session: Session,
+    row: JobRow,
+    type_: str,
+    reason: str = "",
+    *,
+    now: datetime,
+    trial: str | None = None,
+    data: dict[str, Any] | None = None,
+    attempt: int | None = None,
+) -> None:
+    session.add(
+        EventRow(
+            job_id=row.id,
+            time=now,
+            type=type_,
+            reason=reason,
+            attempt=attempt if attempt is not None else (row.attempts or None),
+            trial=trial,
+            data=data,
+        )
+    )
+
+
+def transition(
+    session: Session, row: JobRow, target: JobState, reason: str, *, now: datetime | None = None
+) -> None:
+    """Move a (locked) job row to ``target`` and record the change as an event.
+
+    The one place that enforces ALLOWED_TRANSITIONS; timestamps follow the state.
+
+    Raises:
+        IllegalTransition: the table does not allow current → target.
+    """
+    now = now or utcnow()
+    source = JobState(row.state)
+    if not can_transition(source, target):
+        raise IllegalTransition(
+            f"job {row.id} cannot go from {source} to {target} ({reason})"
+        )
+    row.state = target.value
+    row.updated_at = now
+    if target is JobState.STARTING and row.started_at is None:
+        row.started_at = now
+    if target.terminal:
+        row.finished_at = now
+        row.retry_at = None
+    if target is JobState.SUCCEEDED:
+        row.error_code = row.error_message = None
+    session.add(
+        EventRow(
+            job_id=row.id,
+            time=now,
+            type="state",
+            from_state=source.value,
+            to_state=target.value,
+            reason=reason,
+            attempt=row.attempts or None,
+        )
+    )
+    metrics.observe(
+        session,
+        metrics.Transitioned(row.kind, source, target, now, row.created_at, row.started_at),
+    )
+    log.info("job %s: %s -> %s (%s)", row.id, source, target, reason)
+
+
+def request_cancel(session: Session, job_id: str, *, team: str, reason: str) -> Job:
+    """Cancel a job: a queued one at once, a launched one through CANCELLING.
+
+    Raises:
+        JobNotFound: no such job for this team.
+        JobStateConflict: the job already finished.
+    """
+    row = _row(session, job_id, team, lock=True)
+    state = JobState(row.state)
+    if state is JobState.QUEUED:
+        transition(session, row, JobState.CANCELLED, reason)
+    elif state in (JobState.STARTING, JobState.RUNNING, JobState.RETRYING):
+        transition(session, row, JobState.CANCELLING, reason)
+    elif state.terminal:
+        raise JobStateConflict(
+            f"job {job_id} already {state}; only queued or running jobs can be cancelled"
+        )
+    return get_job(session, job_id, team=team)
+
+
+def apply_reported_event(
+    session: Session, job_id: str, event: ProgressEvent | StateEvent | MessageEvent
+) -> None:
+    """Record what a running job reported (the internal events route).
+
+    Progress moves a STARTING job to RUNNING and updates the latest epoch/metrics (or the
+    trial's); RUNNING and SUCCEEDED move the job when the table allows it; FAILED only records
+    the error: the dispatcher decides between RETRYING and FAILED when the run exits.
+
+    Raises:
+        JobNotFound: no such job.
+    """
+    row = _row(session, job_id, None, lock=True)
+    now = utcnow()
+    state = JobState(row.state)
+    if isinstance(event, ProgressEvent):
+        data: dict[str, Any] = {
+            "epoch": event.epoch,
+            "epochs": event.epochs,
+            "metrics": dict(event.metrics),
+        }
+        _event(session, row, "progress", now=now, trial=event.trial, data=data,
+               attempt=event.attempt)
+        if event.trial is None:
+            row.progress_epoch, row.progress_epochs = event.epoch, event.epochs
+            row.metrics = dict(event.metrics)
+        else:
+            _upsert_trial(session, job_id, event, now)
+        row.updated_at = now
+        if state is JobState.STARTING:
+            transition(session, row, JobState.RUNNING, "first progress reported", now=now)
+    elif isinstance(event, StateEvent):
+        target = JobState(event.state)
+        if target is JobState.FAILED:
+            row.error_code = event.error_code or "job_failed"
+            row.error_message = event.reason or "the job reported a failure"
+            row.updated_at = now
+            _event(session, row, "message", f"job reported failure: {row.error_message}",
+                   now=now, data={"error_code": row.error_code})
+        elif target is state:
+            pass  # e.g. RUNNING after the backend already reported the run started
+        elif can_transition(state, target) and (
+            target is JobState.SUCCEEDED or state is JobState.STARTING
+        ):
+            transition(session, row, target, event.reason or "reported by the job", now=now)
+        else:
+            _event(session, row, "message",
+                   f"job reported {target} while {state}" + (f": {event.reason}"
+                                                              if event.reason else ""),
+                   now=now)
+    else:
+        _event(session, row, "message", event.message, now=now, data=dict(event.data))
+
+
+def _upsert_trial(session: Session, job_id: str, event: ProgressEvent, now: datetime) -> None:
+    assert event.trial is not None  # checked by the caller
+    # The job row is locked by the caller, so events of one job never race here.
+    trial = session.get(TrialRow, (job_id, event.trial))
+    if trial is None:
+        session.add(
+            TrialRow(
+                job_id=job_id,
+                trial=event.trial,
+                epoch=event.epoch,
+                epochs=event.epochs,
+                metrics=dict(event.metrics),
+                updated_at=now,
+            )
+        )
+    else:
+        trial.epoch, trial.epochs = event.epoch, event.epochs
+        trial.metrics = dict(event.metrics)
+        trial.updated_at = now
+
+
+def jobs_by_ids(session: Session, job_ids: Sequence[str]) -> list[Job]:
+    """Jobs by id in any team (internal use), in the order given; unknown ids are skipped."""
+    rows = {r.id: r for r in session.scalars(select(JobRow).where(JobRow.id.in_(job_ids)))}
+    return [to_domain(rows[i]) for i in job_ids if i in rows]

@@ -1,0 +1,103 @@
+"""Settings shared by every deployable that opens the job store (API, dispatcher)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+
+from pydantic import Field, SecretStr, model_validator
+
+from trainforge.errors import ConfigError
+from trainforge.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+#: Values that mean "nobody set this": refused outside the embedded mode.
+PLACEHOLDER_SECRETS = frozenset({"", "change-me", "changeme", "secret", "placeholder", "dev"})
+
+
+class DatabaseSettings(CommonSettings):
+    """Where the job store is (enough for `trainforge tokens` and `trainforge db`).
+
+    Environment: ``TRAINFORGE_DATABASE_URL``, ``TRAINFORGE_EMBEDDED``.
+    """
+
+    embedded: bool = Field(
+        False,
+        description="one-process default (SQLite, local store); allows a generated secret",
+    )
+    database_url: SecretStr | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///$TRAINFORGE_HOME/trainforge.db"
+    )
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL, with ``postgresql://`` mapped to the installed psycopg 3 driver."""
+        if self.database_url is None:
+            return f"sqlite:///{self.home.resolve() / 'trainforge.db'}"
+        url = self.database_url.get_secret_value()
+        for prefix in ("postgresql://", "postgres://"):
+            if url.startswith(prefix):
+                return "postgresql+psycopg://" + url[len(prefix):]
+        return url
+
+
+class StoreSettings(DatabaseSettings):
+    """The job store and the secret its tokens and links derive from (API, dispatcher).
+
+    Environment: ``TRAINFORGE_SECRET_KEY`` besides DatabaseSettings'. A placeholder secret is
+    refused at startup outside the embedded mode.
+    """
+
+    secret_key: SecretStr = Field(
+        SecretStr("change-me"),
+        description="HMAC key for per-job tokens and API-served download links",
+    )
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secret(self) -> StoreSettings:
+        if not self.embedded and self.secret_key.get_secret_value() in PLACEHOLDER_SECRETS:
+            raise ValueError(
+                "TRAINFORGE_SECRET_KEY is unset or a placeholder; set it to a random value "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(32))'`) or run "
+                "in embedded mode (TRAINFORGE_EMBEDDED=true)"
+            )
+        return self
+
+    def secret_key_bytes(self) -> bytes:
+        """The HMAC key. In embedded mode a placeholder is replaced by a key kept in
+        ``$TRAINFORGE_HOME/secret-key`` (mode 0600), so tokens survive restarts.
+
+        Raises:
+            ConfigError: outside embedded mode with a placeholder (normally caught earlier).
+        """
+        value = self.secret_key.get_secret_value()
+        if value not in PLACEHOLDER_SECRETS:
+            return value.encode()
+        if not self.embedded:
+            raise ConfigError("TRAINFORGE_SECRET_KEY is a placeholder outside embedded mode")
+        return _home_secret(self.home).encode()
+
+
+def _home_secret(home: Path) -> str:
+    path = home / "secret-key"
+    if path.exists():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    value = secrets.token_urlsafe(32)
+    tmp = home / f".secret-key.{os.getpid()}.{secrets.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(value + "\n")
+    try:
+        # link() refuses an existing target: two processes starting together agree on the
+        # first key written, and nobody ever reads a half-written file.
+        os.link(tmp, path)
+        log.info("generated an embedded-mode secret key in %s", path)
+    except FileExistsError:
+        value = path.read_text().strip()
+    finally:
+        tmp.unlink()
+    return value

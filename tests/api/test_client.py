@@ -1,0 +1,90 @@
+"""The Python client: retried submissions are accepted once; pages, errors and downloads."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.store import Database
+from services.store import jobs as repo
+from tests.api.support import SPEC
+from trainforge.client import ApiError, Client
+from trainforge.spec import parse_spec
+
+
+class LosesFirstResponse(httpx.HTTPTransport):
+    """Delivers every request, but drops the first response (a connection reset after the
+    server did the work): the situation Idempotency-Key exists for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.requests = 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        self.requests += 1
+        if self.requests == 1:
+            response.read()
+            raise httpx.ReadError("connection reset by peer", request=request)
+        return response
+
+
+def test_a_retried_submit_makes_one_job(live_url: str, auth: dict[str, str], db: Database) -> None:
+    transport = LosesFirstResponse()
+    token = auth["Authorization"].split()[1]
+    with Client(live_url, token, transport=transport) as client:
+        job = client.submit(parse_spec(SPEC))
+    assert transport.requests == 2
+    with db.transaction() as session:
+        listed, _ = repo.list_jobs(session, "vision")
+    assert [j.id for j in listed] == [job["id"]]
+
+
+def test_client_round_trip(live_url: str, auth: dict[str, str], artifacts_dir: Path) -> None:
+    token = auth["Authorization"].split()[1]
+    with Client(live_url, token) as client:
+        ids = [client.submit({**SPEC, "name": f"job-{i}"})["id"] for i in range(3)]
+        assert [j["id"] for j in client.list_jobs(page_size=2)] == list(reversed(ids))
+        assert client.get(ids[0])["state"] == "QUEUED"
+        assert client.cancel(ids[0])["state"] == "CANCELLED"
+        assert [e["to_state"] for e in client.events(ids[0])] == ["QUEUED", "CANCELLED"]
+        with pytest.raises(ApiError) as info:
+            client.submit({**SPEC, "train": {"epochs": 0}})
+        assert info.value.status == 422 and info.value.code == "validation_failed"
+        assert info.value.errors[0]["path"] == "spec.train.epochs"
+        with pytest.raises(ApiError) as missing:
+            client.get("j" + "0" * 26)
+        assert missing.value.status == 404
+        weights = artifacts_dir / "jobs" / ids[1] / "train" / "best.pt"
+        weights.parent.mkdir(parents=True)
+        weights.write_bytes(b"weights" * 100)
+        files = client.download(ids[1], artifacts_dir.parent / "download")
+        names = sorted(p.name for p in files)
+        assert names == ["best.pt", "spec.json"]
+        best = next(p for p in files if p.name == "best.pt")
+        assert hashlib.sha256(best.read_bytes()).hexdigest() == \
+            hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def test_the_client_reads_url_and_token_from_the_environment(
+    live_url: str, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("TRAINFORGE_URL", live_url)
+    monkeypatch.delenv("TRAINFORGE_TOKEN", raising=False)
+    monkeypatch.setenv("TRAINFORGE_HOME", str(tmp_path))
+    from trainforge.settings import get_common_settings
+
+    get_common_settings.cache_clear()
+    try:
+        (tmp_path / "dev-token").write_text(auth["Authorization"].split()[1] + "\n")
+        with Client() as client:  # the embedded server's dev-token
+            assert list(client.list_jobs()) == []
+        monkeypatch.setenv("TRAINFORGE_TOKEN", "tf_0000000000000000_nope")
+        with Client() as client, pytest.raises(ApiError) as info:
+            list(client.list_jobs())
+        assert info.value.status == 401
+    finally:
+        get_common_settings.cache_clear()

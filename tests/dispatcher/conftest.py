@@ -1,0 +1,80 @@
+"""Fixtures for dispatcher tests: the job store, a real API server jobs report to, backends."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from services.api import create_app
+from services.api.settings import ApiSettings, TeamLimits
+from services.dispatcher.backends.local import LocalBackend
+from services.dispatcher.dispatcher import Dispatcher
+from services.store import Database, tokens
+from tests.conftest import free_port
+from tests.dispatcher.support import SECRET, SPEC, ApiServer, config, standin_env
+from tests.jobstore import database_url, db  # noqa: F401 (fixtures)
+
+
+@pytest.fixture(scope="session")
+def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+               ) -> Iterator[ApiServer]:
+    """The API served by uvicorn on a free loopback port (jobs post their events here)."""
+    home = tmp_path_factory.mktemp("api-home")
+    artifacts = home / "artifacts"
+    settings = ApiSettings(
+        home=home, embedded=True, database_url=database_url,
+        artifacts_uri=f"file://{artifacts}", secret_key=SECRET, migrate_on_startup=False,
+        default_limits=TeamLimits(max_active_jobs=1000), stream_poll_s=0.1,
+    )
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while not server.started:
+        if time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.05)
+    yield ApiServer(url, artifacts, settings)
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture()
+def team_headers(db: Database) -> dict[str, str]:  # noqa: F811
+    with db.transaction() as session:
+        token = tokens.create_token(session, "vision")[1]
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture()
+def submit(api_server: ApiServer, team_headers: dict[str, str]) -> Callable[..., str]:
+    """Submit a job over HTTP; returns its id."""
+
+    def do(name: str = "ppe-detector", **spec: object) -> str:
+        body = {"spec": {**SPEC, "name": name, **spec}}
+        response = httpx.post(f"{api_server.url}/v1/jobs", json=body, headers=team_headers)
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    return do
+
+
+@pytest.fixture()
+def local_backend(tmp_path: Path) -> LocalBackend:
+    return LocalBackend(tmp_path / "state", module="jobs.standin", env=standin_env(),
+                        kill_grace_s=2.0)
+
+
+@pytest.fixture()
+def dispatcher(db: Database, local_backend: LocalBackend,  # noqa: F811
+               api_server: ApiServer) -> Dispatcher:
+    return Dispatcher(db, local_backend, config(api_server))

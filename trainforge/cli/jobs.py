@@ -1,0 +1,190 @@
+"""``trainforge jobs …``: submit, watch and fetch jobs through the REST API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
+
+from trainforge.client import ApiError, Client, JobFailed
+from trainforge.errors import SpecError
+from trainforge.spec import load_spec_file
+
+app = typer.Typer(help="Submit, watch and fetch fine-tuning jobs.", no_args_is_help=True)
+console = Console()
+MAP_KEY = "metrics/mAP50-95(B)"
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code)
+
+
+def _client() -> Client:
+    return Client()
+
+
+def _best_map(job: dict[str, Any]) -> str:
+    value = job.get("metrics", {}).get(MAP_KEY)
+    if value is None and job.get("trials"):
+        values = [t["metrics"].get(MAP_KEY) for t in job["trials"]]
+        value = max((v for v in values if v is not None), default=None)
+    return f"{value:.4f}" if isinstance(value, int | float) else "-"
+
+
+def _wait(client: Client, job_id: str) -> dict[str, Any]:
+    columns = (
+        TextColumn("[bold]{task.fields[state]:<10}"),
+        BarColumn(),
+        TextColumn("epoch {task.fields[epoch]}"),
+        TextColumn("mAP50-95 {task.fields[map]}"),
+    )
+    with Progress(*columns, console=console, transient=False) as progress:
+        task = progress.add_task(job_id, total=None, state="QUEUED", map="-", epoch="-")
+
+        def update(job: dict[str, Any]) -> None:
+            fields = {"state": job["state"], "map": _best_map(job)}
+            if job.get("progress"):
+                epoch, epochs = job["progress"]["epoch"], job["progress"]["epochs"]
+                progress.update(task, completed=epoch, total=epochs,
+                                epoch=f"{epoch}/{epochs}", **fields)
+            else:
+                progress.update(task, **fields)
+
+        return client.wait(job_id, on_update=update)
+
+
+@app.command()
+def submit(
+    spec_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="job spec YAML/JSON"),
+    wait: bool = typer.Option(False, "--wait", help="watch progress; exit 1 if the job fails"),
+    idempotency_key: str | None = typer.Option(
+        None, help="resubmitting with the same key returns the first job"
+    ),
+) -> None:
+    """Submit SPEC_FILE (checked locally first), print the job id."""
+    try:
+        spec = load_spec_file(spec_file)
+    except SpecError as exc:
+        raise _fail(str(exc), 2) from None
+    with _client() as client:
+        try:
+            job = client.submit(spec, idempotency_key=idempotency_key)
+            console.print(f"submitted {job['id']} ({job['kind']} {job['name']}): {job['state']}",
+                          highlight=False)
+            if wait:
+                final = _wait(client, job["id"])
+                console.print(f"{final['id']} {final['state']}  mAP50-95 {_best_map(final)}",
+                              highlight=False)
+        except JobFailed as exc:
+            raise _fail(str(exc)) from None
+        except ApiError as exc:
+            for error in exc.errors:
+                console.print(f"  {error['path']}: {error['message']}", highlight=False)
+            raise _fail(str(exc)) from None
+
+
+@app.command("list")
+def list_jobs(
+    state: list[str] = typer.Option([], "--state", help="QUEUED, RUNNING, … (repeatable)"),
+    kind: str | None = typer.Option(None, help="train, sweep or export"),
+    limit: int = typer.Option(50, min=1, help="most jobs to show"),
+) -> None:
+    """List your team's jobs, newest first."""
+    print(f"{'ID':<28} {'STATE':<10} {'KIND':<6} {'NAME':<24} {'CREATED':<19} "
+          f"{'EPOCH':<9} MAP50-95")
+    with _client() as client:
+        try:
+            for n, job in enumerate(client.list_jobs(state=state or None, kind=kind)):
+                if n >= limit:
+                    break
+                progress = job.get("progress") or {}
+                epoch = f"{progress['epoch']}/{progress['epochs']}" if progress else "-"
+                print(f"{job['id']:<28} {job['state']:<10} {job['kind']:<6} {job['name']:<24} "
+                      f"{job['created_at'][:19]:<19} {epoch:<9} {_best_map(job)}")
+        except ApiError as exc:
+            raise _fail(str(exc)) from None
+
+
+@app.command()
+def get(job_id: str) -> None:
+    """Print a job as JSON."""
+    with _client() as client:
+        try:
+            print(json.dumps(client.get(job_id), indent=2))
+        except ApiError as exc:
+            raise _fail(str(exc)) from None
+
+
+@app.command()
+def cancel(job_id: str) -> None:
+    """Cancel a job (a running one stops within the dispatcher's next loop)."""
+    with _client() as client:
+        try:
+            job = client.cancel(job_id)
+        except ApiError as exc:
+            raise _fail(str(exc)) from None
+    console.print(f"{job['id']}: {job['state']}", highlight=False)
+
+
+@app.command()
+def logs(
+    job_id: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="stream until the job ends"),
+    attempt: int | None = typer.Option(None, min=1, help="default: the latest attempt"),
+) -> None:
+    """Print a job's log."""
+    with _client() as client:
+        try:
+            if follow:
+                for chunk in client.follow_logs(job_id, attempt=attempt):
+                    print(chunk, end="", flush=True)
+            else:
+                print(client.logs(job_id, attempt=attempt), end="")
+        except ApiError as exc:
+            raise _fail(str(exc)) from None
+
+
+@app.command()
+def events(
+    job_id: str,
+    follow: bool = typer.Option(False, "--follow", "-f", help="stream until the job ends"),
+) -> None:
+    """Print a job's events, one per line."""
+    with _client() as client:
+        try:
+            stream = client.stream_events(job_id) if follow else client.events(job_id)
+            for event in stream:
+                if event["type"] == "state":
+                    what = f"{event['from_state'] or '-'} -> {event['to_state']}"
+                elif event["type"] == "progress":
+                    data = event["data"]
+                    what = f"epoch {data['epoch']}/{data['epochs']}" + (
+                        f" trial {event['trial']}" if event.get("trial") else "")
+                else:
+                    what = ""
+                print(f"{event['time'][:19]} {event['type']:<8} {what}  {event['reason']}")
+        except ApiError as exc:
+            raise _fail(str(exc)) from None
+
+
+@app.command()
+def artifacts(
+    job_id: str,
+    download: Path | None = typer.Option(None, "--download", help="download all into DIR"),
+) -> None:
+    """List a job's artifacts (name, size, sha256), or download them all."""
+    with _client() as client:
+        try:
+            if download is not None:
+                for path in client.download(job_id, download):
+                    print(path)
+                return
+            for item in client.artifacts(job_id):
+                print(f"{item['name']:<40} {item['size']:>12}  {item['sha256']}")
+        except ApiError as exc:
+            raise _fail(str(exc)) from None

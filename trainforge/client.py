@@ -1,0 +1,338 @@
+"""Python client of the trainforge REST API.
+
+Example::
+
+    from trainforge.client import Client
+
+    with Client() as client:           # TRAINFORGE_URL / TRAINFORGE_TOKEN, or the embedded dev
+        job = client.submit(spec)      # retry-safe: one Idempotency-Key per call
+        job = client.wait(job["id"], on_update=print)
+        client.download(job["id"], Path("out"))
+
+Responses are the API's JSON as dicts (see docs/openapi.json for their fields).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from trainforge.constants import ENV_TOKEN, ENV_URL
+from trainforge.errors import TrainforgeError
+from trainforge.settings import get_common_settings
+from trainforge.spec import JobSpec
+
+log = logging.getLogger(__name__)
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+TERMINAL = frozenset({"SUCCEEDED", "FAILED", "CANCELLED"})
+# Statuses worth retrying: the request may not have been processed, or the server is restarting.
+_RETRY_STATUS = frozenset({502, 503, 504})
+
+
+class ApiError(TrainforgeError):
+    """The API answered with an error (its problem+json ``code`` and ``detail``)."""
+
+    def __init__(self, message: str, *, status: int = 0, code: str = "api_error",
+                 errors: list[dict[str, str]] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.errors = errors or []
+
+    def __reduce__(self) -> Any:
+        return (_rebuild_api_error, (self.message, self.status, self.code, self.errors))
+
+
+def _rebuild_api_error(message: str, status: int, code: str,
+                       errors: list[dict[str, str]]) -> ApiError:
+    return ApiError(message, status=status, code=code, errors=errors)
+
+
+class JobFailed(TrainforgeError):
+    """:meth:`Client.wait` saw the job end in FAILED or CANCELLED."""
+
+    code = "job_failed"
+
+    def __init__(self, message: str, job: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.job = dict(job or {})
+
+    def __reduce__(self) -> Any:
+        return (JobFailed, (self.message, self.job))
+
+
+def default_token() -> str | None:
+    """TRAINFORGE_TOKEN, else the embedded server's ``$TRAINFORGE_HOME/dev-token``."""
+    token = os.environ.get(ENV_TOKEN)
+    if token:
+        return token.strip()
+    path = get_common_settings().home / "dev-token"
+    try:
+        return path.read_text().strip() or None
+    except OSError:
+        return None
+
+
+class Client:
+    """A thin, typed wrapper over the REST API.
+
+    Args:
+        base_url: API URL (default TRAINFORGE_URL, else http://127.0.0.1:8000).
+        token: bearer token (default TRAINFORGE_TOKEN, else the embedded dev-token).
+        timeout: seconds per request.
+        retries: extra tries for requests that are safe to repeat (reads, and submissions,
+            which carry an Idempotency-Key) after a connection error or a 502/503/504.
+        transport: an httpx transport (tests pass the app's ASGI/WSGI transport).
+    """
+
+    def __init__(
+        self,
+        base_url: str | None = None,
+        token: str | None = None,
+        *,
+        timeout: float = 30.0,
+        retries: int = 3,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        self.base_url = (base_url or os.environ.get(ENV_URL) or DEFAULT_URL).rstrip("/")
+        token = token or default_token()
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.retries = retries
+        self._http = httpx.Client(
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+        )
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # --- plumbing --------------------------------------------------------------------------
+
+    @staticmethod
+    def _raise_for(response: httpx.Response) -> None:
+        if response.is_success:
+            return
+        try:
+            problem = response.json()
+        except ValueError:
+            problem = {}
+        detail = problem.get("detail") or response.text[:500] or response.reason_phrase
+        raise ApiError(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} "
+            f"{detail}",
+            status=response.status_code,
+            code=str(problem.get("code", "http_error")),
+            errors=problem.get("errors"),
+        )
+
+    def _request(self, method: str, path: str, *, retry: bool, **kwargs: Any) -> httpx.Response:
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                response = self._http.request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Never reached the server: safe to repeat any request.
+                if last:
+                    raise ApiError(f"cannot reach {self.base_url}: {exc}", code="unreachable") \
+                        from None
+            except httpx.TransportError as exc:
+                if not retry or last:
+                    raise ApiError(f"{method} {path} failed: {exc}", code="transport") from None
+            else:
+                if not (retry and response.status_code in _RETRY_STATUS and not last):
+                    self._raise_for(response)
+                    return response
+            time.sleep(min(0.5 * 2**attempt, 8.0))
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    # --- jobs ------------------------------------------------------------------------------
+
+    def submit(
+        self, spec: JobSpec | Mapping[str, Any], *, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Submit a job; retries reuse one Idempotency-Key, so it is accepted once.
+
+        Args:
+            spec: a JobSpec or the mapping form of one.
+            idempotency_key: default a fresh UUID per call.
+
+        Returns:
+            The job (state QUEUED).
+
+        Raises:
+            ApiError: refused (e.g. ``validation_failed`` with ``errors``, ``quota_exceeded``).
+        """
+        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, JobSpec) \
+            else dict(spec)
+        key = idempotency_key or str(uuid.uuid4())
+        response = self._request("POST", "/v1/jobs", retry=True, json={"spec": body},
+                                 headers={"Idempotency-Key": key})
+        job: dict[str, Any] = response.json()
+        return job
+
+    def get(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._request("GET", f"/v1/jobs/{job_id}", retry=True).json()
+        return job
+
+    def list_jobs(
+        self, *, state: str | list[str] | None = None, kind: str | None = None,
+        page_size: int = 50,
+    ) -> Iterator[dict[str, Any]]:
+        """All of the team's jobs (newest first), fetching pages as needed."""
+        params: dict[str, Any] = {"limit": page_size}
+        if state:
+            params["state"] = [state] if isinstance(state, str) else state
+        if kind:
+            params["kind"] = kind
+        cursor: str | None = None
+        while True:
+            if cursor:
+                params["cursor"] = cursor
+            page = self._request("GET", "/v1/jobs", retry=True, params=params).json()
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                return
+
+    def cancel(self, job_id: str) -> dict[str, Any]:
+        job: dict[str, Any] = self._request("POST", f"/v1/jobs/{job_id}/cancel",
+                                            retry=False).json()
+        return job
+
+    def events(self, job_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+        page = self._request("GET", f"/v1/jobs/{job_id}/events", retry=True,
+                             params={"after": after}).json()
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def stream_events(self, job_id: str, *, after: int = 0) -> Iterator[dict[str, Any]]:
+        """Events as they happen (server-sent events) until the job is done."""
+        headers = {"Accept": "text/event-stream"}
+        with self._http.stream("GET", f"/v1/jobs/{job_id}/events", params={"after": after},
+                               headers=headers, timeout=None) as response:
+            if not response.is_success:
+                response.read()
+                self._raise_for(response)
+            data: list[str] = []
+            for line in response.iter_lines():
+                if line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line and data:
+                    yield json.loads("\n".join(data))
+                    data = []
+
+    def logs(self, job_id: str, *, attempt: int | None = None) -> str:
+        params = {"attempt": attempt} if attempt else {}
+        return self._request("GET", f"/v1/jobs/{job_id}/logs", retry=True, params=params).text
+
+    def follow_logs(self, job_id: str, *, attempt: int | None = None) -> Iterator[str]:
+        """The log as it grows, until the attempt (or, by default, the job) is over."""
+        params: dict[str, Any] = {"follow": "true"}
+        if attempt:
+            params["attempt"] = attempt
+        with self._http.stream("GET", f"/v1/jobs/{job_id}/logs", params=params,
+                               timeout=None) as response:
+            if not response.is_success:
+                response.read()
+                self._raise_for(response)
+            yield from response.iter_text()
+
+    def artifacts(self, job_id: str) -> list[dict[str, Any]]:
+        page = self._request("GET", f"/v1/jobs/{job_id}/artifacts", retry=True).json()
+        items: list[dict[str, Any]] = page["items"]
+        return items
+
+    def download(self, job_id: str, dest: Path) -> list[Path]:
+        """Download every artifact under ``dest``, checking each file's sha256.
+
+        Raises:
+            ApiError: a download failed or its checksum does not match.
+        """
+        paths = []
+        for item in self.artifacts(job_id):
+            target = (dest / item["name"]).resolve()
+            if dest.resolve() not in target.parents:
+                raise ApiError(f"refusing artifact name {item['name']!r}: escapes {dest}")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            digest = hashlib.sha256()
+            partial = target.with_name(f".{target.name}.part")
+            with self._open_url(item["url"]) as response:
+                if not response.is_success:
+                    response.read()
+                    self._raise_for(response)
+                with partial.open("wb") as fh:
+                    for chunk in response.iter_bytes():
+                        digest.update(chunk)
+                        fh.write(chunk)
+            if digest.hexdigest() != item["sha256"]:
+                partial.unlink(missing_ok=True)
+                raise ApiError(f"{item['name']}: sha256 mismatch after download; try again",
+                               code="checksum_mismatch")
+            partial.replace(target)
+            paths.append(target)
+        return paths
+
+    def _open_url(self, url: str) -> Any:
+        # A presigned S3 URL carries its own authorisation: never send it our bearer token.
+        if url.startswith(("http://", "https://")) and not url.startswith(self.base_url):
+            return httpx.stream("GET", url, timeout=None, follow_redirects=True)
+        return self._http.stream("GET", url, timeout=None)
+
+    def wait(
+        self,
+        job_id: str,
+        *,
+        poll_s: float = 2.0,
+        timeout_s: float | None = None,
+        on_update: Callable[[dict[str, Any]], None] | None = None,
+    ) -> dict[str, Any]:
+        """Poll until the job is terminal.
+
+        Args:
+            on_update: called with the job after every poll (progress bars).
+
+        Returns:
+            The SUCCEEDED job.
+
+        Raises:
+            JobFailed: it ended FAILED or CANCELLED.
+            TimeoutError: ``timeout_s`` passed first.
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            job = self.get(job_id)
+            if on_update is not None:
+                on_update(job)
+            if job["state"] in TERMINAL:
+                if job["state"] != "SUCCEEDED":
+                    error = job.get("error") or {}
+                    raise JobFailed(
+                        f"job {job_id} {job['state']}"
+                        + (f": {error.get('code')}: {error.get('message')}" if error else ""),
+                        job,
+                    )
+                return job
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s}s")
+            time.sleep(poll_s)
+
+    def validate_dataset(self, uri: str) -> dict[str, Any]:
+        result: dict[str, Any] = self._request(
+            "POST", "/v1/datasets/validate", retry=True, json={"uri": uri}
+        ).json()
+        return result
