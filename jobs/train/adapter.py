@@ -319,6 +319,7 @@ class CheckpointInfo:
     epochs: int  # epochs the run was asked for
     resumable: bool  # still holds optimizer state
     results: dict[str, list[Any]] = field(default_factory=dict)  # results.csv columns
+    train_args: dict[str, Any] = field(default_factory=dict)  # the trainer's arguments
 
 
 def read_checkpoint(path: Path) -> CheckpointInfo:
@@ -333,6 +334,8 @@ def read_checkpoint(path: Path) -> CheckpointInfo:
         epochs=int(args.get("epochs", 0)),
         resumable=ckpt.get("optimizer") is not None,
         results=dict(ckpt.get("train_results") or {}),
+        train_args={k: v for k, v in args.items() if isinstance(v, str | int | float | bool)
+                    or v is None},
     )
 
 

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from jobs.train import adapter, dataset_step
 from jobs.train.artifacts import JobArtifacts
 from jobs.train.report import build_report
@@ -74,37 +76,37 @@ def run_worker(cfg: WorkerConfig) -> None:
         data_root = _local_dataset(cfg)
         data_yaml = dataset_step.write_local_data_yaml(data_root, work / "data.yaml")
         out.text = f"{data_root} -> {data_yaml}"
-    with step("worker-weights") as out:
-        weights = resolve_weights(spec.model.base, work / "weights", models_uri=cfg.models_uri)
-        out.text = weights
-    run_dir = work / "run"
-    shutil.rmtree(run_dir, ignore_errors=True)  # a restarted worker starts from the store
-    device = adapter.device_for(spec.resources.gpus)
-    hooks = EpochHooks(artifacts, cfg.attempt)
     with step("resume-check") as out:
         resume = _fetch_checkpoint(artifacts, work / "resume")
         info = adapter.read_checkpoint(resume) if resume else None
-        out.text = f"checkpoint at epoch {info.epoch}" if info else "no checkpoint: fresh run"
+        out.text = f"checkpoint after epoch {info.epoch}" if info else "none: a fresh run"
+    run_dir = work / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a restarted worker starts from the store
+    device = adapter.device_for(spec.resources.gpus)
     with step("train") as out:
-        if info is not None and info.epoch >= info.epochs:
-            outputs = _finished_run(artifacts, resume, run_dir, info)
-            out.text = f"all {info.epochs} epochs were already done; evaluating"
+        if resume is None or info is None:
+            weights = resolve_weights(spec.model.base, work / "weights",
+                                      models_uri=cfg.models_uri)
+            outputs = adapter.train(
+                adapter.train_overrides(spec.train, data_yaml=data_yaml, model=weights,
+                                        run_dir=run_dir, device=device, plots=cfg.plots),
+                EpochHooks(artifacts, cfg.attempt))
+            out.text = f"{spec.train.epochs} epochs from {weights}"
+        elif info.epoch >= info.epochs:
+            outputs = _finished_run(resume, run_dir, info)
+            out.text = f"all {info.epochs} epochs were done by an earlier try"
         else:
-            if info is not None and resume is not None:
-                if not info.resumable:
-                    raise TrainingFailed(f"checkpoint {resume} holds no optimizer state; "
-                                         "delete it to start the job over")
-                reporter.message(f"resuming from epoch {info.epoch + 1}",
-                                 resumed_epoch=info.epoch + 1, attempt=cfg.attempt)
-                adapter.write_results_csv(info.results, run_dir / "results.csv")
-                overrides = {"model": str(resume), **adapter.resume_overrides(
-                    data_yaml=data_yaml, run_dir=run_dir, device=device, plots=cfg.plots)}
-            else:
-                overrides = adapter.train_overrides(spec.train, data_yaml=data_yaml,
-                                                    model=weights, run_dir=run_dir,
-                                                    device=device, plots=cfg.plots)
-            outputs = adapter.train(overrides, hooks)
-            out.text = f"{spec.train.epochs} epochs in {run_dir}"
+            if not info.resumable:
+                raise TrainingFailed(f"checkpoint {resume} holds no optimizer state; delete "
+                                     f"{artifacts.uri(artifacts.checkpoint())} to start over")
+            reporter.message(f"resuming from epoch {info.epoch + 1}",
+                             resumed_epoch=info.epoch + 1, attempt=cfg.attempt)
+            adapter.write_results_csv(info.results, run_dir / "results.csv")
+            outputs = adapter.train(
+                {"model": str(resume), **adapter.resume_overrides(
+                    data_yaml=data_yaml, run_dir=run_dir, device=device, plots=cfg.plots)},
+                EpochHooks(artifacts, cfg.attempt))
+            out.text = f"epochs {info.epoch + 1}-{info.epochs} resumed from {resume}"
     split = "test" if dataset_step.has_split(data_yaml, "test") else "val"
     with step("evaluate") as out:
         evaluation = adapter.evaluate(outputs.best, data_yaml, split=split,
@@ -122,6 +124,7 @@ def run_worker(cfg: WorkerConfig) -> None:
     with step("upload-outputs") as out:
         count = upload_outputs(artifacts, outputs, evaluation, report)
         out.text = f"{count} files to {artifacts.uri(artifacts.train_output(''))}"
+    shutil.rmtree(work / "resume", ignore_errors=True)
 
 
 def _local_dataset(cfg: WorkerConfig) -> Path:
@@ -153,10 +156,9 @@ def _fetch_checkpoint(artifacts: JobArtifacts, dest: Path) -> Path | None:
     return last
 
 
-def _finished_run(artifacts: JobArtifacts, last: Path | None, run_dir: Path,
-                  info: adapter.CheckpointInfo) -> adapter.RunOutputs:
-    """The previous try trained every epoch and died after: reuse its checkpoints."""
-    assert last is not None  # info comes from this checkpoint
+def _finished_run(last: Path, run_dir: Path, info: adapter.CheckpointInfo
+                  ) -> adapter.RunOutputs:
+    """An earlier try trained every epoch and died after: reuse its checkpoints."""
     weights = run_dir / "weights"
     weights.mkdir(parents=True)
     best = last.parent / "best.pt"
@@ -165,6 +167,7 @@ def _finished_run(artifacts: JobArtifacts, last: Path | None, run_dir: Path,
     for path in (weights / "best.pt", weights / "last.pt"):
         adapter.finalize_checkpoint(path)
     adapter.write_results_csv(info.results, run_dir / "results.csv")
+    (run_dir / "args.yaml").write_text(yaml.safe_dump(info.train_args, sort_keys=False))
     return adapter.RunOutputs(run_dir, weights / "best.pt", weights / "last.pt",
                               run_dir / "results.csv")
 

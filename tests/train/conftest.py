@@ -149,8 +149,8 @@ def ray_head() -> Iterator[RayHead]:
         family = psutil.Process(head.pid).children(recursive=True) if head.poll() is None else []
         head.send_signal(signal.SIGTERM)
         try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+            head.wait(timeout=15)
+        except subprocess.TimeoutExpired:  # it stops its processes one by one: finish the job
             head.kill()
         for proc in family:
             try:

@@ -162,3 +162,17 @@ def test_invalid_spec_is_refused_with_the_field_named(local_runner: JobRunner) -
     final = local_runner.api.final_state("job-spec")
     assert final["error_code"] == "spec_invalid"
     assert "train.epochs" in final["reason"]
+
+
+def test_more_gpus_than_the_machine_has_fail_before_training(
+    local_runner: JobRunner, tiny_dataset: Path
+) -> None:
+    import torch
+
+    gpus = torch.cuda.device_count() + 1
+    run = local_runner.run("job-nogpu", tiny_spec(f"file://{tiny_dataset}",
+                                                   resources={"gpus": gpus, "cpus": 1}))
+    assert run.returncode == 1
+    final = local_runner.api.final_state("job-nogpu")
+    assert final["error_code"] == "resources_unavailable"
+    assert f"resources.gpus={gpus}" in final["reason"]

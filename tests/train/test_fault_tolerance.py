@@ -109,4 +109,14 @@ def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
     assert [e["epoch"] for e in attempt2] == [3, 4, 5]
     assert _results_epochs(tmp_path, job) == [1, 2, 3, 4, 5]
     assert (tmp_path / "artifacts" / layout.attempt_log_key(job, 2)).is_file()
-    assert list((tmp_path / "models" / "shapes").glob(f"{job}/manifest.json"))
+    manifest = tmp_path / "models" / "shapes" / job / "manifest.json"
+    published = manifest.read_bytes()
+
+    # Attempt 3 (as after a crash once training was done): no epoch is trained again, and
+    # the published version is left as it was.
+    third = cluster_runner.run(job, _spec(tiny_dataset, retries=0), attempt=3)
+    assert third.returncode == 0, third.output[-5000:]
+    assert [e for e in recording_api.of(job, "progress") if e["attempt"] == 3] == []
+    assert "all 5 epochs were done by an earlier try" in third.output
+    assert "(already there)" in third.output
+    assert manifest.read_bytes() == published

@@ -1,0 +1,118 @@
+"""Helpers shared by the training benchmarks: run ``python -m jobs.train`` like the
+dispatcher does, with a loopback stand-in for the API's job-events route."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class EventRecorder:
+    """Receives POST /internal/v1/jobs/{id}/events; stamps each event with its arrival time."""
+
+    url: str = ""
+    events: dict[str, list[tuple[float, dict[str, Any]]]] = field(default_factory=dict)
+    arrived: threading.Condition = field(default_factory=threading.Condition)
+
+    def start(self) -> EventRecorder:
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                job_id = self.path.strip("/").split("/")[3]
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                with recorder.arrived:
+                    recorder.events.setdefault(job_id, []).append((time.monotonic(), body))
+                    recorder.arrived.notify_all()
+                self.send_response(202)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+                pass
+
+        port = free_port()
+        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{port}"
+        return self
+
+    def first(self, job_id: str, kind: str, state: str | None = None,
+              timeout: float = 120) -> float | None:
+        """Arrival time of the job's first event of that kind (and state), waiting for it."""
+        deadline = time.monotonic() + timeout
+        with self.arrived:
+            while True:
+                for at, event in self.events.get(job_id, []):
+                    if event["type"] == kind and (state is None or event.get("state") == state):
+                        return at
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.arrived.wait(left)
+
+
+def job_env(home: Path, api_url: str, job_id: str, **extra: str) -> dict[str, str]:
+    """The environment the dispatcher gives a job (embedded default: stores under home)."""
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "YOLO_OFFLINE": "1",
+        "TRAINFORGE_HOME": str(home),
+        "TRAINFORGE_ARTIFACTS_URI": f"file://{home}/artifacts",
+        "TRAINFORGE_MODELS_URI": f"file://{home}/models",
+        "TRAINFORGE_API_URL": api_url,
+        "TRAINFORGE_JOB_ID": job_id,
+        "TRAINFORGE_JOB_TOKEN": "bench",
+        "TRAINFORGE_ATTEMPT": "1",
+        **extra,
+    }
+
+
+def write_spec(home: Path, job_id: str, spec: dict[str, Any]) -> Path:
+    path = home / "artifacts" / "jobs" / job_id / "spec.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(spec))
+    return path
+
+
+def start_job(home: Path, api_url: str, job_id: str, spec: dict[str, Any],
+              **env: str) -> subprocess.Popen[bytes]:
+    spec_path = write_spec(home, job_id, spec)
+    return subprocess.Popen([sys.executable, "-m", "jobs.train", "--spec", str(spec_path)],
+                            cwd=REPO, env=job_env(home, api_url, job_id, **env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def run_job(home: Path, api_url: str, job_id: str, spec: dict[str, Any], **env: str) -> float:
+    """Run a job to completion; returns its wall time. Raises if it fails."""
+    started = time.perf_counter()
+    proc = start_job(home, api_url, job_id, spec, **env)
+    if proc.wait() != 0:
+        log = home / "artifacts" / "jobs" / job_id / "attempts" / "1" / "log.txt"
+        tail = log.read_text()[-4000:] if log.exists() else "(no log)"
+        raise RuntimeError(f"job {job_id} failed (exit {proc.returncode}):\n{tail}")
+    return time.perf_counter() - started
+
+
+def report(home: Path, job_id: str) -> dict[str, Any]:
+    path = home / "artifacts" / "jobs" / job_id / "train" / "report.json"
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
