@@ -14,10 +14,12 @@
 #   pip download -d .whl --only-binary=:all: --python-version 3.11 \
 #       --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64 \
 #       torch==2.14.1 torchvision==0.29.1 'ultralytics>=8.3' onnx onnxslim onnxruntime \
-#       tensorrt-cu13 pydantic pydantic-settings pyyaml boto3 typer httpx pillow numpy \
-#       prometheus-client pytest
-# (tensorrt-cu13 matches torch 2.14.1's CUDA 13 build; add onnxruntime-gpu to evaluate ONNX on
-# the GPU too, otherwise ONNX is evaluated and timed on the CPU against PyTorch on the CPU.)
+#       'tensorrt-cu13>=10.13,<11' pydantic pydantic-settings pyyaml boto3 typer httpx pillow \
+#       numpy prometheus-client pytest
+# (tensorrt-cu13 matches torch 2.14.1's CUDA 13 build. TensorRT 11 dropped the FP16/INT8 builder
+# flags, and Ultralytics then needs nvidia-modelopt to build reduced-precision engines: pin <11
+# or carry nvidia-modelopt too. Add onnxruntime-gpu to evaluate ONNX on the GPU as well;
+# without it ONNX is evaluated and timed on the CPU, against PyTorch on the CPU.)
 # Without .whl/, pip uses its configured index. Packages already importable are not installed.
 #
 # Usage (repository root): bash scripts/gpu-check.sh
@@ -50,7 +52,7 @@ pip_install() {
 }
 missing=()
 for spec in torch:torch==2.14.1 torchvision:torchvision==0.29.1 ultralytics:ultralytics \
-            onnx:onnx onnxslim:onnxslim onnxruntime:onnxruntime tensorrt:tensorrt-cu13 \
+            onnx:onnx onnxslim:onnxslim onnxruntime:onnxruntime 'tensorrt:tensorrt-cu13>=10.13,<11' \
             pydantic:pydantic pydantic_settings:pydantic-settings yaml:pyyaml boto3:boto3 \
             typer:typer httpx:httpx PIL:pillow numpy:numpy prometheus_client:prometheus-client \
             pytest:pytest; do

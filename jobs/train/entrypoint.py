@@ -201,7 +201,7 @@ def run_job(ctx: JobContext, reporter: JobReporter) -> str:
         out.text = f"outputs in {ctx.artifacts.uri(ctx.artifacts.train_output(''))}"
     with step("publish") as out:
         published = publish_result(spec, ctx.job_id, ctx.artifacts, ctx.models_uri,
-                                   ctx.work_dir)
+                                   ctx.work_dir, data_yaml=prepared.data_yaml, reporter=reporter)
         out.text = published.manifest_uri + ("" if published.created else " (already there)")
     reporter.message("model published", manifest=published.manifest_uri,
                      version=ctx.job_id)

@@ -17,7 +17,7 @@ import jobs
 import trainforge
 from jobs.train.worker import WorkerConfig, ray_train_loop
 from trainforge import layout
-from trainforge.constants import ENV_RAY_CLUSTER_ADDRESS, ENV_S3_ENDPOINT_URL
+from trainforge.constants import ENV_RAY_ADDRESS, ENV_S3_ENDPOINT_URL
 from trainforge.errors import (
     ClusterUnavailable,
     ResourcesUnavailable,
@@ -49,7 +49,7 @@ def connect(resources: Resources) -> str:
     """
     import ray
 
-    address = os.environ.get(ENV_RAY_CLUSTER_ADDRESS)
+    address = os.environ.get(ENV_RAY_ADDRESS)
     try:
         if address:
             ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -78,15 +78,31 @@ def log_target(state: AppState, team: str, job_id: str, attempt: int | None) -> 
     return LogTarget(state.key(attempt_log_key(job_id, attempt)), attempt)
 
 
+_CHUNK = 1 << 20
+
+
 def read_log(state: AppState, target: LogTarget | None, offset: int = 0) -> bytes:
-    """The log's bytes from ``offset`` (empty if the job has not written one yet)."""
+    """The log's bytes from ``offset`` (empty if the job has not written one yet).
+
+    Stores that can read a byte range (S3, local) send only the new bytes of a followed log.
+    """
     if target is None:
         return b""
+    get_range: Callable[[str, int, int], bytes] | None = getattr(
+        state.artifacts, "get_range", None
+    )
     try:
-        data = state.artifacts.get(target.key)
+        if offset and get_range is not None:
+            parts = []
+            while chunk := get_range(target.key, offset, _CHUNK):
+                parts.append(chunk)
+                offset += len(chunk)
+                if len(chunk) < _CHUNK:
+                    break
+            return b"".join(parts)
+        return state.artifacts.get(target.key)[offset:]
     except ObjectNotFound:
         return b""
-    return data[offset:]
 
 
 def _progress_of(state: AppState, team: str, job_id: str) -> tuple[int, bool]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 
 from services.dispatcher.backends.base import Backend
@@ -19,6 +20,12 @@ def make_backend(settings: DispatcherSettings) -> Backend:
     """
     if settings.dispatcher_backend == "local":
         return LocalBackend(settings.resolved_state_dir, module=settings.dispatcher_local_module)
+    if settings.dispatcher_backend == "ray":
+        from services.dispatcher.backends.ray_jobs import RayJobsBackend
+
+        if not settings.ray_address:
+            raise ValueError("the ray backend needs TRAINFORGE_RAY_ADDRESS (http://head:8265)")
+        return RayJobsBackend(settings.ray_address)
     if settings.dispatcher_backend == "kuberay":
         # Imported here: only the kuberay deployment needs it (config from
         # TRAINFORGE_KUBERAY_CONFIG, API server from the pod's service account).
@@ -26,14 +33,22 @@ def make_backend(settings: DispatcherSettings) -> Backend:
 
         return KubeRayBackend.from_env()
     raise ValueError(
-        f"unknown dispatcher backend {settings.dispatcher_backend!r}; use local or kuberay"
+        f"unknown dispatcher backend {settings.dispatcher_backend!r}; use local, ray or kuberay"
     )
 
 
 def make_dispatcher(
-    settings: DispatcherSettings, db: Database, backend: Backend | None = None
+    settings: DispatcherSettings,
+    db: Database,
+    backend: Backend | None = None,
+    *,
+    fault: Callable[[str], None] | None = None,
 ) -> Dispatcher:
-    """A dispatcher on ``db`` with the backend and limits from ``settings``."""
+    """A dispatcher on ``db`` with the backend and limits from ``settings``.
+
+    Args:
+        fault: crash-injection hook for tests (see :class:`Dispatcher`).
+    """
     config = DispatcherConfig(
         api_url=settings.api_url,
         secret_key=settings.secret_key_bytes(),
@@ -45,4 +60,4 @@ def make_dispatcher(
         launch_grace=timedelta(seconds=settings.dispatcher_launch_grace_s),
         retry_delay=timedelta(seconds=settings.dispatcher_retry_delay_s),
     )
-    return Dispatcher(db, backend or make_backend(settings), config)
+    return Dispatcher(db, backend or make_backend(settings), config, fault=fault)

@@ -20,13 +20,11 @@ def main() -> None:
     target = sys.argv[1]
     settings = DispatcherSettings()
     db = Database(settings.resolved_database_url, pool_size=1)
-    dispatcher = make_dispatcher(settings, db)
-
     def fault(point: str) -> None:
         if point == target:
             os.kill(os.getpid(), signal.SIGKILL)
 
-    dispatcher._fault = fault
+    dispatcher = make_dispatcher(settings, db, fault=fault)
     for _ in range(100):
         dispatcher.run_once()
     sys.exit("the crash point was never reached")
