@@ -39,10 +39,13 @@ ENV_KUBERAY_CONFIG = "TRAINFORGE_KUBERAY_CONFIG"
 #: Base URL of the Kubernetes API server, overriding in-cluster discovery (tests, proxies).
 ENV_KUBE_API_URL = "TRAINFORGE_KUBE_API_URL"
 #: Address of a long-lived Ray cluster's Jobs API (http://head:8265) for the Ray backend.
-ENV_RAY_ADDRESS = "TRAINFORGE_RAY_ADDRESS"
+ENV_RAY_JOBS_ADDRESS = "TRAINFORGE_RAY_ADDRESS"
 
 #: Ultralytics must never try the network in tests and air-gapped clusters.
 ENV_YOLO_OFFLINE = "YOLO_OFFLINE"
+#: Ultralytics pip-installs missing packages at run time unless this is false; jobs set it false
+#: so that a missing runtime (tensorrt, onnxruntime-gpu) is reported instead of fetched.
+ENV_YOLO_AUTOINSTALL = "YOLO_AUTOINSTALL"
 
 #: HMAC key of the API and dispatcher (per-job tokens, API-served download links).
 ENV_SECRET_KEY = "TRAINFORGE_SECRET_KEY"
@@ -52,3 +55,11 @@ ENV_EMBEDDED = "TRAINFORGE_EMBEDDED"
 ENV_URL = "TRAINFORGE_URL"
 #: Python client / CLI: the bearer token (default: $TRAINFORGE_HOME/dev-token).
 ENV_TOKEN = "TRAINFORGE_TOKEN"
+
+#: Ray's own variable: the cluster a job connects to (unset: the job starts a local Ray).
+ENV_RAY_ADDRESS = "RAY_ADDRESS"
+#: Ultralytics' settings/fonts directory; a job points it at its own work directory.
+ENV_YOLO_CONFIG_DIR = "YOLO_CONFIG_DIR"
+#: Ray Tune's warning threshold for frequent experiment-state saves; a sweep saves after every
+#: trial checkpoint on purpose (so that a restored sweep loses nothing) and sets it to 0.
+ENV_TUNE_SNAPSHOT_WARNING_S = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"

@@ -167,6 +167,16 @@ class ConfigError(TrainforgeError):
     """Settings are missing or unsafe (e.g. a placeholder secret outside embedded mode)."""
 
     code = "config_invalid"
+class TrainingFailed(TrainforgeError):
+    """The training run failed (after the retries the job spec allows)."""
+
+    code = "training_failed"
+
+
+class ClusterUnavailable(TrainforgeError):
+    """The Ray cluster named by RAY_ADDRESS could not be reached or started."""
+
+    code = "cluster_unavailable"
 
 
 class BackendError(TrainforgeError):
@@ -211,3 +221,25 @@ class KubernetesNotFound(KubernetesApiError):
 
 class KubernetesAlreadyExists(KubernetesApiError):
     code = "kubernetes_already_exists"
+
+
+class ExportError(TrainforgeError):
+    """An export job could not convert, evaluate or publish a model."""
+
+    code = "export_failed"
+
+
+class ExportGateFailed(ExportError):
+    """At least one requested format lost too much accuracy and was not published."""
+
+    code = "export_gate_failed"
+class HyperparameterMismatch(TrainforgeError):
+    """A sweep trial's trainer ran with other hyperparameters than the ones sampled for it."""
+
+    code = "hyperparameter_mismatch"
+
+
+class SweepFailed(TrainforgeError):
+    """No trial of a sweep finished, so there is no model to keep."""
+
+    code = "sweep_failed"

@@ -21,6 +21,11 @@ def checkpoint_key(job_id: str, name: str = "last.pt") -> str:
     return join_key("jobs", job_id, "checkpoints", name)
 
 
+def dataset_report_key(job_id: str) -> str:
+    """The validation report of a job's dataset (uploaded when validation refuses it)."""
+    return join_key("jobs", job_id, "dataset-report.json")
+
+
 def train_output_prefix(job_id: str) -> str:
     """results.csv, plots, best.pt, last.pt and report.json of the finished run."""
     return join_key("jobs", job_id, "train") + "/"

@@ -19,7 +19,7 @@ from typing import Any
 
 from trainforge.errors import ObjectNotFound, TrainforgeError
 from trainforge.layout import manifest_key, model_prefix
-from trainforge.storage import ObjectStore, join_key, open_location
+from trainforge.storage import ObjectStore, S3Store, join_key, open_location
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +105,18 @@ def publish(
     return Published(store.uri(mkey), winner, created=False)
 
 
+def manifest_uri(models_uri: str, name: str, version: str) -> str:
+    """The URI of a version's manifest.json (which may not exist yet)."""
+    store, base = _models(models_uri)
+    return store.uri(join_key(base, manifest_key(name, version)))
+
+
+def find_manifest(models_uri: str, name: str, version: str) -> dict[str, Any] | None:
+    """A version's manifest, or None when that version is not published."""
+    store, base = _models(models_uri)
+    return _read_manifest(store, join_key(base, manifest_key(name, version)))
+
+
 def _read_manifest(store: ObjectStore, key: str) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads(store.get(key))
@@ -148,6 +160,30 @@ def verify(manifest_uri: str) -> list[VerifyProblem]:
                                           f"size {size} != manifest {artifact['size']}"))
         if digest.hexdigest() != artifact["sha256"]:
             problems.append(VerifyProblem(artifact["name"], "sha256 differs from the manifest"))
+        problems += _stored_checksums(store, key, artifact)
+    return problems
+
+
+def _stored_checksums(
+    store: ObjectStore, key: str, artifact: Mapping[str, Any]
+) -> list[VerifyProblem]:
+    """Compare the checksums the store recorded at upload time with the manifest.
+
+    The sha256 object metadata and, on S3, the checksum S3 itself verified on upload must agree
+    with the manifest: a disagreement means the object was replaced after publishing.
+    """
+    problems = []
+    try:
+        recorded = store.head(key).sha256
+        s3_sha = store.checksum_sha256(key) if isinstance(store, S3Store) else None
+    except ObjectNotFound:
+        return [VerifyProblem(artifact["name"], "missing")]
+    if recorded is not None and recorded != artifact["sha256"]:
+        problems.append(VerifyProblem(artifact["name"],
+                                      "sha256 object metadata differs from the manifest"))
+    if s3_sha is not None and s3_sha != artifact["sha256"]:
+        problems.append(VerifyProblem(artifact["name"],
+                                      "S3 ChecksumSHA256 differs from the manifest"))
     return problems
 
 

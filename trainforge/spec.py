@@ -220,7 +220,60 @@ class SweepParams(_Strict):
                 f"cannot search over {', '.join(unknown)}; "
                 f"tunable: {', '.join(sorted(TUNABLE_PARAMS))}"
             )
+        problems = [p for name, domain in sorted(space.items())
+                    for p in _domain_problems(name, domain)]
+        if problems:
+            raise ValueError("; ".join(problems))
         return space
+
+    @field_validator("gpus_per_trial")
+    @classmethod
+    def _one_gpu_at_most(cls, value: float) -> float:
+        # Ultralytics trains on several GPUs in child processes of its own, which cannot
+        # report epochs to Ray Tune; a fraction lets several trials share one GPU.
+        if value > 1:
+            raise ValueError(
+                f"gpus_per_trial is {value:g}, but a sweep trial trains on one GPU at most; "
+                "use 1 (or a fraction such as 0.5 to share a GPU between trials), or run a "
+                "train job for multi-GPU training"
+            )
+        return value
+
+
+def _domain_problems(name: str, domain: Domain) -> list[str]:
+    """Why a search dimension could sample values the hyperparameter does not accept.
+
+    Ranges are checked at their ends (randint's upper end is excluded, as in Ray Tune) and
+    choices value by value, against the same bounds as a train spec.
+    """
+    model: type[BaseModel] = TrainParams if name in TrainParams.model_fields else Augment
+    annotation = model.model_fields[name].annotation
+    form = next(k for k in ("uniform", "loguniform", "randint", "choice")
+                if getattr(domain, k) is not None)
+    if form != "choice" and annotation not in (int, float):
+        takes = "true or false" if annotation is bool else "one of a fixed set of values"
+        return [f"{name}: {form} cannot sample it ({name} takes {takes}); "
+                "list the values with choice"]
+    if form != "choice" and name == "imgsz":
+        return ["imgsz: sizes must be multiples of 32; list them with choice"]
+    if form in ("uniform", "loguniform") and annotation is int:
+        return [f"{name}: {form} samples real numbers, but {name} is an integer; "
+                "use randint or choice"]
+    if form == "randint":
+        low, high = domain.randint or (0, 0)
+        values: list[Any] = [low, high - 1]
+    elif form == "choice":
+        values = list(domain.choice or [])
+    else:
+        values = list(getattr(domain, form))
+    problems = []
+    for value in values:
+        try:
+            model.model_validate({name: value})
+        except ValidationError as exc:
+            reason = exc.errors()[0]["msg"]
+            problems.append(f"{name}: {form} value {value!r} is not allowed ({reason})")
+    return problems
 
 
 class ExportFormat(StrEnum):
@@ -234,7 +287,10 @@ class ExportGates(_Strict):
     onnx: float = Field(0.005, ge=0.0, le=1.0)
     fp16: float = Field(0.005, ge=0.0, le=1.0)
     int8: float = Field(0.04, ge=0.0, le=1.0)
-    latency_runs: int = Field(50, ge=1, le=10_000)
+    latency_runs: int = Field(
+        50, ge=50, le=10_000,
+        description="warm timed runs per format and for best.pt (p95 needs at least 50)",
+    )
 
 
 class ExportParams(_Strict):
@@ -291,6 +347,11 @@ class JobSpec(_Strict):
             raise ValueError("kind 'sweep' needs a sweep section")
         if self.kind is not JobKind.SWEEP and self.sweep is not None:
             raise ValueError(f"a sweep section is only allowed with kind 'sweep', not {self.kind}")
+        if self.sweep is not None and self.sweep.grace_period > self.train.epochs:
+            raise ValueError(
+                f"sweep.grace_period ({self.sweep.grace_period}) exceeds train.epochs "
+                f"({self.train.epochs}), the most epochs a trial runs; lower it"
+            )
         if self.kind is JobKind.EXPORT:
             if self.export is None:
                 raise ValueError("kind 'export' needs an export section")

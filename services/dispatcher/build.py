@@ -20,6 +20,12 @@ def make_backend(settings: DispatcherSettings) -> Backend:
     """
     if settings.dispatcher_backend == "local":
         return LocalBackend(settings.resolved_state_dir, module=settings.dispatcher_local_module)
+    if settings.dispatcher_backend == "ray":
+        from services.dispatcher.backends.ray_jobs import RayJobsBackend
+
+        if not settings.ray_address:
+            raise ValueError("the ray backend needs TRAINFORGE_RAY_ADDRESS (http://head:8265)")
+        return RayJobsBackend(settings.ray_address)
     if settings.dispatcher_backend == "kuberay":
         # Imported here: only the kuberay deployment needs it (config from
         # TRAINFORGE_KUBERAY_CONFIG, API server from the pod's service account).
@@ -27,7 +33,7 @@ def make_backend(settings: DispatcherSettings) -> Backend:
 
         return KubeRayBackend.from_env()
     raise ValueError(
-        f"unknown dispatcher backend {settings.dispatcher_backend!r}; use local or kuberay"
+        f"unknown dispatcher backend {settings.dispatcher_backend!r}; use local, ray or kuberay"
     )
 
 

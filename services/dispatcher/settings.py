@@ -17,8 +17,15 @@ class DispatcherSettings(StoreSettings):
     api_url: str = Field(
         "http://127.0.0.1:8000", description="API base URL that launched jobs report to"
     )
-    dispatcher_backend: Literal["local", "kuberay"] = Field(
-        "local", description="where jobs run: local subprocesses, or one RayJob per attempt"
+    dispatcher_backend: Literal["local", "ray", "kuberay"] = Field(
+        "local",
+        description=(
+            "where jobs run: local subprocesses, a long-lived Ray cluster's Jobs API "
+            "(TRAINFORGE_RAY_ADDRESS), or one KubeRay RayJob per attempt"
+        ),
+    )
+    ray_address: str | None = Field(
+        None, description="Jobs API URL of the Ray cluster for the ray backend (http://head:8265)"
     )
     dispatcher_metrics_port: int = Field(9100, ge=0, le=65535)
     dispatcher_metrics_host: str = "0.0.0.0"

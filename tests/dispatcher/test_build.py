@@ -31,7 +31,7 @@ def test_kuberay_backend_is_wired_and_says_what_it_misses(
 
 
 def test_unknown_backends_are_refused_at_startup(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("TRAINFORGE_DISPATCHER_BACKEND", "ray")
+    monkeypatch.setenv("TRAINFORGE_DISPATCHER_BACKEND", "nomad")
     monkeypatch.setenv("TRAINFORGE_SECRET_KEY", "s" * 32)
     with pytest.raises(ValueError, match="dispatcher_backend"):
         DispatcherSettings()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trainforge.cli import dataset, db, jobs, serve, tokens
+from trainforge.cli import dataset, db, jobs, models, serve, tokens
 
 app = typer.Typer(
     name="trainforge",
@@ -16,6 +16,7 @@ app.add_typer(dataset.app, name="dataset")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")
+app.add_typer(models.app, name="models")
 app.command()(serve.serve)
 
 

@@ -139,14 +139,19 @@ class LocalStore:
         for dirpath, dirnames, filenames in os.walk(base, followlinks=False):
             dirnames.sort()
             for name in filenames:
-                if name.startswith(".") and ".tmp" in name:
+                # Writes go through ".<name>.<random>" temp files (mkstemp): never objects.
+                if name.startswith("."):
                     continue
                 full = Path(dirpath, name)
                 key = full.relative_to(self.root).as_posix()
                 if key.startswith(prefix) and not full.is_symlink():
                     found.append((key, full))
         for key, full in sorted(found):
-            yield self._info(key, full)
+            try:
+                info = self._info(key, full)
+            except FileNotFoundError:  # deleted since the walk: a listing is not a snapshot
+                continue
+            yield info
 
     def delete(self, key: str) -> None:
         self._path(key).unlink(missing_ok=True)

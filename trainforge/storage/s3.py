@@ -202,6 +202,27 @@ class S3Store:
             sha256=resp.get("Metadata", {}).get("sha256"),
         )
 
+    def checksum_sha256(self, key: str) -> str | None:
+        """The sha256 (hex) S3 verified when the object was written, if S3 holds a full-object one.
+
+        Single-part uploads carry a full-object ChecksumSHA256; multipart uploads (ETag ``…-N``)
+        carry a checksum of part checksums, which is not a file digest, so None is returned.
+
+        Raises:
+            ObjectNotFound: no such object.
+        """
+        try:
+            resp = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
+        except ClientError as exc:
+            raise self._head_bucket_if_404(exc, key) from None
+        except (NoCredentialsError, PartialCredentialsError) as exc:
+            raise self._raise(exc, key) from None
+        checksum = resp.get("ChecksumSHA256")
+        multipart = "-" in str(resp.get("ETag", "")) or "-" in str(checksum or "")
+        if not checksum or multipart or resp.get("ChecksumType") == "COMPOSITE":
+            return None
+        return base64.b64decode(checksum).hex()
+
     def exists(self, key: str) -> bool:
         try:
             self.head(key)

@@ -1,0 +1,115 @@
+"""ONNX Runtime vs PyTorch on the CPU, and what the ONNX conversion costs in mAP.
+
+1. Latency: yolov8n (80 classes, built from yolov8n.yaml: weights do not change the arithmetic
+   cost) at 640x640, batch 1, exported to ONNX exactly as the export job does. Both runtimes
+   get the same number of intra-op threads (torch.set_num_threads and ORT's
+   intra_op_num_threads), the same letterboxed input (preprocessing is done once, outside the
+   timed region), 10 warm-up runs, then ``--runs`` timed forward passes taken turn by turn
+   (so load from other processes hits both alike). Prints the ratio of p50s; the target is
+   ONNX <= 0.8x PyTorch.
+2. Accuracy: yolov8n trained from scratch for a short while on the synthetic shapes set at
+   64 px (the recipe of tests/export), exported to ONNX, then both files evaluated with stock
+   Ultralytics on the held-out test split with identical settings. Prints ONNX - PyTorch
+   mAP50-95.
+
+Usage: python bench/export.py [--threads N] [--runs N] [--skip-map]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "false")
+
+
+def latency(work: Path, threads: int, runs: int) -> float:
+    import torch
+    from ultralytics.models.yolo.model import YOLO
+
+    from jobs.export import convert, measure
+    from trainforge.datasets import synth
+
+    model = YOLO("yolov8n.yaml")
+    weights = work / "yolov8n.pt"
+    model.save(str(weights))
+    onnx = convert.export_onnx(weights, work / "model.onnx", imgsz=640, batch=1, dynamic=False,
+                               simplify=True, opset=None)
+    image = sorted((synth(work / "img", classes=3, train=1, val=1, test=0, imgsz=640)
+                    / "train" / "images").glob("*.png"))[0]
+    x = measure.latency_input(image, 640, 1)
+    torch.set_num_threads(threads)
+    # Untrained weights produce denormal activations, which real models rarely do and which
+    # cost CPUs dearly: both runtimes flush them to zero.
+    torch.set_flush_denormal(True)
+    pytorch = measure.ultralytics_runner(weights, x, device="cpu")
+    if pytorch.threads != threads:
+        raise SystemExit(f"torch runs with {pytorch.threads} threads, not {threads}")
+    onnxrt = measure.onnxruntime_runner(onnx, x, device="cpu", threads=threads,
+                                        denormal_as_zero=True)
+    pt, ort = measure.time_interleaved([pytorch, onnxrt], runs=runs)
+    ratio = ort.p50 / pt.p50
+    print(f"latency  yolov8n 640x640 batch 1, CPU, {threads} intra-op thread(s) each, "
+          f"{runs} warm runs each, interleaved (after {measure.WARMUP_RUNS} warm-up), "
+          "denormals flushed in both")
+    print(f"  PyTorch {torch.__version__}: p50 {pt.p50 * 1e3:.1f} ms  p95 {pt.p95 * 1e3:.1f} ms")
+    import onnxruntime
+
+    print(f"  ONNX Runtime {onnxruntime.__version__}: p50 {ort.p50 * 1e3:.1f} ms  "
+          f"p95 {ort.p95 * 1e3:.1f} ms")
+    print(f"  ratio ONNX/PyTorch (p50) = {ratio:.2f}x  (target <= 0.80x: "
+          f"{'met' if ratio <= 0.8 else 'NOT met'})")
+    return ratio
+
+
+def accuracy(work: Path) -> float:
+    from ultralytics.models.yolo.model import YOLO
+
+    from jobs.export import convert, measure
+    from tests.export.conftest import DATASET, TRAIN
+    from trainforge.datasets import synth, write_local_data_yaml
+
+    root = synth(work / "shapes", **DATASET)  # type: ignore[arg-type]
+    data_yaml = write_local_data_yaml(root, work / "data.yaml")
+    started = time.perf_counter()
+    YOLO("yolov8n.yaml").train(data=str(data_yaml), device="cpu", workers=0, plots=False,
+                               val=False, amp=False, cache="ram", project=str(work / "runs"),
+                               name="train", exist_ok=True, verbose=False, **TRAIN)
+    weights = work / "runs" / "train" / "weights" / "last.pt"
+    trained_s = time.perf_counter() - started
+    onnx = convert.export_onnx(weights, work / "shapes.onnx", imgsz=64, batch=1,
+                               dynamic=False, simplify=True, opset=None)
+    settings = measure.EvalSettings(data_yaml, "test", 64, 1, "cpu")
+    pt = measure.evaluate(weights, settings, work / "val")
+    ox = measure.evaluate(onnx, settings, work / "val")
+    delta = ox.map50_95 - pt.map50_95
+    print(f"accuracy yolov8n from scratch on synthetic shapes ({DATASET['train']} train images, "
+          f"{TRAIN['epochs']} epochs at {TRAIN['imgsz']} px, {trained_s:.0f} s), "
+          f"test split ({pt.images} images), batch 1, rect off, conf 0.001, iou 0.7")
+    print(f"  PyTorch mAP50-95 {pt.map50_95:.4f} (mAP50 {pt.map50:.4f}); "
+          f"ONNX mAP50-95 {ox.map50_95:.4f} (mAP50 {ox.map50:.4f})")
+    print(f"  ONNX - PyTorch mAP50-95 = {delta:+.4f}  (gate: |delta| <= 0.005)")
+    return delta
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="intra-op threads for both runtimes (default: all CPUs)")
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--skip-map", action="store_true", help="latency only (no training)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-export-") as tmp:
+        latency(Path(tmp), args.threads, args.runs)
+        if not args.skip_map:
+            accuracy(Path(tmp))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,5 @@
+"""``python -m jobs.export --spec URI``."""
+
+from jobs.export.main import main
+
+raise SystemExit(main())

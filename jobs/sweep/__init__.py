@@ -1,0 +1,1 @@
+"""The sweep job: Ray Tune over the training job's Ultralytics adapter."""

@@ -1,0 +1,1 @@
+"""The training job: entrypoint, Ultralytics adapter, Ray Train wrapper."""

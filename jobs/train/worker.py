@@ -1,0 +1,237 @@
+"""What runs on the training worker (inside Ray Train): data on this node, train, evaluate.
+
+The worker may run on another node than the entrypoint, and Ray may restart it anywhere, so
+it makes its own node-local copies (dataset cache, data.yaml, weights) and always starts
+from the job's latest checkpoint in the artifacts store when there is one.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jobs.train import adapter, dataset_step
+from jobs.train.artifacts import JobArtifacts
+from jobs.train.report import build_report
+from jobs.train.steps import configure_logging, step
+from trainforge.errors import DatasetError, TrainingFailed
+from trainforge.reporting import JobReporter
+from trainforge.spec import JobSpec
+from trainforge.weights import resolve_weights
+
+log = logging.getLogger(__name__)
+
+#: Files of the finished run that go to ``jobs/<id>/train/`` (plots are added as found).
+RUN_FILES = ("best.pt", "last.pt", "results.csv", "args.yaml")
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """Everything the worker needs; plain data, so Ray can ship it to any node."""
+
+    spec: JobSpec
+    job_id: str
+    attempt: int
+    artifacts_uri: str
+    models_uri: str
+    work_root: str  # node-local directory for this job's files
+    cache_dir: str  # node-local dataset cache
+    dataset_path: str  # where the entrypoint synced the dataset (valid on its node)
+    dataset_fingerprint: str
+    entrypoint_node: str | None  # Ray node id of the entrypoint, None outside Ray
+    plots: bool = True
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.work_root) / self.job_id
+
+
+def ray_train_loop(config: dict[str, Any]) -> None:
+    """``train_loop_per_worker`` for Ray Train's TorchTrainer."""
+    configure_logging()
+    run_worker(config["worker"])
+
+
+def run_worker(cfg: WorkerConfig) -> None:
+    """Prepare this node, train (resuming if a checkpoint exists), evaluate, upload.
+
+    Raises:
+        TrainforgeError: a step failed for a reason the job can name (weights, dataset…).
+    """
+    work = cfg.work_dir
+    adapter.prepare_environment(work / "ultralytics")
+    artifacts = JobArtifacts(cfg.artifacts_uri, cfg.job_id)
+    reporter = JobReporter.from_env()
+    reporter.message("training worker started", pid=os.getpid(), host=socket.gethostname(),
+                     attempt=cfg.attempt)
+    spec = cfg.spec
+    with step("worker-dataset") as out:
+        data_root = _local_dataset(cfg)
+        data_yaml = dataset_step.write_local_data_yaml(data_root, work / "data.yaml")
+        out.text = f"{data_root} -> {data_yaml}"
+    with step("worker-weights") as out:
+        weights = resolve_weights(spec.model.base, work / "weights", models_uri=cfg.models_uri)
+        out.text = weights
+    run_dir = work / "run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a restarted worker starts from the store
+    device = adapter.device_for(spec.resources.gpus)
+    hooks = EpochHooks(artifacts, cfg.attempt)
+    with step("resume-check") as out:
+        resume = _fetch_checkpoint(artifacts, work / "resume")
+        info = adapter.read_checkpoint(resume) if resume else None
+        out.text = f"checkpoint at epoch {info.epoch}" if info else "no checkpoint: fresh run"
+    with step("train") as out:
+        if info is not None and info.epoch >= info.epochs:
+            outputs = _finished_run(artifacts, resume, run_dir, info)
+            out.text = f"all {info.epochs} epochs were already done; evaluating"
+        else:
+            if info is not None and resume is not None:
+                if not info.resumable:
+                    raise TrainingFailed(f"checkpoint {resume} holds no optimizer state; "
+                                         "delete it to start the job over")
+                reporter.message(f"resuming from epoch {info.epoch + 1}",
+                                 resumed_epoch=info.epoch + 1, attempt=cfg.attempt)
+                adapter.write_results_csv(info.results, run_dir / "results.csv")
+                overrides = {"model": str(resume), **adapter.resume_overrides(
+                    data_yaml=data_yaml, run_dir=run_dir, device=device, plots=cfg.plots)}
+            else:
+                overrides = adapter.train_overrides(spec.train, data_yaml=data_yaml,
+                                                    model=weights, run_dir=run_dir,
+                                                    device=device, plots=cfg.plots)
+            outputs = adapter.train(overrides, hooks)
+            out.text = f"{spec.train.epochs} epochs in {run_dir}"
+    split = "test" if dataset_step.has_split(data_yaml, "test") else "val"
+    with step("evaluate") as out:
+        evaluation = adapter.evaluate(outputs.best, data_yaml, split=split,
+                                      imgsz=spec.train.imgsz, batch=spec.train.batch,
+                                      device=device, out_dir=work / "eval", plots=cfg.plots)
+        out.text = (f"best.pt on {split}: mAP50={evaluation.metrics['mAP50']:.4f} "
+                    f"mAP50-95={evaluation.metrics['mAP50-95']:.4f}")
+    report = build_report(
+        spec=spec, job_id=cfg.job_id, evaluation=evaluation,
+        class_names=dataset_step.class_names(data_yaml),
+        dataset_fingerprint=cfg.dataset_fingerprint, results_csv=outputs.results_csv,
+        hyperparameters=adapter.read_effective_hyperparameters(outputs.run_dir),
+        resumed_at=info.epoch + 1 if info is not None and info.epoch < info.epochs else None,
+    )
+    with step("upload-outputs") as out:
+        count = upload_outputs(artifacts, outputs, evaluation, report)
+        out.text = f"{count} files to {artifacts.uri(artifacts.train_output(''))}"
+
+
+def _local_dataset(cfg: WorkerConfig) -> Path:
+    """The entrypoint's copy when this is its node; otherwise this node's cache."""
+    synced = Path(cfg.dataset_path)
+    if cfg.entrypoint_node is not None and cfg.entrypoint_node == _ray_node_id() \
+            and synced.is_dir():
+        return synced
+    result = dataset_step.sync(cfg.spec.dataset.uri, Path(cfg.cache_dir))
+    if result.fingerprint != cfg.dataset_fingerprint:
+        raise DatasetError(f"{cfg.spec.dataset.uri} changed while the job ran (fingerprint "
+                           f"{result.fingerprint} != {cfg.dataset_fingerprint}); "
+                           "publish a new dataset version under a new prefix instead")
+    return result.path
+
+
+def _ray_node_id() -> str | None:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id()) if ray.is_initialized() else None
+
+
+def _fetch_checkpoint(artifacts: JobArtifacts, dest: Path) -> Path | None:
+    shutil.rmtree(dest, ignore_errors=True)
+    last = dest / "last.pt"
+    if not artifacts.download(artifacts.checkpoint("last.pt"), last):
+        return None
+    artifacts.download(artifacts.checkpoint("best.pt"), dest / "best.pt")
+    return last
+
+
+def _finished_run(artifacts: JobArtifacts, last: Path | None, run_dir: Path,
+                  info: adapter.CheckpointInfo) -> adapter.RunOutputs:
+    """The previous try trained every epoch and died after: reuse its checkpoints."""
+    assert last is not None  # info comes from this checkpoint
+    weights = run_dir / "weights"
+    weights.mkdir(parents=True)
+    best = last.parent / "best.pt"
+    shutil.copyfile(best if best.exists() else last, weights / "best.pt")
+    shutil.copyfile(last, weights / "last.pt")
+    for path in (weights / "best.pt", weights / "last.pt"):
+        adapter.finalize_checkpoint(path)
+    adapter.write_results_csv(info.results, run_dir / "results.csv")
+    return adapter.RunOutputs(run_dir, weights / "best.pt", weights / "last.pt",
+                              run_dir / "results.csv")
+
+
+def upload_outputs(artifacts: JobArtifacts, outputs: adapter.RunOutputs,
+                   evaluation: adapter.Evaluation, report: dict[str, Any]) -> int:
+    """Upload a finished run, its evaluation plots and report.json to ``jobs/<id>/train/``
+    (what :func:`jobs.train.publish.publish_result` publishes); returns the file count."""
+    files = {name: outputs.run_dir / name for name in ("results.csv", "args.yaml")}
+    files.update({"best.pt": outputs.best, "last.pt": outputs.last})
+    files.update({p.name: p for p in outputs.plots()})
+    # Evaluation plots keep a prefix: the training run writes plots with the same names.
+    files.update({f"{evaluation.split}_{p.name}": p for p in evaluation.plots})
+    for name, path in sorted(files.items()):
+        if path.is_file():
+            artifacts.upload(path, artifacts.train_output(name))
+    artifacts.put_json(artifacts.train_output("report.json"), report)
+    return len(files) + 1
+
+
+class EpochHooks:
+    """Per-epoch side effects: checkpoint upload, API progress, Ray metrics, one log line.
+
+    Plain attributes only: Ultralytics pickles it into its multi-GPU worker processes.
+    """
+
+    def __init__(self, artifacts: JobArtifacts, attempt: int) -> None:
+        self.artifacts = artifacts
+        self.attempt = attempt
+
+    def on_checkpoint(self, epoch: int, last: Path, best: Path | None) -> None:
+        # last.pt first: a restart resumes from it, and best.pt is only ever newer or equal.
+        self.artifacts.upload(last, self.artifacts.checkpoint("last.pt"))
+        if best is not None:
+            self.artifacts.upload(best, self.artifacts.checkpoint("best.pt"))
+
+    def on_epoch(self, result: adapter.EpochResult) -> None:
+        m = result.metrics
+        log.info("epoch %d/%d: mAP50=%.4f mAP50-95=%.4f box_loss=%.4f (%.1fs, %.1f img/s)",
+                 result.epoch, result.epochs, m.get("metrics/mAP50(B)", float("nan")),
+                 m.get("metrics/mAP50-95(B)", float("nan")), m.get("train/box_loss", float("nan")),
+                 m.get("epoch_seconds", float("nan")), m.get("images_per_second", float("nan")))
+        JobReporter.from_env().progress(result.epoch, result.epochs, m, attempt=self.attempt)
+        _ray_report(self.artifacts.job_id, result)
+
+
+_GAUGES: dict[str, Any] = {}
+
+
+def _ray_report(job_id: str, result: adapter.EpochResult) -> None:
+    """Report to Ray Train and as Ray metrics, when running in a Ray Train worker.
+
+    Ultralytics' multi-GPU mode runs the epoch loop in its own child processes, which are not
+    Ray workers: there only the API and the log get the epoch.
+    """
+    import ray
+
+    if not ray.is_initialized():
+        return
+    import ray.train
+    from ray.util.metrics import Gauge
+
+    ray.train.report({**result.metrics, "epoch": result.epoch})
+    if "gauge" not in _GAUGES:
+        _GAUGES["gauge"] = Gauge("trainforge_train_epoch_metric",
+                                 description="Last finished epoch's metrics of a training job",
+                                 tag_keys=("job_id", "metric"))
+    gauge = _GAUGES["gauge"]
+    for name, value in {**result.metrics, "epoch": float(result.epoch)}.items():
+        gauge.set(value, tags={"job_id": job_id, "metric": name})

@@ -1,0 +1,100 @@
+"""``trainforge models list/show/verify`` against published versions (local dir and S3 server)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trainforge.cli import app
+from trainforge.registry import publish, verify
+from trainforge.storage import S3Store, open_location, store_for_uri
+
+runner = CliRunner()
+
+
+@pytest.fixture(params=["local", "s3"])
+def models_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "s3":
+        return f"s3://{request.getfixturevalue('s3_bucket')}/models"
+    return f"file://{tmp_path}/models"
+
+
+def _publish(models_uri: str, tmp_path: Path, version: str = "job-1") -> str:
+    (tmp_path / "best.pt").write_bytes(b"weights" * 1000)
+    (tmp_path / "model.onnx").write_bytes(b"onnx" * 1000)
+    (tmp_path / "report.json").write_text("{}")
+    files = {n: tmp_path / n for n in ("best.pt", "model.onnx", "report.json")}
+    return publish(models_uri, "ppe", version, files,
+                   {"gates": {"onnx": {"status": "passed"}}}).manifest_uri
+
+
+def test_verify_list_and_show_an_intact_version(models_uri: str, tmp_path: Path) -> None:
+    manifest = _publish(models_uri, tmp_path)
+    for ref in (manifest, manifest.removesuffix("manifest.json"), "ppe@job-1",
+                "registry://ppe@latest"):
+        result = runner.invoke(app, ["models", "verify", ref, "--models-uri", models_uri])
+        assert result.exit_code == 0, result.output
+        assert "3 artifact(s) match the manifest" in result.output
+    listed = runner.invoke(app, ["models", "list", "ppe", "--models-uri", models_uri])
+    assert listed.exit_code == 0 and "job-1" in listed.output and "onnx=passed" in listed.output
+    shown = runner.invoke(app, ["models", "show", "ppe@job-1", "--models-uri", models_uri])
+    assert json.loads(shown.output)["version"] == "job-1"
+
+
+def test_verify_exits_1_on_a_changed_or_missing_artifact(models_uri: str,
+                                                         tmp_path: Path) -> None:
+    manifest = _publish(models_uri, tmp_path)
+    store, key = open_location(manifest.replace("manifest.json", "model.onnx"))
+    store.put(key, b"not the published model")
+    result = runner.invoke(app, ["models", "verify", manifest])
+    assert result.exit_code == 1
+    assert "FAIL model.onnx: sha256 differs from the manifest" in result.output
+    store.delete(key)
+    result = runner.invoke(app, ["models", "verify", manifest])
+    assert result.exit_code == 1 and "FAIL model.onnx: missing" in result.output
+
+
+def test_verify_exits_1_when_nothing_is_published(models_uri: str) -> None:
+    result = runner.invoke(app, ["models", "verify", "ppe@nope", "--models-uri", models_uri])
+    assert result.exit_code == 1 and "no manifest at" in result.output
+    result = runner.invoke(app, ["models", "list", "ppe", "--models-uri", models_uri])
+    assert result.exit_code == 1 and "no published version" in result.output
+
+
+def test_s3_keeps_a_full_object_sha256_for_single_part_uploads(s3_bucket: str,
+                                                               tmp_path: Path) -> None:
+    store = store_for_uri(f"s3://{s3_bucket}")
+    assert isinstance(store, S3Store)
+    small, large = tmp_path / "small.bin", tmp_path / "large.bin"
+    small.write_bytes(b"x" * 100_000)
+    large.write_bytes(b"y" * (17 * 1024 * 1024))  # above the 16 MiB multipart threshold
+    store.upload(small, "small.bin")
+    store.upload(large, "large.bin")
+    assert store.checksum_sha256("small.bin") == hashlib.sha256(small.read_bytes()).hexdigest()
+    # A multipart checksum is a checksum of part checksums, not the file's: not reported.
+    assert store.checksum_sha256("large.bin") is None
+    assert store.head("large.bin").sha256 == hashlib.sha256(large.read_bytes()).hexdigest()
+
+
+def test_verify_compares_the_checksums_s3_recorded(s3_bucket: str, tmp_path: Path) -> None:
+    manifest = _publish(f"s3://{s3_bucket}/models", tmp_path)
+    store, key = open_location(manifest.replace("manifest.json", "best.pt"))
+    assert isinstance(store, S3Store)
+    body = (tmp_path / "best.pt").read_bytes()
+    good = hashlib.sha256(body).hexdigest()
+    wrong = hashlib.sha256(b"something else")
+    # Same bytes, but the object's recorded checksums disagree with the manifest (real S3
+    # refuses such a PUT; the loopback server stores what it is given).
+    store._client.put_object(Bucket=s3_bucket, Key=key, Body=body, ChecksumAlgorithm="SHA256",
+                             ChecksumSHA256=base64.b64encode(wrong.digest()).decode(),
+                             Metadata={"sha256": wrong.hexdigest()})
+    assert store.checksum_sha256(key) == wrong.hexdigest() != good
+    assert {(p.artifact, p.message) for p in verify(manifest)} == {
+        ("best.pt", "sha256 object metadata differs from the manifest"),
+        ("best.pt", "S3 ChecksumSHA256 differs from the manifest"),
+    }

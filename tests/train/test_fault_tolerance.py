@@ -1,0 +1,112 @@
+"""A training worker killed mid-run: Ray restarts it and it resumes from the last checkpoint;
+without retries the job fails cleanly, and the dispatcher's next attempt resumes instead.
+
+The worker is really killed (SIGKILL from outside) right after it reports epoch 2 of 5: the
+pid comes from its "training worker started" MessageEvent.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.train.conftest import JobRunner, RayHead, RecordingAPI, tiny_spec
+from trainforge import layout
+
+pytestmark = pytest.mark.slow
+
+
+class KillAfterEpoch:
+    """Kills a job's training worker once it has reported ``epoch`` (once per job)."""
+
+    def __init__(self, api: RecordingAPI, job_id: str, epoch: int) -> None:
+        self.api, self.job_id, self.epoch = api, job_id, epoch
+        self.killed: list[int] = []
+        self.done = threading.Event()
+
+    def __call__(self, job_id: str, event: dict[str, Any]) -> None:
+        if job_id != self.job_id or self.done.is_set():
+            return
+        if event["type"] == "progress" and event["epoch"] == self.epoch:
+            [*_, started] = self.api.message(job_id, "training worker started")
+            pid = int(started["data"]["pid"])
+            os.kill(pid, signal.SIGKILL)
+            self.killed.append(pid)
+            self.done.set()
+
+
+@pytest.fixture()
+def cluster_runner(tmp_path: Path, recording_api: RecordingAPI, ray_head: RayHead) -> JobRunner:
+    """Jobs on the session's Ray head (RAY_ADDRESS), artifacts and models on local disk."""
+    return JobRunner(home=tmp_path / "home", artifacts_uri=f"file://{tmp_path}/artifacts",
+                     models_uri=f"file://{tmp_path}/models", api=recording_api,
+                     env={"RAY_ADDRESS": ray_head.address})
+
+
+def _results_epochs(tmp_path: Path, job: str) -> list[int]:
+    path = tmp_path / "artifacts" / layout.train_output_prefix(job) / "results.csv"
+    with path.open() as fh:
+        return [int(float(row["epoch"])) for row in csv.DictReader(fh)]
+
+
+def _spec(dataset: Path, retries: int) -> dict[str, Any]:
+    return tiny_spec(f"file://{dataset}", train={"epochs": 5}, retries=retries)
+
+
+def test_killed_worker_is_restarted_by_ray_and_resumes_at_the_next_epoch(
+    cluster_runner: JobRunner, recording_api: RecordingAPI, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    job = "job-kill"
+    killer = KillAfterEpoch(recording_api, job, epoch=2)
+    recording_api.on_event = killer
+    run = cluster_runner.run(job, _spec(tiny_dataset, retries=2))
+
+    assert killer.killed, "the worker was killed after epoch 2"
+    assert run.returncode == 0, run.output[-5000:]
+    assert recording_api.final_state(job)["state"] == "SUCCEEDED"
+    workers = {m["data"]["pid"] for m in recording_api.message(job, "training worker started")}
+    assert len(workers) == 2 and killer.killed[0] in workers, "Ray started a second worker"
+    [resumed] = recording_api.message(job, "resuming from epoch")
+    assert resumed["data"]["resumed_epoch"] == 3
+    # Every epoch trained once: the restart lost at most the epoch in flight, repeated none.
+    assert recording_api.epochs(job) == [1, 2, 3, 4, 5]
+    assert _results_epochs(tmp_path, job) == [1, 2, 3, 4, 5]
+    report = json.loads((tmp_path / "artifacts" / layout.train_output_prefix(job) /
+                         "report.json").read_text())
+    assert report["training"]["resumed_at_epoch"] == 3
+    assert list((tmp_path / "models" / "shapes").glob("*/manifest.json"))
+
+
+def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
+    cluster_runner: JobRunner, recording_api: RecordingAPI, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    job = "job-noretry"
+    killer = KillAfterEpoch(recording_api, job, epoch=2)
+    recording_api.on_event = killer
+    first = cluster_runner.run(job, _spec(tiny_dataset, retries=0), attempt=1)
+
+    assert killer.killed
+    assert first.returncode == 1, first.output[-5000:]
+    final = recording_api.final_state(job)
+    assert (final["state"], final["error_code"]) == ("FAILED", "training_failed")
+    assert final["reason"], "the failure says why"
+    assert not (tmp_path / "models").exists() or \
+        not list((tmp_path / "models").glob("*/*/manifest.json")), "nothing published"
+    assert (tmp_path / "artifacts" / layout.checkpoint_key(job)).is_file()
+
+    # The dispatcher launches attempt 2 of the same job: it continues from epoch 3.
+    recording_api.on_event = None
+    second = cluster_runner.run(job, _spec(tiny_dataset, retries=0), attempt=2)
+    assert second.returncode == 0, second.output[-5000:]
+    attempt2 = [e for e in recording_api.of(job, "progress") if e["attempt"] == 2]
+    assert [e["epoch"] for e in attempt2] == [3, 4, 5]
+    assert _results_epochs(tmp_path, job) == [1, 2, 3, 4, 5]
+    assert (tmp_path / "artifacts" / layout.attempt_log_key(job, 2)).is_file()
+    assert list((tmp_path / "models" / "shapes").glob(f"{job}/manifest.json"))
