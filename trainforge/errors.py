@@ -167,6 +167,8 @@ class ConfigError(TrainforgeError):
     """Settings are missing or unsafe (e.g. a placeholder secret outside embedded mode)."""
 
     code = "config_invalid"
+
+
 class TrainingFailed(TrainforgeError):
     """The training run failed (after the retries the job spec allows)."""
 

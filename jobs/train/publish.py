@@ -40,21 +40,20 @@ def publish_result(
     best.pt, and the version is published with the formats that passed.
 
     Args:
-        data_yaml: the local data.yaml (needed when the spec has an ``export`` section).
-        reporter: where the export chain reports its progress.
-
-    Args:
         spec: the job spec (``name`` is the model name).
         job_id: the job id, which is also the version.
         artifacts: the job's artifacts.
         models_uri: root of the models bucket.
         work_dir: a local scratch directory (removed afterwards).
+        data_yaml: the local data.yaml (needed when the spec has an ``export`` section).
+        reporter: where the export chain reports its progress.
 
     Returns:
         The manifest's URI and content (``created`` is False when a rerun found it there).
 
     Raises:
         TrainingFailed: the run's outputs are not in the artifacts store.
+        ExportGateFailed: a requested export format lost too much accuracy.
     """
     local = work_dir / "publish"
     shutil.rmtree(local, ignore_errors=True)

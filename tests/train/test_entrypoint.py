@@ -27,15 +27,19 @@ def test_train_job_end_to_end_with_s3_buckets(
     tmp_path: Path, s3_server: str, recording_api: RecordingAPI, tiny_dataset: Path
 ) -> None:
     s3 = boto3.client("s3", endpoint_url=s3_server)
-    for bucket in ("tf-artifacts", "tf-models"):
+    for bucket in ("tf-datasets", "tf-artifacts", "tf-models"):
         s3.create_bucket(Bucket=bucket)
+    datasets = S3Store("tf-datasets", endpoint_url=s3_server)
+    for path in sorted(p for p in tiny_dataset.rglob("*") if p.is_file()):
+        if path.suffix != ".cache":  # Ultralytics' label caches from other tests
+            datasets.upload(path, f"shapes/{path.relative_to(tiny_dataset)}")
     runner = JobRunner(home=tmp_path / "home", artifacts_uri="s3://tf-artifacts/prod",
                        models_uri="s3://tf-models", api=recording_api)
     artifacts = S3Store("tf-artifacts", endpoint_url=s3_server)
     job = "job-e2e"
     log_key = "prod/" + layout.attempt_log_key(job, 1)
 
-    proc = runner.start(job, tiny_spec(f"file://{tiny_dataset}"))
+    proc = runner.start(job, tiny_spec("s3://tf-datasets/shapes/"))
     log_seen_while_running = False
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
@@ -103,6 +107,9 @@ def test_train_job_end_to_end_with_s3_buckets(
     assert manifest["class_names"] == ["square", "circle", "triangle"]
     assert manifest["input_shape"] == [1, 3, 64, 64]
     assert len(manifest["dataset"]["fingerprint"]) >= 16
+    assert manifest["dataset"]["uri"] == "s3://tf-datasets/shapes/"
+    [synced] = recording_api.message(job, "dataset synced")
+    assert synced["data"]["bytes_downloaded"] > 0
 
 
 def test_second_job_on_the_same_dataset_downloads_nothing(
