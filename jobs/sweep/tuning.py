@@ -38,12 +38,6 @@ class SweepOutcome:
     grid: Any  # ray.tune.ResultGrid (checkpoints of the trials)
 
 
-def experiment_path(artifacts_uri: str, job_id: str) -> tuple[str, Any]:
-    """(path, pyarrow filesystem) of the job's Tune experiment."""
-    storage_path, filesystem = storage_for(artifacts_uri, job_id)
-    return f"{storage_path}/{EXPERIMENT}", filesystem
-
-
 def run(plan: SweepPlan, ctx: TrialContext, artifacts_uri: str,
         reporter: JobReporter) -> SweepOutcome:
     """Run (or resume) the sweep until every trial finished, stopped or failed.

@@ -115,6 +115,11 @@ seccompProfile:
     secretKeyRef:
       name: {{ .Values.database.existingSecret }}
       key: {{ .Values.database.urlKey }}
+- name: TRAINFORGE_SECRET_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.secretKey.existingSecret }}
+      key: {{ .Values.secretKey.key }}
 - name: TRAINFORGE_ARTIFACTS_URI
   value: {{ .Values.config.artifactsUri | quote }}
 - name: TRAINFORGE_MODELS_URI
