@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -157,6 +158,7 @@ def ray_head() -> Iterator[RayHead]:
                 proc.kill()
             except psutil.NoSuchProcess:
                 pass
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def make_dataset(dest: Path, *, train: int = 32, val: int = 8, test: int = 8,
