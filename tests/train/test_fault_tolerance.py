@@ -68,7 +68,7 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_at_the_next_epoch(
     recording_api.on_event = killer
     run = cluster_runner.run(job, _spec(tiny_dataset, retries=2))
 
-    assert killer.killed, "the worker was killed after epoch 2"
+    assert killer.killed, f"the worker was killed after epoch 2; job output:\n{run.output[-5000:]}"
     assert run.returncode == 0, run.output[-5000:]
     assert recording_api.final_state(job)["state"] == "SUCCEEDED"
     workers = {m["data"]["pid"] for m in recording_api.message(job, "training worker started")}
@@ -92,7 +92,7 @@ def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
     recording_api.on_event = killer
     first = cluster_runner.run(job, _spec(tiny_dataset, retries=0), attempt=1)
 
-    assert killer.killed
+    assert killer.killed, f"no kill after epoch 2; job output:\n{first.output[-5000:]}"
     assert first.returncode == 1, first.output[-5000:]
     final = recording_api.final_state(job)
     assert (final["state"], final["error_code"]) == ("FAILED", "training_failed")
