@@ -7,15 +7,13 @@ sweep of N trials downloads each at most once per node.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from jobs.train import dataset_step
 from trainforge.errors import DatasetError
+from trainforge.filelock import file_lock
 from trainforge.weights import resolve_weights
 
 log = logging.getLogger(__name__)
@@ -54,16 +52,7 @@ def node_dataset(uri: str, cache_dir: Path, fingerprint: str) -> NodeDataset:
 def node_weights(base: str, work_dir: Path, *, models_uri: str) -> str:
     """The base weights in ``work_dir/weights`` (fetched by the first trial on the node)."""
     work_dir.mkdir(parents=True, exist_ok=True)
-    with _locked(work_dir / "weights.lock"):
+    # A trial that found the file half-written by another would load a broken checkpoint.
+    with file_lock(work_dir / "weights.lock"):
         return resolve_weights(base, work_dir / "weights", models_uri=models_uri)
 
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # A trial that finds the file half-written by another would load a broken checkpoint.
-    with path.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -13,22 +13,20 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from trainforge.datasets._source import LocalSource, StoreSource, open_source
 from trainforge.datasets.fingerprint import FileDigest, file_digests, fingerprint_of, sha256_file
 from trainforge.errors import DatasetIntegrityError
+from trainforge.filelock import file_lock
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +84,7 @@ def sync(uri: str | Path, cache_dir: Path, *, workers: int = 16) -> SyncResult:
         return SyncResult(final, fp, 0, 0, len(files))
     for sub in (_STAGING, _LOCKS, _MANIFESTS):
         (cache / sub).mkdir(parents=True, exist_ok=True)
-    with _locked(cache / _LOCKS / f"{fp}.lock"):
+    with file_lock(cache / _LOCKS / f"{fp}.lock"):
         if final.is_dir():  # another process finished while we waited for the lock
             return SyncResult(final, fp, 0, 0, len(files))
         staging = cache / _STAGING / fp
@@ -119,16 +117,6 @@ def sync(uri: str | Path, cache_dir: Path, *, workers: int = 16) -> SyncResult:
              final, time.perf_counter() - started, fetched, nbytes, reused)
     return SyncResult(final, fp, nbytes, fetched, len(files), reused)
 
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    # flock is per open file description: it excludes other processes and other threads alike.
-    with path.open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _reusable(cache: Path) -> dict[str, Path]:
