@@ -7,8 +7,10 @@ then checks.
 
 from __future__ import annotations
 
+import os
 import pickle
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
@@ -37,7 +39,19 @@ def _trial_given_a_wrong_lr0(config: dict[str, Any], ctx: TrialContext) -> None:
         run_trial(config, ctx)
 
 
+@pytest.fixture()
+def environ_restored() -> Iterator[None]:
+    """Put os.environ back as it was: Ray started in this process sets variables in it
+    (RAY_AUTH_MODE=token among them) that would leak into every later test's subprocesses;
+    a job driver that inherits RAY_AUTH_MODE=token fails against a cluster without auth."""
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
 @pytest.mark.slow
+@pytest.mark.usefixtures("environ_restored")
 def test_a_trial_trained_with_another_lr0_fails_with_a_mismatch(
         tmp_path: Path, tiny_dataset: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from ray import cloudpickle, tune

@@ -100,6 +100,31 @@ def recording_api() -> Iterator[RecordingAPI]:
 class RayHead:
     address: str  # GCS address, for RAY_ADDRESS / ray.init
     dashboard_url: str  # Jobs API
+    temp_dir: str  # Ray's --temp-dir: its session logs are under session_latest/logs
+
+    def log_digest(self, max_chars: int = 6000) -> str:
+        """The lines of Ray's own logs that say why something died, for failure messages.
+
+        An actor that "died unexpectedly" leaves its reason only there (worker stderr, the
+        raylet's log), not in the job's output.
+        """
+        logs = Path(self.temp_dir) / "session_latest" / "logs"
+        telling = ("error", "traceback", "exception", "killed", "died", "exit", "oom",
+                   "signal", "fatal")
+        # Workers' own logs first (where an actor's death is explained), then the raylet's;
+        # the runtime-env agent's and the state dumps only repeat configuration.
+        paths = sorted(logs.glob("worker-*")) + sorted(logs.glob("python-core-worker-*")) + \
+            [logs / "raylet.out", logs / "raylet.err", logs / "gcs_server.out"] \
+            if logs.is_dir() else []
+        lines = []
+        for path in paths:
+            if not path.is_file():
+                continue
+            for line in path.read_text(errors="replace").splitlines():
+                if "[state-dump]" not in line and any(w in line.lower() for w in telling):
+                    lines.append(f"{path.name}: {line[:400]}")
+        digest = "\n".join(lines)
+        return digest[-max_chars:] if digest else f"(no telling lines under {logs})"
 
 
 @pytest.fixture(scope="session")
@@ -145,7 +170,7 @@ def ray_head() -> Iterator[RayHead]:
                 raise RuntimeError(f"ray head did not come up: {exc}") from exc
             time.sleep(1)
     try:
-        yield RayHead(address=f"127.0.0.1:{port}", dashboard_url=url)
+        yield RayHead(address=f"127.0.0.1:{port}", dashboard_url=url, temp_dir=temp_dir)
     finally:
         family = psutil.Process(head.pid).children(recursive=True) if head.poll() is None else []
         head.send_signal(signal.SIGTERM)

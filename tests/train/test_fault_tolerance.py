@@ -42,12 +42,27 @@ class KillAfterEpoch:
             self.done.set()
 
 
+def _explain(run_output: str, ray_head: RayHead) -> str:
+    import psutil
+
+    memory = psutil.virtual_memory()
+    rays = [" ".join(p.info["cmdline"] or [])[:160] for p in psutil.process_iter(["cmdline"])
+            if "ray" in " ".join(p.info["cmdline"] or [])]
+    return (f"job output:\n{run_output[-5000:]}\n--- Ray's logs, telling lines:\n"
+            f"{ray_head.log_digest()}\n--- memory: {memory.percent}% used, "
+            f"{memory.available >> 20} MiB available; {len(rays)} Ray processes:\n"
+            + "\n".join(rays[:40]))
+
+
 @pytest.fixture()
 def cluster_runner(tmp_path: Path, recording_api: RecordingAPI, ray_head: RayHead) -> JobRunner:
-    """Jobs on the session's Ray head (RAY_ADDRESS), artifacts and models on local disk."""
+    """Jobs on the session's Ray head (RAY_ADDRESS), artifacts and models on local disk.
+
+    RAY_AUTH_MODE matches the head's (no token), whatever this process's environment says.
+    """
     return JobRunner(home=tmp_path / "home", artifacts_uri=f"file://{tmp_path}/artifacts",
                      models_uri=f"file://{tmp_path}/models", api=recording_api,
-                     env={"RAY_ADDRESS": ray_head.address})
+                     env={"RAY_ADDRESS": ray_head.address, "RAY_AUTH_MODE": "disabled"})
 
 
 def _results_epochs(tmp_path: Path, job: str) -> list[int]:
@@ -61,14 +76,15 @@ def _spec(dataset: Path, retries: int) -> dict[str, Any]:
 
 
 def test_killed_worker_is_restarted_by_ray_and_resumes_at_the_next_epoch(
-    cluster_runner: JobRunner, recording_api: RecordingAPI, tiny_dataset: Path, tmp_path: Path
+    cluster_runner: JobRunner, recording_api: RecordingAPI, tiny_dataset: Path, tmp_path: Path,
+    ray_head: RayHead,
 ) -> None:
     job = "job-kill"
     killer = KillAfterEpoch(recording_api, job, epoch=2)
     recording_api.on_event = killer
     run = cluster_runner.run(job, _spec(tiny_dataset, retries=2))
 
-    assert killer.killed, f"the worker was killed after epoch 2; job output:\n{run.output[-5000:]}"
+    assert killer.killed, f"no kill after epoch 2; {_explain(run.output, ray_head)}"
     assert run.returncode == 0, run.output[-5000:]
     assert recording_api.final_state(job)["state"] == "SUCCEEDED"
     workers = {m["data"]["pid"] for m in recording_api.message(job, "training worker started")}
@@ -85,14 +101,15 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_at_the_next_epoch(
 
 
 def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
-    cluster_runner: JobRunner, recording_api: RecordingAPI, tiny_dataset: Path, tmp_path: Path
+    cluster_runner: JobRunner, recording_api: RecordingAPI, tiny_dataset: Path, tmp_path: Path,
+    ray_head: RayHead,
 ) -> None:
     job = "job-noretry"
     killer = KillAfterEpoch(recording_api, job, epoch=2)
     recording_api.on_event = killer
     first = cluster_runner.run(job, _spec(tiny_dataset, retries=0), attempt=1)
 
-    assert killer.killed, f"no kill after epoch 2; job output:\n{first.output[-5000:]}"
+    assert killer.killed, f"no kill after epoch 2; {_explain(first.output, ray_head)}"
     assert first.returncode == 1, first.output[-5000:]
     final = recording_api.final_state(job)
     assert (final["state"], final["error_code"]) == ("FAILED", "training_failed")
