@@ -18,7 +18,8 @@ from sqlalchemy import create_engine, text
 from services.store import Database, upgrade
 
 PG_SERVER = os.environ.get("TRAINFORGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TABLES = ("idempotency_keys", "job_trials", "job_attempts", "job_events", "jobs", "api_tokens")
+TABLES = ("schedule_runs", "schedules", "idempotency_keys", "job_trials", "job_attempts",
+          "job_events", "jobs", "api_tokens")
 
 
 def _pg_reachable() -> str | None:

@@ -177,10 +177,8 @@ class Client:
         Raises:
             ApiError: refused (e.g. ``validation_failed`` with ``errors``, ``quota_exceeded``).
         """
-        body = spec.model_dump(mode="json", exclude_unset=True) if isinstance(spec, JobSpec) \
-            else dict(spec)
         key = idempotency_key or str(uuid.uuid4())
-        response = self._request("POST", "/v1/jobs", retry=True, json={"spec": body},
+        response = self._request("POST", "/v1/jobs", retry=True, json={"spec": _spec_body(spec)},
                                  headers={"Idempotency-Key": key})
         job: dict[str, Any] = response.json()
         return job
@@ -199,11 +197,15 @@ class Client:
             params["state"] = [state] if isinstance(state, str) else state
         if kind:
             params["kind"] = kind
+        return self._pages("/v1/jobs", params)
+
+    def _pages(self, path: str, params: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        """The items of every page of a listing, fetching the next page as needed."""
         cursor: str | None = None
         while True:
             if cursor:
                 params["cursor"] = cursor
-            page = self._request("GET", "/v1/jobs", retry=True, params=params).json()
+            page = self._request("GET", path, retry=True, params=params).json()
             yield from page["items"]
             cursor = page.get("next_cursor")
             if not cursor:
@@ -336,3 +338,87 @@ class Client:
             "POST", "/v1/datasets/validate", retry=True, json={"uri": uri}
         ).json()
         return result
+
+    # --- schedules ---------------------------------------------------------------------------
+
+    def create_schedule(
+        self,
+        spec: JobSpec | Mapping[str, Any],
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        only_if_dataset_changed: bool = True,
+        name: str | None = None,
+        paused: bool = False,
+    ) -> dict[str, Any]:
+        """Re-submit ``spec`` at the times of ``cron`` (5 fields, on ``timezone``'s clock).
+
+        Args:
+            only_if_dataset_changed: skip a fire time when the dataset's fingerprint is the
+                one the last submitted job was given.
+            name: default the spec's name.
+
+        Returns:
+            The schedule, with its ``next_fire_at`` (UTC).
+
+        Raises:
+            ApiError: refused (``validation_failed`` with ``errors`` naming ``cron``,
+                ``timezone`` or a ``spec.…`` field; ``limit_exceeded``).
+        """
+        body: dict[str, Any] = {"cron": cron, "timezone": timezone, "spec": _spec_body(spec),
+                                "only_if_dataset_changed": only_if_dataset_changed,
+                                "paused": paused}
+        if name is not None:
+            body["name"] = name
+        schedule: dict[str, Any] = self._request("POST", "/v1/schedules", retry=False,
+                                                 json=body).json()
+        return schedule
+
+    def list_schedules(self, *, page_size: int = 50) -> Iterator[dict[str, Any]]:
+        """All of the team's schedules (newest first)."""
+        return self._pages("/v1/schedules", {"limit": page_size})
+
+    def get_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """A schedule with its ``next_fire_at`` and ``recent_runs``."""
+        schedule: dict[str, Any] = self._request("GET", f"/v1/schedules/{schedule_id}",
+                                                 retry=True).json()
+        return schedule
+
+    def update_schedule(self, schedule_id: str, **changes: Any) -> dict[str, Any]:
+        """Change fields of a schedule (``paused``, ``cron``, ``timezone``, ``spec``, …)."""
+        if isinstance(changes.get("spec"), JobSpec):
+            changes["spec"] = _spec_body(changes["spec"])
+        schedule: dict[str, Any] = self._request(
+            "PATCH", f"/v1/schedules/{schedule_id}", retry=True, json=changes
+        ).json()
+        return schedule
+
+    def pause_schedule(self, schedule_id: str) -> dict[str, Any]:
+        return self.update_schedule(schedule_id, paused=True)
+
+    def resume_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """Resume at the next cron time from now (times passed while paused do not run)."""
+        return self.update_schedule(schedule_id, paused=False)
+
+    def run_schedule(self, schedule_id: str) -> dict[str, Any]:
+        """Fire a schedule now (the dispatcher's next loop; the dataset check still applies)."""
+        schedule: dict[str, Any] = self._request("POST", f"/v1/schedules/{schedule_id}/run",
+                                                 retry=False).json()
+        return schedule
+
+    def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule and its runs (the jobs it submitted stay)."""
+        self._request("DELETE", f"/v1/schedules/{schedule_id}", retry=False)
+
+    def schedule_runs(self, schedule_id: str, *, page_size: int = 50
+                      ) -> Iterator[dict[str, Any]]:
+        """A schedule's runs, newest first: ``submitted`` (``job_id``), ``skipped`` or
+        ``failed``, each with a ``message`` saying why."""
+        return self._pages(f"/v1/schedules/{schedule_id}/runs", {"limit": page_size})
+
+
+def _spec_body(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
+    """A spec as the API takes it (only the fields that were set, for a JobSpec)."""
+    if isinstance(spec, JobSpec):
+        return spec.model_dump(mode="json", exclude_unset=True)
+    return dict(spec)

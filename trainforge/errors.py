@@ -103,6 +103,12 @@ class NotFound(TrainforgeError):
     code = "not_found"
 
 
+class ScheduleNotFound(NotFound):
+    """No schedule with that id is visible to the caller (another team's is reported the same)."""
+
+    code = "schedule_not_found"
+
+
 class Unauthenticated(TrainforgeError):
     """No bearer token, a malformed one, or one that is unknown or revoked."""
 
@@ -113,6 +119,12 @@ class JobStateConflict(TrainforgeError):
     """The request does not fit the job's current state (e.g. cancelling a finished job)."""
 
     code = "job_state_conflict"
+
+
+class ScheduleStateConflict(TrainforgeError):
+    """The request does not fit the schedule's current state (e.g. running a paused one)."""
+
+    code = "schedule_state_conflict"
 
 
 class IllegalTransition(JobStateConflict):

@@ -14,7 +14,7 @@ from fastapi.openapi.utils import get_openapi
 from services.api import errors
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.metrics import HttpMetricsMiddleware, registry_for
-from services.api.routes import datasets, downloads, health, internal, jobs
+from services.api.routes import datasets, downloads, health, internal, jobs, schedules
 from services.api.schemas import FieldProblem, Problem
 from services.api.settings import ApiSettings, get_settings
 from services.api.state import AppState
@@ -54,8 +54,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.trainforge = state
     app.state.metrics_registry = registry_for(state.db)
     errors.install(app)
-    for router in (jobs.router, downloads.router, datasets.router, internal.router,
-                   health.router):
+    for router in (jobs.router, schedules.router, downloads.router, datasets.router,
+                   internal.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware)

@@ -7,28 +7,20 @@ import binascii
 import hashlib
 import json
 import logging
-import math
 import re
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from services.api.schemas import EventOut, EventPage, JobOut, JobPage, JobSubmission
-from services.api.settings import TeamLimits
 from services.api.state import AppState
 from services.store import jobs as repo
-from services.store.domain import IdempotentResponse, NewJob
-from services.store.ids import new_job_id
-from trainforge.errors import (
-    IdempotencyKeyReused,
-    InvalidRequest,
-    LimitExceeded,
-    QuotaExceeded,
-    StorageError,
-)
-from trainforge.layout import spec_key
-from trainforge.spec import JobKind, JobSpec
+from services.store import submission
+from services.store.domain import IdempotentResponse, Job
+from trainforge.errors import IdempotencyKeyReused, InvalidRequest
+from trainforge.spec import JobKind
 from trainforge.states import JobState
 
 log = logging.getLogger(__name__)
@@ -51,31 +43,6 @@ def request_fingerprint(body: JobSubmission) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
-def gpus_requested(spec: JobSpec) -> int:
-    """GPUs the job may hold at once: ``resources.gpus``, or for a sweep, concurrent trials ×
-    GPUs per trial (all trials when the spec sets no concurrency limit) if that is more."""
-    gpus = spec.resources.gpus
-    if spec.kind is JobKind.SWEEP and spec.sweep is not None:
-        concurrent = spec.sweep.max_concurrent_trials or spec.sweep.trials
-        gpus = max(gpus, math.ceil(spec.sweep.gpus_per_trial * concurrent))
-    return gpus
-
-
-def _check_job_limits(spec: JobSpec, team: str, limits: TeamLimits) -> None:
-    gpus = gpus_requested(spec)
-    if gpus > limits.max_gpus_per_job:
-        raise LimitExceeded(
-            f"the job asks for {gpus} GPUs (resources.gpus, or for sweeps concurrent trials × "
-            f"sweep.gpus_per_trial); team {team!r} may use at most "
-            f"{limits.max_gpus_per_job} per job"
-        )
-    if spec.sweep is not None and spec.sweep.trials > limits.max_sweep_trials:
-        raise LimitExceeded(
-            f"sweep.trials is {spec.sweep.trials}; team {team!r} may run at most "
-            f"{limits.max_sweep_trials} trials per sweep"
-        )
-
-
 def _replay(found: IdempotentResponse, fingerprint: str, key: str) -> Submitted:
     if found.request_sha256 != fingerprint:
         raise IdempotencyKeyReused(
@@ -85,24 +52,11 @@ def _replay(found: IdempotentResponse, fingerprint: str, key: str) -> Submitted:
     return Submitted(found.status_code, found.response, replayed=True)
 
 
-class _NearLimit(Exception):
-    """The shared-lock fast path cannot prove the limit holds: redo with the exclusive lock."""
-
-
 def submit(
     state: AppState, team: str, body: JobSubmission, idempotency_key: str | None
 ) -> Submitted:
-    """Accept a job exactly once.
-
-    The spec is written to ``jobs/<id>/spec.json`` first; the job row (and the idempotency
-    record) are committed after, so a job never exists without its spec, and a submission that
-    fails half-way leaves at most an orphan spec nobody can see (it is deleted).
-
-    The active-job limit is exact without serialising a team's submissions: a transaction
-    normally takes the team's advisory lock *shared* and commits if, counting its own job,
-    ``count + (transactions that can be in flight at once) - 1 <= limit``: even if every other
-    possible transaction added a job, the limit holds. Nearer the limit it takes the lock
-    *exclusive*, which waits for the shared holders to commit and counts exactly.
+    """Accept a job exactly once (services/store/submission.py says how), remembering the
+    response to an Idempotency-Key in the job's transaction.
 
     Raises:
         InvalidRequest: a malformed Idempotency-Key.
@@ -113,54 +67,27 @@ def submit(
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters")
     fingerprint = request_fingerprint(body)
-    spec = body.spec
-    limits = state.settings.limits_for(team)
-    _check_job_limits(spec, team, limits)
-    job_id = new_job_id()
-    key = state.key(spec_key(job_id))
-    info = state.artifacts.put(key, spec.to_json().encode(), content_type="application/json")
-    new = NewJob(
-        id=job_id,
-        team=team,
-        kind=spec.kind,
-        name=spec.name,
-        # root_uri + key is what uri(key) returns, without resolving the path a second time.
-        spec_uri=f"{state.artifacts.root_uri}/{key}",
-        spec_sha256=info.sha256 or "",
-        gpus=gpus_requested(spec),
-        max_attempts=spec.retries + 1,
-    )
+    responses: list[dict[str, Any]] = []
+
+    def remember(session: Session, job: Job) -> None:
+        response = JobOut.from_domain(job).model_dump(mode="json")
+        responses.append(response)
+        if idempotency_key is not None:
+            # No lookup of the key first: the (team, key) primary key refuses a duplicate
+            # (IntegrityError below), which saves a round trip on every first submission;
+            # retries are the rare case.
+            repo.remember_idempotent(
+                session, team, idempotency_key, request_sha256=fingerprint,
+                job_id=job.id, status_code=201, response=response,
+            )
+
     try:
-        for exclusive in (False, True):
-            try:
-                with state.db.transaction() as session:
-                    repo.lock_team(session, team, exclusive=exclusive)
-                    # No lookup of the key first: the (team, key) primary key refuses a
-                    # duplicate (IntegrityError below), which saves a round trip on every
-                    # first submission; retries are the rare case.
-                    job = repo.insert_job(session, new)
-                    response = JobOut.from_domain(job).model_dump(mode="json")
-                    if idempotency_key is not None:
-                        repo.remember_idempotent(
-                            session, team, idempotency_key, request_sha256=fingerprint,
-                            job_id=job_id, status_code=201, response=response,
-                        )
-                    active = repo.count_unfinished(session, team)  # includes this job
-                    if not exclusive and active - 1 + repo.concurrent_transactions_bound(
-                        session
-                    ) > limits.max_active_jobs:
-                        raise _NearLimit
-                    if active > limits.max_active_jobs:
-                        raise QuotaExceeded(
-                            f"team {team!r} has {active - 1} unfinished jobs, its limit is "
-                            f"{limits.max_active_jobs}; retry when some finish or cancel one"
-                        )
-                break
-            except _NearLimit:
-                continue
+        submission.create_job(
+            state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
+            state.settings.limits_for(team), within=remember,
+        )
     except IntegrityError:
         # The key was used before (a retry, or a concurrent duplicate): replay the first.
-        _discard_spec(state, key)
         if idempotency_key is None:
             raise
         with state.db.transaction() as session:
@@ -168,18 +95,7 @@ def submit(
         if found is None:
             raise
         return _replay(found, fingerprint, idempotency_key)
-    except BaseException:
-        _discard_spec(state, key)
-        raise
-    log.info("job %s submitted by team %s (%s %s)", job_id, team, spec.kind, spec.name)
-    return Submitted(201, response, replayed=False)
-
-
-def _discard_spec(state: AppState, key: str) -> None:
-    try:
-        state.artifacts.delete(key)
-    except StorageError as exc:  # an orphan spec is invisible; keep the original error
-        log.warning("could not delete orphan spec %s: %s", key, exc)
+    return Submitted(201, responses[-1], replayed=False)
 
 
 def get(state: AppState, team: str, job_id: str) -> JobOut:

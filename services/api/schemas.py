@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
-from services.store.domain import Event, Job
-from trainforge.spec import JobKind, JobSpec
+from services.store.cron import MIN_INTERVAL, check_cron, check_timezone
+from services.store.domain import Event, Job, RunOutcome, Schedule, ScheduleRun
+from trainforge.spec import NAME_PATTERN, JobKind, JobSpec
 from trainforge.states import JobState
 
 
@@ -89,6 +92,7 @@ class JobOut(_Out):
     error: ErrorOut | None = Field(description="why the job failed (or why an attempt did)")
     trials: list[TrialOut] | None = Field(description="sweeps: latest epoch/metrics per trial")
     spec_uri: str
+    schedule_id: str | None = Field(description="the schedule that submitted the job, if any")
 
     @classmethod
     def from_domain(cls, job: Job) -> JobOut:
@@ -117,6 +121,7 @@ class JobOut(_Out):
             if job.kind is JobKind.SWEEP
             else None,
             spec_uri=job.spec_uri,
+            schedule_id=job.schedule_id,
         )
 
 
@@ -166,6 +171,153 @@ class ArtifactOut(_Out):
 
 class ArtifactList(_Out):
     items: list[ArtifactOut]
+
+
+_CRON_DESCRIPTION = (
+    "5-field cron expression (minute hour day-of-month month day-of-week), evaluated on the "
+    f"wall clock of `timezone`; at most one fire every {MIN_INTERVAL.seconds // 60} minutes"
+)
+_TIMEZONE_DESCRIPTION = "IANA time zone of the cron expression, e.g. Europe/Berlin"
+_CHANGED_DESCRIPTION = (
+    "skip a fire time (a `skipped` run) when the dataset's fingerprint is the same as for the "
+    "last submitted job"
+)
+
+
+def _checked(check: Callable[[str], str], error_type: str, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return check(value)
+    except ValueError as exc:
+        # A custom error: its message is ours as it is, without pydantic's "Value error, ".
+        raise PydanticCustomError(error_type, "{detail}", {"detail": str(exc)}) from None
+
+
+class _ScheduleFields(BaseModel):
+    """Validation shared by the create and update bodies (the spec validates itself)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @field_validator("cron", check_fields=False)
+    @classmethod
+    def _cron(cls, value: str | None) -> str | None:
+        return _checked(check_cron, "cron_invalid", value)
+
+    @field_validator("timezone", check_fields=False)
+    @classmethod
+    def _timezone(cls, value: str | None) -> str | None:
+        return _checked(check_timezone, "timezone_invalid", value)
+
+
+class ScheduleCreate(_ScheduleFields):
+    """``POST /v1/schedules`` body."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN, description="default: spec.name")
+    cron: str = Field(max_length=255, description=_CRON_DESCRIPTION)
+    timezone: str = Field("UTC", max_length=64, description=_TIMEZONE_DESCRIPTION)
+    only_if_dataset_changed: bool = Field(True, description=_CHANGED_DESCRIPTION)
+    paused: bool = Field(False, description="create it paused (it fires once resumed)")
+    spec: JobSpec = Field(description="the job template: a job spec, as POST /v1/jobs takes it")
+
+
+class ScheduleUpdate(_ScheduleFields):
+    """``PATCH /v1/schedules/{id}`` body: the fields to change. A new cron or time zone, or a
+    resume, computes the next fire time from now."""
+
+    name: str | None = Field(None, pattern=NAME_PATTERN)
+    cron: str | None = Field(None, max_length=255, description=_CRON_DESCRIPTION)
+    timezone: str | None = Field(None, max_length=64, description=_TIMEZONE_DESCRIPTION)
+    only_if_dataset_changed: bool | None = Field(None, description=_CHANGED_DESCRIPTION)
+    paused: bool | None = Field(None, description="pause (true) or resume (false)")
+    spec: JobSpec | None = Field(None, description="a new job template")
+
+
+class ScheduleListQuery(_Query):
+    limit: int = Field(50, ge=1, le=200)
+    cursor: str | None = Field(None, max_length=200, description="next_cursor of a page")
+
+
+class ScheduleRunOut(_Out):
+    """What one fire time did: submitted a job, or why not."""
+
+    id: int
+    fire_time: datetime = Field(description="the cron time this run is for (UTC)")
+    outcome: RunOutcome
+    job_id: str | None = Field(description="the job submitted (outcome submitted)")
+    message: str
+    fingerprint: str | None = Field(description="the dataset fingerprint, when it was computed")
+    created_at: datetime
+
+    @classmethod
+    def from_domain(cls, run: ScheduleRun) -> ScheduleRunOut:
+        return cls(
+            id=run.id,
+            fire_time=run.fire_time,
+            outcome=run.outcome,
+            job_id=run.job_id,
+            message=run.message,
+            fingerprint=run.fingerprint,
+            created_at=run.created_at,
+        )
+
+
+class ScheduleRunPage(_Out):
+    items: list[ScheduleRunOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
+
+
+class ScheduleOut(_Out):
+    """A schedule as clients see it."""
+
+    id: str
+    team: str
+    name: str
+    cron: str
+    timezone: str
+    only_if_dataset_changed: bool
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+    next_fire_at: datetime | None = Field(description="next fire time, UTC (null when paused)")
+    last_fire_at: datetime | None = Field(description="fire time of the latest run")
+    last_outcome: RunOutcome | None
+    last_job_id: str | None = Field(description="the job the latest submitted run created")
+    dataset_fingerprint: str | None = Field(
+        description="dataset fingerprint of the latest submitted job (what unchanged means)"
+    )
+    spec: dict[str, Any] = Field(description="the job template")
+
+    @classmethod
+    def from_domain(cls, schedule: Schedule) -> ScheduleOut:
+        return cls(
+            id=schedule.id,
+            team=schedule.team,
+            name=schedule.name,
+            cron=schedule.cron,
+            timezone=schedule.timezone,
+            only_if_dataset_changed=schedule.only_if_dataset_changed,
+            paused=schedule.paused,
+            created_at=schedule.created_at,
+            updated_at=schedule.updated_at,
+            next_fire_at=None if schedule.paused else schedule.next_fire_at,
+            last_fire_at=schedule.last_fire_at,
+            last_outcome=schedule.last_outcome,
+            last_job_id=schedule.last_job_id,
+            dataset_fingerprint=schedule.dataset_fingerprint,
+            spec=schedule.spec,
+        )
+
+
+class ScheduleDetail(ScheduleOut):
+    """A schedule with its latest runs."""
+
+    recent_runs: list[ScheduleRunOut] = Field(description="the latest runs, newest first")
+
+
+class SchedulePage(_Out):
+    items: list[ScheduleOut]
+    next_cursor: str | None = Field(description="pass as ?cursor= for the next page")
 
 
 class DatasetValidationRequest(BaseModel):

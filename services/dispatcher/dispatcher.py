@@ -8,6 +8,9 @@ Crash safety rests on three facts (details in services/store/dispatch.py):
   returns the run the first call started instead of starting a second one;
 - every later step reads its work from the database, so a fresh dispatcher picks up exactly
   where a dead one stopped.
+
+Each loop also fires due schedules, on the one dispatcher that leads scheduling
+(services/dispatcher/scheduler.py), before claiming, so a fired job is claimed in the same loop.
 """
 
 from __future__ import annotations
@@ -19,13 +22,16 @@ import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from services.dispatcher.backends.base import Backend, BackendState, LaunchRequest
 from services.dispatcher.metrics import DISPATCHER_ERRORS, LAST_LOOP
+from services.dispatcher.scheduler import Scheduler, default_limits
 from services.store import dispatch
 from services.store.db import Database
 from services.store.dispatch import Assignment
+from services.store.jobs import utcnow
+from services.store.settings import TeamLimits
 from services.store.tokens import job_token, sha256_hex
 from trainforge.constants import (
     ENV_API_URL,
@@ -36,6 +42,7 @@ from trainforge.constants import (
     ENV_MODELS_URI,
     ENV_S3_ENDPOINT_URL,
 )
+from trainforge.datasets import fingerprint as dataset_fingerprint
 from trainforge.spec import load_spec
 from trainforge.storage import open_location
 
@@ -69,6 +76,8 @@ class DispatcherConfig:
     owner: str = field(
         default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
     )
+    #: Team → its limits, for the jobs schedules submit (the API's submissions use the same).
+    limits_for: Callable[[str], TeamLimits] = default_limits
 
 
 class Dispatcher:
@@ -79,7 +88,10 @@ class Dispatcher:
         backend: where runs happen.
         config: see :class:`DispatcherConfig`.
         fault: test hook called at named points ("after_claim", "after_launch",
-            "after_record"); a crash-injection test raises or kills the process there.
+            "after_record", "schedule_fired"); a crash-injection test raises or kills the
+            process there.
+        clock: the current time, for firing schedules (tests pass a controllable one).
+        fingerprint: dataset URI → fingerprint, for schedules that run only on new data.
     """
 
     def __init__(
@@ -89,18 +101,31 @@ class Dispatcher:
         config: DispatcherConfig,
         *,
         fault: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        fingerprint: Callable[[str], str] = dataset_fingerprint,
     ) -> None:
         self.db = db
         self.backend = backend
         self.config = config
         self._fault = fault or (lambda point: None)
         self._launch_failures: dict[tuple[str, int], int] = {}
+        self.scheduler = Scheduler(
+            db, artifacts_uri=config.artifacts_uri, owner=config.owner,
+            limits_for=config.limits_for, clock=clock, fingerprint=fingerprint,
+            fault=self._fault,
+        )
+
+    @property
+    def is_leader(self) -> bool:
+        """Whether this dispatcher fires schedules (as of its last loop)."""
+        return self.scheduler.leadership.leading
 
     # --- one loop --------------------------------------------------------------------------
 
     def run_once(self) -> None:
-        """Recover, claim and launch, cancel, poll: one pass over the work."""
+        """Recover, fire schedules, claim and launch, cancel, poll: one pass over the work."""
         self._recover()
+        self._fire_schedules()
         self._claim_and_launch()
         self._cancel_and_poll()
         LAST_LOOP.set_to_current_time()
@@ -108,19 +133,34 @@ class Dispatcher:
     def run(self, stop: threading.Event, interval_s: float = 2.0) -> None:
         """Loop until ``stop`` is set; errors of one pass are logged and counted, not fatal."""
         log.info("dispatcher %s started on backend %s", self.config.owner, self.backend.name)
-        while not stop.is_set():
-            try:
-                self.run_once()
-            except Exception:
-                DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="loop").inc()
-                log.exception("dispatcher loop failed; retrying in %.1fs", interval_s)
-            stop.wait(interval_s)
+        try:
+            while not stop.is_set():
+                try:
+                    self.run_once()
+                except Exception:
+                    DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="loop").inc()
+                    log.exception("dispatcher loop failed; retrying in %.1fs", interval_s)
+                stop.wait(interval_s)
+        finally:
+            self.close()
         log.info("dispatcher %s stopped", self.config.owner)
+
+    def close(self) -> None:
+        """Give up scheduling leadership at once (another dispatcher takes over)."""
+        self.scheduler.close()
 
     # --- steps -----------------------------------------------------------------------------
 
     def _token_sha(self, job_id: str, attempt: int) -> str:
         return sha256_hex(job_token(self.config.secret_key, job_id, attempt))
+
+    def _fire_schedules(self) -> None:
+        # Not fatal to the rest of the loop: jobs keep moving while schedules cannot fire.
+        try:
+            self.scheduler.run_once()
+        except Exception:
+            DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="schedules").inc()
+            log.exception("firing schedules failed; retrying on the next loop")
 
     def _claim_and_launch(self) -> None:
         with self.db.transaction() as session:

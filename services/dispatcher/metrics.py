@@ -6,10 +6,20 @@ from prometheus_client import Counter, Gauge
 
 DISPATCHER_ERRORS = Counter(
     "trainforge_dispatcher_errors_total",
-    "Backend calls that raised, by backend and operation (launch, poll, cancel, loop).",
+    "Backend calls that raised, by backend and operation (launch, poll, cancel, loop, schedules).",
     ["backend", "operation"],
 )
 LAST_LOOP = Gauge(
     "trainforge_dispatcher_last_loop_timestamp_seconds",
     "Unix time at which the dispatcher last finished a loop (alert when it stops moving).",
+)
+SCHEDULE_RUNS = Counter(
+    "trainforge_schedule_runs_total",
+    "Fire times of schedules settled by this dispatcher, by outcome (submitted, skipped: the "
+    "dataset had not changed, failed: no job, see the run's message).",
+    ["outcome"],
+)
+SCHEDULER_LEADER = Gauge(
+    "trainforge_scheduler_leader",
+    "1 while this dispatcher leads scheduling (fires schedules); exactly one should.",
 )

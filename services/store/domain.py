@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from trainforge.spec import JobKind
@@ -54,6 +55,8 @@ class Job:
     error: JobError | None
     #: Sweep trials (empty for other kinds, or when not loaded).
     trials: tuple[Trial, ...] = ()
+    #: The schedule that submitted the job (None for jobs submitted through the API).
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +71,7 @@ class NewJob:
     spec_sha256: str
     gpus: int
     max_attempts: int
+    schedule_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,3 +119,59 @@ class IdempotentResponse:
     request_sha256: str
     status_code: int
     response: dict[str, Any]
+
+
+class RunOutcome(StrEnum):
+    """What one fire time of a schedule did."""
+
+    SUBMITTED = "submitted"  # a job was created
+    SKIPPED = "skipped"  # the dataset had not changed since the last submitted run
+    FAILED = "failed"  # no job: the dataset could not be read, a team limit, …
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleRun:
+    id: int
+    schedule_id: str
+    fire_time: datetime
+    outcome: RunOutcome
+    job_id: str | None
+    message: str
+    fingerprint: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    id: str
+    team: str
+    name: str
+    cron: str
+    timezone: str
+    #: The job template (a job spec as JSON).
+    spec: dict[str, Any]
+    only_if_dataset_changed: bool
+    paused: bool
+    created_at: datetime
+    updated_at: datetime
+    next_fire_at: datetime
+    last_fire_at: datetime | None
+    last_outcome: RunOutcome | None
+    last_job_id: str | None
+    #: Dataset fingerprint given to the last submitted job, and that run's fire time.
+    dataset_fingerprint: str | None
+    dataset_fingerprint_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewSchedule:
+    """What the API hands the store to create a schedule (everything already validated)."""
+
+    id: str
+    team: str
+    name: str
+    cron: str
+    timezone: str
+    spec: dict[str, Any]
+    only_if_dataset_changed: bool
+    paused: bool

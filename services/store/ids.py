@@ -1,4 +1,5 @@
-"""Job ids: ``j`` + a lowercase ULID (time-ordered, DNS-label safe, 27 characters)."""
+"""Public ids: a one-letter kind (``j`` job, ``s`` schedule) + a lowercase ULID (time-ordered,
+DNS-label safe, 27 characters)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,15 @@ def _b32(value: int, length: int) -> str:
     return "".join(reversed(out))
 
 
+def _new_id(kind: str) -> str:
+    return kind + _b32(time.time_ns() // 1_000_000, 10) + _b32(secrets.randbits(80), 16)
+
+
 def new_job_id() -> str:
     """A fresh job id: starts with a letter so it is a valid Kubernetes/RayJob name."""
-    return "j" + _b32(time.time_ns() // 1_000_000, 10) + _b32(secrets.randbits(80), 16)
+    return _new_id("j")
+
+
+def new_schedule_id() -> str:
+    """A fresh schedule id (``s…``)."""
+    return _new_id("s")

@@ -8,7 +8,6 @@ one place that checks trainforge/states.py's table and writes the matching event
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -26,6 +25,7 @@ from services.store.domain import (
     Progress,
     Trial,
 )
+from services.store.rows import owned_row, page
 from services.store.tables import EventRow, IdempotencyRow, JobRow, TrialRow
 from trainforge.errors import IllegalTransition, JobNotFound, JobStateConflict
 from trainforge.events import MessageEvent, ProgressEvent, StateEvent
@@ -33,9 +33,6 @@ from trainforge.spec import JobKind
 from trainforge.states import TERMINAL_STATES, JobState, can_transition
 
 log = logging.getLogger(__name__)
-
-#: Anything else cannot be a job id (checked before it reaches SQL: e.g. NUL bytes).
-JOB_ID_PATTERN = re.compile(r"^[0-9a-z][-0-9a-z]{0,39}$")
 
 #: States a team's active-job limit counts.
 UNFINISHED_STATES = frozenset(JobState) - TERMINAL_STATES
@@ -49,18 +46,7 @@ def utcnow() -> datetime:
 
 
 def _row(session: Session, job_id: str, team: str | None, *, lock: bool = False) -> JobRow:
-    if not JOB_ID_PATTERN.fullmatch(job_id):
-        raise JobNotFound(f"no job {job_id[:64]!r}")
-    query = select(JobRow).where(JobRow.id == job_id)
-    if team is not None:
-        query = query.where(JobRow.team == team)
-    if lock:
-        query = query.with_for_update()
-    row = session.scalars(query).one_or_none()
-    if row is None:
-        # The same answer whether the job does not exist or belongs to another team.
-        raise JobNotFound(f"no job {job_id!r}")
-    return row
+    return owned_row(session, JobRow, job_id, team, lock=lock, missing=JobNotFound)
 
 
 def _trials(session: Session, job_id: str) -> tuple[Trial, ...]:
@@ -100,6 +86,7 @@ def to_domain(row: JobRow, trials: tuple[Trial, ...] = ()) -> Job:
         metrics=dict(row.metrics or {}),
         error=error,
         trials=trials,
+        schedule_id=row.schedule_id,
     )
 
 
@@ -138,9 +125,8 @@ def list_jobs(
         query = query.where(JobRow.kind == kind.value)
     if before_seq is not None:
         query = query.where(JobRow.seq < before_seq)
-    rows = list(session.scalars(query.order_by(JobRow.seq.desc()).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
+    rows, next_seq = page(session, query.order_by(JobRow.seq.desc()), limit,
+                          lambda r: r.seq)
     trials: dict[str, list[Trial]] = {}
     sweep_ids = [r.id for r in rows if r.kind == JobKind.SWEEP]
     if sweep_ids:
@@ -150,8 +136,7 @@ def list_jobs(
             trials.setdefault(t.job_id, []).append(
                 Trial(t.trial, t.epoch, t.epochs, dict(t.metrics), t.updated_at)
             )
-    jobs = [to_domain(r, tuple(trials.get(r.id, ()))) for r in rows]
-    return jobs, (rows[-1].seq if more and rows else None)
+    return [to_domain(r, tuple(trials.get(r.id, ()))) for r in rows], next_seq
 
 
 # Statements of the submission hot path, built once with bound parameters: building them per
@@ -220,8 +205,8 @@ def lock_team(session: Session, team: str, *, exclusive: bool) -> None:
     """Take the team's submission lock for the rest of the transaction (limit checks).
 
     PostgreSQL: a transaction-scoped advisory lock, shared or exclusive (see
-    services/api/jobs.py for why both). SQLite: nothing to do, every transaction already holds
-    the database's write lock (BEGIN IMMEDIATE).
+    services/store/submission.py for why both). SQLite: nothing to do, every transaction
+    already holds the database's write lock (BEGIN IMMEDIATE).
     """
     if session.get_bind().dialect.name == "postgresql":
         statement = _LOCK_TEAM_EXCLUSIVE if exclusive else _LOCK_TEAM_SHARED
@@ -272,6 +257,7 @@ def insert_job(session: Session, new: NewJob) -> Job:
             "created_at": now,
             "updated_at": now,
             "metrics": {},
+            "schedule_id": new.schedule_id,
         },
     )
     connection.execute(
@@ -281,7 +267,8 @@ def insert_job(session: Session, new: NewJob) -> Job:
             "time": now,
             "type": "state",
             "to_state": JobState.QUEUED.value,
-            "reason": "submitted",
+            "reason": f"submitted by schedule {new.schedule_id}" if new.schedule_id
+            else "submitted",
         },
     )
     metrics.observe(session, metrics.Submitted(new.kind.value, new.team))
@@ -303,6 +290,7 @@ def insert_job(session: Session, new: NewJob) -> Job:
         progress=None,
         metrics={},
         error=None,
+        schedule_id=new.schedule_id,
     )
 
 

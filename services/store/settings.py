@@ -7,7 +7,7 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from trainforge.errors import ConfigError
 from trainforge.settings import CommonSettings
@@ -44,17 +44,36 @@ class DatabaseSettings(CommonSettings):
         return url
 
 
-class StoreSettings(DatabaseSettings):
-    """The job store and the secret its tokens and links derive from (API, dispatcher).
+class TeamLimits(BaseModel):
+    """What one team may use. Defaults apply to every team without an entry of its own."""
 
-    Environment: ``TRAINFORGE_SECRET_KEY`` besides DatabaseSettings'. A placeholder secret is
-    refused at startup outside the embedded mode.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_active_jobs: int = Field(20, ge=0, description="unfinished jobs at once (else 429)")
+    max_gpus_per_job: int = Field(8, ge=0, description="GPUs one job may ask for (else 403)")
+    max_sweep_trials: int = Field(64, ge=1, description="trials of one sweep (else 403)")
+
+
+class StoreSettings(DatabaseSettings):
+    """The job store, the secret its tokens and links derive from, and the team limits every
+    job creation checks (the API's submissions, the dispatcher's schedules).
+
+    Environment: ``TRAINFORGE_SECRET_KEY``, ``TRAINFORGE_DEFAULT_LIMITS`` and
+    ``TRAINFORGE_TEAM_LIMITS`` besides DatabaseSettings'. A placeholder secret is refused at
+    startup outside the embedded mode.
     """
 
     secret_key: SecretStr = Field(
         SecretStr("change-me"),
         description="HMAC key for per-job tokens and API-served download links",
     )
+    default_limits: TeamLimits = Field(default_factory=TeamLimits)
+    team_limits: dict[str, TeamLimits] = Field(
+        default_factory=dict, description='per-team overrides, JSON: {"vision": {...}}'
+    )
+
+    def limits_for(self, team: str) -> TeamLimits:
+        return self.team_limits.get(team, self.default_limits)
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> StoreSettings:

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     TypeDecorator,
+    UniqueConstraint,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -88,6 +89,8 @@ class JobRow(Base):
     progress_epoch: Mapped[int | None] = mapped_column(Integer)
     progress_epochs: Mapped[int | None] = mapped_column(Integer)
     metrics: Mapped[dict[str, Any] | None]
+    #: The schedule that submitted the job (no foreign key: the job outlives its schedule).
+    schedule_id: Mapped[str | None] = mapped_column(String(40))
 
     __table_args__ = (
         Index("ix_jobs_team_seq", "team", "seq"),
@@ -175,3 +178,59 @@ class ApiTokenRow(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime]
     revoked_at: Mapped[datetime | None]
+
+
+class ScheduleRow(Base):
+    """A job template re-submitted on a cron schedule (fired by the leading dispatcher)."""
+
+    __tablename__ = "schedules"
+
+    seq: Mapped[int] = mapped_column(SeqKey, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    team: Mapped[str] = mapped_column(String(63))
+    name: Mapped[str] = mapped_column(String(63))
+    cron: Mapped[str] = mapped_column(String(255))
+    timezone: Mapped[str] = mapped_column(String(64))
+    #: The job template: a validated job spec (trainforge/spec.py), as JSON.
+    spec: Mapped[dict[str, Any]]
+    only_if_dataset_changed: Mapped[bool]
+    paused: Mapped[bool]
+    created_at: Mapped[datetime]
+    updated_at: Mapped[datetime]
+    #: The next fire time, UTC (computed in ``timezone``).
+    next_fire_at: Mapped[datetime]
+    last_fire_at: Mapped[datetime | None]
+    last_outcome: Mapped[str | None] = mapped_column(String(16))
+    last_job_id: Mapped[str | None] = mapped_column(String(40))
+    #: Fingerprint of the dataset the last submitted job was given, and that run's fire time.
+    dataset_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    dataset_fingerprint_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        Index("ix_schedules_team_seq", "team", "seq"),
+        Index("ix_schedules_paused_next_fire_at", "paused", "next_fire_at"),
+    )
+
+
+class ScheduleRunRow(Base):
+    """What one fire time of a schedule did: submitted a job, skipped, or failed.
+
+    UNIQUE (schedule_id, fire_time) is what makes a fire time produce at most one job across
+    dispatcher replicas and restarts: the row is inserted in the job's transaction.
+    """
+
+    __tablename__ = "schedule_runs"
+
+    id: Mapped[int] = mapped_column(SeqKey, primary_key=True, autoincrement=True)
+    schedule_id: Mapped[str] = mapped_column(ForeignKey("schedules.id", ondelete="CASCADE"))
+    fire_time: Mapped[datetime]
+    outcome: Mapped[str] = mapped_column(String(16))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id", ondelete="SET NULL"))
+    message: Mapped[str] = mapped_column(Text, default="")
+    fingerprint: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+
+    __table_args__ = (
+        UniqueConstraint("schedule_id", "fire_time"),
+        Index("ix_schedule_runs_schedule_id_id", "schedule_id", "id"),
+    )

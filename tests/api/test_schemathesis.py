@@ -1,7 +1,8 @@
 """Property-based API testing with schemathesis over the OpenAPI document.
 
 Every operation gets ≥ 50 generated requests (valid and invalid data), authenticated as a team
-(or as a job for the internal route), half of them aimed at a job that really exists. Checks:
+(or as a job for the internal route), half of them aimed at a job (or, for schedule routes, a
+schedule) that really exists. Checks:
 no server error, statuses/content types/headers/bodies as documented, invalid data refused,
 and no operation that should need a token works without one.
 """
@@ -29,10 +30,10 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.api import artifacts
+from services.api import artifacts, schedules
 from services.api.jobs import submit
 from services.api.openapi import document
-from services.api.schemas import JobSubmission
+from services.api.schemas import JobSubmission, ScheduleCreate
 from services.api.settings import ApiSettings, TeamLimits
 from services.store import Database
 from tests.api.support import SECRET, SPEC, claim_all
@@ -72,6 +73,9 @@ def test_operation_conforms_to_its_schema(
     body = JobSubmission.model_validate({"spec": SPEC})
     job_id = submit(app.state.trainforge, "fuzz", body, None).body["id"]
     job_token = claim_all(db)[job_id]
+    if path.startswith("/v1/schedules/"):
+        schedule = ScheduleCreate.model_validate({"cron": "0 3 * * *", "spec": SPEC})
+        job_id = schedules.create(app.state.trainforge, "fuzz", schedule).id
     expires = int(time.time()) + 600
     token = job_token if path.startswith("/internal") else team_token
     calls: dict[str, int] = {}

@@ -76,5 +76,7 @@ def local_backend(tmp_path: Path) -> LocalBackend:
 
 @pytest.fixture()
 def dispatcher(db: Database, local_backend: LocalBackend,  # noqa: F811
-               api_server: ApiServer) -> Dispatcher:
-    return Dispatcher(db, local_backend, config(api_server))
+               api_server: ApiServer) -> Iterator[Dispatcher]:
+    dispatcher = Dispatcher(db, local_backend, config(api_server))
+    yield dispatcher
+    dispatcher.close()  # scheduling leadership is per schema: the next test's dispatcher leads

@@ -119,6 +119,8 @@ def test_randomized_crashes_lose_and_duplicate_nothing(
                     dispatcher.run_once()
             except SimulatedCrash:
                 pass
+            finally:
+                dispatcher.close()  # a dead process's connections close with it
         else:
             pytest.fail(f"run {run}: jobs not finished after 500 dispatcher generations")
 
@@ -177,7 +179,10 @@ def test_a_dispatcher_process_killed_in_each_window_loses_and_duplicates_nothing
     assert len(attempts) == 1 and attempts[0].handle is None  # died before recording
     # A fresh dispatcher finds the stranded attempt and completes it.
     dispatcher = Dispatcher(db, local_backend, config(api_server))  # type: ignore[arg-type]
-    drive(dispatcher, lambda: jobs(db, job_id)[0].state.terminal)
+    try:
+        drive(dispatcher, lambda: jobs(db, job_id)[0].state.terminal)
+    finally:
+        dispatcher.close()
     assert jobs(db, job_id)[0].state is JobState.SUCCEEDED and jobs(db, job_id)[0].attempts == 1
     time.sleep(0.3)
     assert run_markers(api_server.artifacts, job_id) == {1: 1}

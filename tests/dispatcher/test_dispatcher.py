@@ -98,11 +98,14 @@ def test_max_active_holds_jobs_in_the_queue(
 ) -> None:
     dispatcher = Dispatcher(db, local_backend, config(api_server, max_active=1))  # type: ignore[arg-type]
     first, second = submit("sleep"), submit("ok")
-    drive(dispatcher, lambda: jobs(db, first)[0].state is JobState.RUNNING)
-    dispatcher.run_once()
-    assert jobs(db, second)[0].state is JobState.QUEUED
-    httpx.post(f"{api_server.url}/v1/jobs/{first}/cancel", headers=team_headers)
-    drive(dispatcher, lambda: jobs(db, second)[0].state is JobState.SUCCEEDED)
+    try:
+        drive(dispatcher, lambda: jobs(db, first)[0].state is JobState.RUNNING)
+        dispatcher.run_once()
+        assert jobs(db, second)[0].state is JobState.QUEUED
+        httpx.post(f"{api_server.url}/v1/jobs/{first}/cancel", headers=team_headers)
+        drive(dispatcher, lambda: jobs(db, second)[0].state is JobState.SUCCEEDED)
+    finally:
+        dispatcher.close()
     with db.transaction() as session:
         assert [a.outcome for a in dispatch.attempts_of(session, first)] == ["cancelled"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from trainforge.cli import dataset, db, jobs, models, serve, tokens
+from trainforge.cli import dataset, db, jobs, models, schedules, serve, tokens
 
 app = typer.Typer(
     name="trainforge",
@@ -14,6 +14,7 @@ app = typer.Typer(
 )
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(jobs.app, name="jobs")
+app.add_typer(schedules.app, name="schedules")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
