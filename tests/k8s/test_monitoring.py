@@ -33,6 +33,8 @@ METRICS: dict[str, str] = {
     "trainforge_http_request_duration_seconds": "histogram",
     "trainforge_dispatcher_errors_total": "counter",
     "trainforge_dispatcher_last_loop_timestamp_seconds": "gauge",
+    "trainforge_scheduler_leader": "gauge",
+    "trainforge_schedule_runs_total": "counter",
     "trainforge_export_duration_seconds": "gauge",
     "trainforge_export_last_success_timestamp_seconds": "gauge",
     "trainforge_export_artifact_bytes": "gauge",
