@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from services.store.domain import Attempt, Job
@@ -165,26 +165,23 @@ def unlaunched(
     only after ``grace`` (it normally records them itself within milliseconds).
     """
     cutoff = utcnow() - grace
-    rows = session.execute(
-        select(JobRow, AttemptRow)
-        .join(
-            AttemptRow,
-            and_(AttemptRow.job_id == JobRow.id, AttemptRow.number == JobRow.attempts),
-        )
-        .where(
-            JobRow.state.in_(LAUNCHED_STATES),
-            AttemptRow.handle.is_(None),
-            AttemptRow.finished_at.is_(None),
-            or_(AttemptRow.claimed_by != owner, AttemptRow.claimed_at < cutoff),
-        )
-        .order_by(JobRow.seq)
-        .limit(limit)
-    ).all()
-    return [Assignment(to_domain(j), _attempt(a)) for j, a in rows]
+    return _current_attempts(
+        session,
+        AttemptRow.handle.is_(None),
+        or_(AttemptRow.claimed_by != owner, AttemptRow.claimed_at < cutoff),
+        limit=limit,
+    )
 
 
 def in_flight(session: Session, *, limit: int = 1000) -> list[Assignment]:
     """Launched attempts whose outcome is not recorded yet (to poll or cancel)."""
+    return _current_attempts(session, AttemptRow.handle.is_not(None), limit=limit)
+
+
+def _current_attempts(
+    session: Session, *conditions: ColumnElement[bool], limit: int
+) -> list[Assignment]:
+    """Jobs in a launched state with their current, unfinished attempt, oldest job first."""
     rows = session.execute(
         select(JobRow, AttemptRow)
         .join(
@@ -193,8 +190,8 @@ def in_flight(session: Session, *, limit: int = 1000) -> list[Assignment]:
         )
         .where(
             JobRow.state.in_(LAUNCHED_STATES),
-            AttemptRow.handle.is_not(None),
             AttemptRow.finished_at.is_(None),
+            *conditions,
         )
         .order_by(JobRow.seq)
         .limit(limit)
