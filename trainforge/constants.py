@@ -49,6 +49,9 @@ ENV_YOLO_AUTOINSTALL = "YOLO_AUTOINSTALL"
 
 #: HMAC key of the API and dispatcher (per-job tokens, API-served download links).
 ENV_SECRET_KEY = "TRAINFORGE_SECRET_KEY"
+#: Team limits (JSON), read by the API and the dispatcher alike (services/store/settings.py).
+ENV_DEFAULT_LIMITS = "TRAINFORGE_DEFAULT_LIMITS"
+ENV_TEAM_LIMITS = "TRAINFORGE_TEAM_LIMITS"
 #: "true" for the one-process embedded default (allows a generated secret key).
 ENV_EMBEDDED = "TRAINFORGE_EMBEDDED"
 #: Python client / CLI: the API base URL (default: the embedded server, http://127.0.0.1:8000).

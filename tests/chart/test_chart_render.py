@@ -12,6 +12,7 @@ import json
 import re
 from typing import Any
 
+import pytest
 import yaml
 
 from services.dispatcher.backends.kuberay import RayJobBuilder
@@ -183,6 +184,28 @@ def test_env_var_names_are_the_ones_trainforge_reads(rendered: list[dict[str, An
     ours = {n for n in names if n.startswith(("TRAINFORGE_", "AWS_"))}
     assert ours - known == set(), "env var names not in trainforge/constants.py"
     assert "TRAINFORGE_DATABASE_URL" in names and "TRAINFORGE_ARTIFACTS_URI" in names
+
+
+def test_api_and_dispatcher_read_the_same_team_limits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Scheduled jobs (the dispatcher) and submissions (the API) are held to one set of limits,
+    read from the rendered environment as the processes read it."""
+    from services.store.settings import StoreSettings
+
+    rendered = render("production-values.yaml")
+    limits = []
+    for suffix in ("-api", "-dispatcher"):
+        container = one(rendered, "Deployment", suffix)["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"] if "LIMITS" in e["name"]}
+        assert set(env) == {"TRAINFORGE_DEFAULT_LIMITS", "TRAINFORGE_TEAM_LIMITS"}
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("TRAINFORGE_SECRET_KEY", "x" * 32)  # a Secret's value, not rendered
+        settings = StoreSettings()
+        limits.append((settings.limits_for("vision"), settings.limits_for("robots")))
+    assert limits[0] == limits[1]
+    vision, other = limits[0]
+    assert (vision.max_active_jobs, vision.max_gpus_per_job) == (50, 16)
+    assert (other.max_active_jobs, other.max_gpus_per_job, other.max_sweep_trials) == (10, 4, 32)
 
 
 def test_backend_config_from_the_chart_makes_valid_rayjobs(rendered: list[dict[str, Any]]) -> None:

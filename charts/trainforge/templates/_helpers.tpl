@@ -124,6 +124,12 @@ seccompProfile:
   value: {{ .Values.config.artifactsUri | quote }}
 - name: TRAINFORGE_MODELS_URI
   value: {{ .Values.config.modelsUri | quote }}
+- name: TRAINFORGE_DEFAULT_LIMITS
+  value: {{ .Values.config.defaultLimits | toJson | quote }}
+{{- with .Values.config.teamLimits }}
+- name: TRAINFORGE_TEAM_LIMITS
+  value: {{ . | toJson | quote }}
+{{- end }}
 {{- with .Values.config.s3EndpointUrl }}
 - name: TRAINFORGE_S3_ENDPOINT_URL
   value: {{ . | quote }}
@@ -191,6 +197,12 @@ seccompProfile:
   value: {{ .Values.config.artifactsUri | quote }}
 - name: TRAINFORGE_MODELS_URI
   value: {{ .Values.config.modelsUri | quote }}
+- name: TRAINFORGE_DEFAULT_LIMITS
+  value: {{ .Values.config.defaultLimits | toJson | quote }}
+{{- with .Values.config.teamLimits }}
+- name: TRAINFORGE_TEAM_LIMITS
+  value: {{ . | toJson | quote }}
+{{- end }}
 - name: TRAINFORGE_API_URL
   value: {{ include "trainforge.apiUrl" . | quote }}
 {{- with .Values.config.s3EndpointUrl }}
