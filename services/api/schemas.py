@@ -143,17 +143,8 @@ class EventOut(_Out):
 
     @classmethod
     def from_domain(cls, event: Event) -> EventOut:
-        return cls(
-            id=event.id,
-            time=event.time,
-            type=event.type,
-            from_state=event.from_state,
-            to_state=event.to_state,
-            reason=event.reason,
-            attempt=event.attempt,
-            trial=event.trial,
-            data=event.data,
-        )
+        # Same field names as the domain object: copied by name, so a new field needs no mapping.
+        return cls.model_validate(event, from_attributes=True)
 
 
 class EventPage(_Out):
@@ -251,15 +242,7 @@ class ScheduleRunOut(_Out):
 
     @classmethod
     def from_domain(cls, run: ScheduleRun) -> ScheduleRunOut:
-        return cls(
-            id=run.id,
-            fire_time=run.fire_time,
-            outcome=run.outcome,
-            job_id=run.job_id,
-            message=run.message,
-            fingerprint=run.fingerprint,
-            created_at=run.created_at,
-        )
+        return cls.model_validate(run, from_attributes=True)  # same field names, as EventOut
 
 
 class ScheduleRunPage(_Out):
