@@ -11,13 +11,15 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from services.api import errors
+from services.api import errors, log_redaction
 from services.api.body_limit import BodyLimitMiddleware
+from services.api.health import StoreProbe
 from services.api.metrics import HttpMetricsMiddleware, registry_for
 from services.api.routes import datasets, downloads, health, internal, jobs, schedules
 from services.api.schemas import FieldProblem, Problem
 from services.api.settings import ApiSettings, get_settings
 from services.api.state import AppState
+from services.api.streams import StreamSlots
 from services.store.migrate import upgrade
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,9 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     """
     settings = settings or get_settings()
     state = AppState.from_settings(settings)
+    # Here, not in __main__: every way of serving the app (python -m services.api, trainforge
+    # serve, uvicorn --factory) must keep download-link signatures out of the access log.
+    log_redaction.install()
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -53,6 +58,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     )
     app.state.trainforge = state
     app.state.metrics_registry = registry_for(state.db)
+    app.state.store_probe = StoreProbe(state)
+    app.state.stream_slots = StreamSlots(settings.stream_max_per_token)
     errors.install(app)
     for router in (jobs.router, schedules.router, downloads.router, datasets.router,
                    internal.router, health.router):

@@ -24,6 +24,10 @@ from trainforge.errors import DownloadLinkInvalid, NotFound, ObjectNotFound
 from trainforge.layout import job_prefix
 from trainforge.storage import LocalStore, ObjectInfo, ObjectStore
 
+#: How far a link's expiry may lie beyond ``download_url_ttl_s`` from now: replicas' clocks
+#: differ by a little. More means the link was not issued by this API (or the TTL was lowered).
+CLOCK_SLACK_S = 5
+
 # (uri, etag) → sha256 of objects whose writer did not record one; an object rewritten in
 # place gets a new etag, hence a new entry. Bounded: oldest entries go first.
 _SHA_CACHE: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -67,6 +71,7 @@ def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> Ar
 
     Raises:
         JobNotFound: no such job for this team.
+        StorageError: the object store failed (503; never an empty list instead).
     """
     with state.db.transaction() as session:
         repo.get_job(session, job_id, team=team)
@@ -77,6 +82,10 @@ def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> Ar
     items = []
     for info in store.list(prefix):
         name = info.key[len(prefix):]
+        try:
+            sha256 = _sha256(store, info)
+        except ObjectNotFound:  # deleted since the listing: a listing is not a snapshot
+            continue
         if isinstance(store, LocalStore):
             sig = signature(state.secret_key, job_id, name, expires)
             url = (f"{base_url.rstrip('/')}/v1/downloads/{job_id}/{quote(name)}"
@@ -87,7 +96,7 @@ def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> Ar
             ArtifactOut(
                 name=name,
                 size=info.size,
-                sha256=_sha256(store, info),
+                sha256=sha256,
                 url=url,
                 expires_at=datetime.fromtimestamp(expires, UTC),
             )
@@ -104,15 +113,24 @@ def open_download(
         A reader (the caller closes it) and the object's size.
 
     Raises:
-        DownloadLinkInvalid: wrong signature, or expired.
+        DownloadLinkInvalid: wrong signature, expired, or expiring later than any link this
+            API issues (``download_url_ttl_s`` from now): links are valid ≤ 15 minutes even
+            when whoever holds the secret key signs a longer one.
         NotFound: the object is gone.
+        StorageError: the object store failed (503).
     """
     expected = signature(state.secret_key, job_id, name, expires)
     if not hmac.compare_digest(expected.encode(), sig.encode()):
         raise DownloadLinkInvalid("the download link's signature does not match; list the "
                                   "artifacts again for a fresh link")
-    if expires < time.time():
+    now = time.time()
+    if expires < now:
         raise DownloadLinkInvalid("the download link expired; list the artifacts again")
+    if expires > now + state.settings.download_url_ttl_s + CLOCK_SLACK_S:
+        raise DownloadLinkInvalid(
+            f"the download link expires more than {state.settings.download_url_ttl_s} s from "
+            "now, later than links are issued for; list the artifacts again for a fresh link"
+        )
     if name.startswith("/") or ".." in name.split("/"):
         raise NotFound(f"job {job_id} has no artifact {name!r}")
     key = state.key(job_prefix(job_id) + name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from anyio import to_thread
-from fastapi import Depends, Path, Security
+from fastapi import Depends, Path, Request, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from services.api.state import AppState, get_state
@@ -25,10 +25,14 @@ _job_bearer = HTTPBearer(
 
 
 async def current_team(
+    request: Request,
     state: Annotated[AppState, Depends(get_state)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)],
 ) -> str:
     """The caller's team (async: a cache hit costs no thread hop; a miss queries in a thread).
+
+    The verified token's SHA-256 is left in ``request.state.token_sha256`` for limits that
+    count per token (:func:`token_digest`).
 
     Raises:
         Unauthenticated: no, malformed, unknown or revoked token.
@@ -40,11 +44,24 @@ async def current_team(
         )
     digest = tokens.sha256_hex(credentials.credentials)
     team = state.token_cache.get(digest)
-    if team is not None:
-        return team
-    team = await to_thread.run_sync(_authenticate, state, credentials.credentials)
-    state.token_cache.put(digest, team)
+    if team is None:
+        team = await to_thread.run_sync(_authenticate, state, credentials.credentials)
+        state.token_cache.put(digest, team)
+    request.state.token_sha256 = digest
     return team
+
+
+def token_digest(request: Request) -> str:
+    """The SHA-256 of the bearer token :func:`current_team` verified for this request.
+
+    Raises:
+        Unauthenticated: the route did not authenticate the caller (a programming error,
+            refused rather than counted under a shared key).
+    """
+    digest: str | None = getattr(request.state, "token_sha256", None)
+    if digest is None:
+        raise Unauthenticated("this route needs 'Authorization: Bearer <token>'")
+    return digest
 
 
 def _authenticate(state: AppState, token: str) -> str:

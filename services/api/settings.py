@@ -30,6 +30,10 @@ class ApiSettings(StoreSettings):
         3600.0, gt=0, description="longest SSE or log-follow stream; clients then reconnect"
     )
     stream_poll_s: float = Field(1.0, gt=0, le=60)
+    stream_max_per_token: int = Field(
+        16, ge=1, le=10_000, description="open SSE event streams plus followed logs per bearer "
+        "token, per API process; one more gets 429",
+    )
     download_url_ttl_s: int = Field(900, ge=1, le=900, description="download links (≤ 15 min)")
 
 

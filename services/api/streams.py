@@ -2,24 +2,125 @@
 
 Both poll the database / object store every ``stream_poll_s`` and end when the job is done
 (or after ``stream_max_s``; clients reconnect with Last-Event-ID or an offset).
+
+Each open stream holds one of its bearer token's ``stream_max_per_token`` slots
+(:class:`StreamSlots`): every stream costs a poll loop, so one token holding thousands would
+slow every other team's requests. Slots are counted per process (per uvicorn worker).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
 
 import anyio
 from anyio import to_thread
+from fastapi.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
 
 from services.api.schemas import EventOut
 from services.api.state import AppState
 from services.store import dispatch
 from services.store import jobs as repo
-from trainforge.errors import NotFound, ObjectNotFound
+from trainforge.errors import NotFound, ObjectNotFound, QuotaExceeded
 from trainforge.layout import attempt_log_key
+
+
+class TooManyStreams(QuotaExceeded):
+    """A bearer token has ``stream_max_per_token`` streams open already (429)."""
+
+    code = "too_many_streams"
+    #: Seconds a client should wait (Retry-After): a slot frees whenever a stream ends.
+    retry_after_s = 5
+
+
+@dataclass
+class StreamSlot:
+    """One open stream of one token; :meth:`release` is idempotent."""
+
+    slots: StreamSlots
+    digest: str
+    released: bool = field(default=False)
+
+    def release(self) -> None:
+        self.slots._release(self)
+
+
+class StreamSlots:
+    """Open streams per bearer token (keyed by the token's SHA-256; no plaintext kept).
+
+    Process-local: with several uvicorn workers, a token may hold ``limit`` streams in each.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._open: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def acquire(self, digest: str) -> StreamSlot:
+        """Take a slot for a new stream of the token with SHA-256 ``digest``.
+
+        Raises:
+            TooManyStreams: the token has ``limit`` streams open.
+        """
+        with self._lock:
+            open_now = self._open.get(digest, 0)
+            if open_now >= self.limit:
+                raise TooManyStreams(
+                    f"this token has {open_now} streams open (event streams and followed "
+                    f"logs), the limit is {self.limit}; close one, or read events as JSON "
+                    "pages (GET /v1/jobs/{id}/events without Accept: text/event-stream)"
+                )
+            self._open[digest] = open_now + 1
+        return StreamSlot(self, digest)
+
+    def open_for(self, digest: str) -> int:
+        with self._lock:
+            return self._open.get(digest, 0)
+
+    def _release(self, slot: StreamSlot) -> None:
+        with self._lock:  # the flag too: the route's thread and the event loop may both try
+            if slot.released:
+                return
+            slot.released = True
+            left = self._open.get(slot.digest, 0) - 1
+            if left > 0:
+                self._open[slot.digest] = left
+            else:
+                self._open.pop(slot.digest, None)
+
+
+class SlotStreamingResponse(StreamingResponse):
+    """A streaming response that gives its stream slot back however the stream ends.
+
+    Released in ``__call__``'s ``finally``, not in the body generator: when the client
+    disconnects while the generator is suspended at a ``yield``, Starlette cancels the send
+    and the generator's own ``finally`` would wait for garbage collection.
+    """
+
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        slot: StreamSlot,
+        *,
+        media_type: str,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(content, media_type=media_type, headers=headers)
+        self.slot = slot
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.slot.release()
+            aclose = getattr(self.body_iterator, "aclose", None)
+            if aclose is not None:
+                with anyio.CancelScope(shield=True):
+                    await aclose()
 
 
 def sse_frame(event: EventOut) -> bytes:
@@ -120,16 +221,28 @@ def _progress_of(state: AppState, team: str, job_id: str) -> tuple[int, bool]:
 
 
 async def follow_log(
-    state: AppState, team: str, job_id: str, attempt: int | None
+    state: AppState,
+    team: str,
+    job_id: str,
+    attempt: int | None,
+    target: LogTarget | None,
+    first: bytes = b"",
 ) -> AsyncIterator[bytes]:
     """The log so far, then new bytes as they are uploaded, until the attempt is over.
 
     Following the latest attempt (``attempt`` None) moves on to the next attempt when the job
     retries, with a ``--- attempt N ---`` line between the two logs.
+
+    Args:
+        state, team, job_id, attempt: whose log, as for :func:`log_target`.
+        target: :func:`log_target`'s answer, found before the response started.
+        first: the log's bytes read before the response started (so that a failing store
+            is a 503, not a stream that breaks after a 200).
     """
     deadline = time.monotonic() + state.settings.stream_max_s
-    target = await to_thread.run_sync(log_target, state, team, job_id, attempt)
-    offset = 0
+    offset = len(first)
+    if first:
+        yield first
     while True:
         latest, over = await to_thread.run_sync(_progress_of, state, team, job_id)
         moved_on = target is not None and latest > target.attempt

@@ -17,8 +17,10 @@ from sqlalchemy.orm import Session
 
 from trainforge.states import JobState
 
+# No team label: /metrics is anonymous (Prometheus scrapes it without a token), and team names
+# are not for everyone who can reach the port. Per-team numbers come from the API (authorised).
 JOBS_SUBMITTED = Counter(
-    "trainforge_jobs_submitted_total", "Jobs accepted by the API.", ["kind", "team"]
+    "trainforge_jobs_submitted_total", "Jobs accepted by the API.", ["kind"]
 )
 JOBS_FINISHED = Counter(
     "trainforge_jobs_finished_total", "Jobs that reached a terminal state.", ["kind", "state"]
@@ -42,7 +44,8 @@ _KEY = "trainforge_observations"
 @dataclass(frozen=True, slots=True)
 class Submitted:
     kind: str
-    team: str
+    #: Kept for callers and logs; never exported as a label (see JOBS_SUBMITTED).
+    team: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +65,7 @@ def observe(session: Session, item: Submitted | Transitioned) -> None:
 
 def _emit(item: Submitted | Transitioned) -> None:
     if isinstance(item, Submitted):
-        JOBS_SUBMITTED.labels(kind=item.kind, team=item.team).inc()
+        JOBS_SUBMITTED.labels(kind=item.kind).inc()
         return
     if item.source is JobState.QUEUED and item.target is JobState.STARTING:
         QUEUE_WAIT.labels(kind=item.kind).observe(

@@ -55,7 +55,7 @@ def test_lifecycle_and_http_metrics_count_what_happened(
         key = (name, tuple(sorted(labels.items())))
         return after.get(key, 0.0) - before.get(key, 0.0)
 
-    assert delta("trainforge_jobs_submitted_total", kind="train", team="vision") == 2
+    assert delta("trainforge_jobs_submitted_total", kind="train") == 2
     assert delta("trainforge_jobs_finished_total", kind="train", state="CANCELLED") == 1
     assert delta("trainforge_jobs_finished_total", kind="train", state="SUCCEEDED") == 1
     assert delta("trainforge_job_queue_wait_seconds_count", kind="train") == 1

@@ -1,14 +1,19 @@
 """data.yaml: parse it safely, resolve its splits inside the dataset root, write a local one.
 
-``yaml.safe_load`` only (no tags, no objects). A ``download:`` key is refused, never run. An
-absolute ``path:`` (the author's laptop) is ignored: the dataset root is wherever the dataset is.
+Loaded with :func:`trainforge.safeyaml.safe_load`: ``yaml.safe_load`` semantics (no tags, no
+objects) within limits on size, depth and alias expansion, checked before any value is built. A
+``download:`` key is refused, never run. An absolute ``path:`` (the author's laptop) is ignored:
+the dataset root is wherever the dataset is. Messages show YAML values through :func:`_show`,
+never a full ``repr``: a value can be large.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -16,6 +21,7 @@ from typing import Any, Literal
 
 import yaml
 
+from trainforge import safeyaml
 from trainforge.datasets.report import Problem, problem
 from trainforge.errors import DatasetError, DatasetNotFound
 
@@ -23,10 +29,15 @@ log = logging.getLogger(__name__)
 
 #: Looked for at the dataset root, in this order (the tutorial calls it dataset.yaml).
 DATA_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
-MAX_DATA_YAML_BYTES = 1024 * 1024
+MAX_DATA_YAML_BYTES = safeyaml.MAX_BYTES
 SPLITS = ("train", "val", "test")
 _KNOWN_KEYS = frozenset({"path", "train", "val", "test", "nc", "names", "download"})
 _ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)")
+#: A top-level ``key:`` line: the key starts in column 0 and ends at the first colon.
+_TOP_LEVEL_KEY = re.compile(rb"([^\s:#][^:\n]*?)[ \t]*:")
+#: Problems of one kind listed one by one (unknown keys, repeated names); the rest are summed
+#: up in one more, so that a hostile data.yaml cannot make a report of megabytes.
+MAX_PROBLEMS_PER_KIND = 20
 
 DirStatus = Literal["dir", "missing", "escape"]
 
@@ -101,14 +112,19 @@ def parse_config(
     add = out.problems.append
     if len(data) > MAX_DATA_YAML_BYTES:
         add(problem("data_yaml_invalid",
-                    f"{len(data)} bytes is too large for a data.yaml (limit "
-                    f"{MAX_DATA_YAML_BYTES}): keep only path, train, val, test, nc and names",
+                    f"more than {MAX_DATA_YAML_BYTES} bytes is too large for a data.yaml: keep "
+                    "only path, train, val, test, nc and names",
                     yaml_file))
         return out
     try:
-        doc = yaml.safe_load(data.decode("utf-8"))
+        doc = safeyaml.safe_load(data.decode("utf-8"), what=yaml_file)
     except UnicodeDecodeError:
         add(problem("data_yaml_invalid", "not UTF-8 text: save it as UTF-8", yaml_file))
+        return out
+    except safeyaml.YamlLimitError as exc:
+        mark = exc.problem_mark
+        add(problem("data_yaml_invalid", exc.problem, yaml_file,
+                    int(mark.line) + 1 if mark is not None else None))
         return out
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
@@ -128,12 +144,16 @@ def parse_config(
                     "data.yaml has a download: key; trainforge never downloads or runs it: "
                     "remove the key and upload the dataset files next to data.yaml",
                     yaml_file, _line_of(data, "download")))
-    for key in doc:
-        if key not in _KNOWN_KEYS:
-            add(problem("data_yaml_unknown_key",
-                        f"key {key!r} is not used by trainforge (it trains detectors from "
-                        "path/train/val/test/nc/names): remove it",
-                        yaml_file, _line_of(data, str(key))))
+    unknown = [key for key in doc if key not in _KNOWN_KEYS]
+    for key in unknown[:MAX_PROBLEMS_PER_KIND]:
+        add(problem("data_yaml_unknown_key",
+                    f"key {_show(key)} is not used by trainforge (it trains detectors from "
+                    "path/train/val/test/nc/names): remove it",
+                    yaml_file, _line_of(data, str(key))))
+    if len(unknown) > MAX_PROBLEMS_PER_KIND:
+        add(problem("data_yaml_unknown_key",
+                    f"{len(unknown) - MAX_PROBLEMS_PER_KIND} more keys are not used by "
+                    "trainforge: keep only path, train, val, test, nc and names", yaml_file))
     _parse_names(doc, data, out)
     base = _parse_base(doc.get("path"), data, yaml_file, dir_status, out)
     if base is not None:
@@ -161,11 +181,12 @@ def _parse_names(doc: dict[Any, Any], data: bytes, out: ParsedConfig) -> None:
                 int(key) if isinstance(key, str) and key.isdigit() else None)
             if index is None:
                 add(problem("data_yaml_names_invalid",
-                            f"names key {key!r} is not a class id: use 0, 1, 2, …", file,
+                            f"names key {_show(key)} is not a class id: use 0, 1, 2, …", file,
                             _line_of(data, "names")))
                 return
             pairs.append((index, value))
-        pairs.sort()
+        # By class id only: ids 1 and "1" would otherwise compare their values (a TypeError).
+        pairs.sort(key=lambda pair: pair[0])
         if [i for i, _ in pairs] != list(range(len(pairs))):
             add(problem("data_yaml_names_invalid",
                         f"names ids are {[i for i, _ in pairs]}; they must be 0..{len(pairs) - 1} "
@@ -185,16 +206,23 @@ def _parse_names(doc: dict[Any, Any], data: bytes, out: ParsedConfig) -> None:
         out.names = names
         out.nc = len(names)
         seen: dict[str, int] = {}
+        duplicates = 0
         for i, name in enumerate(names):
             if name in seen:
-                add(problem("data_yaml_names_duplicate",
-                            f"classes {seen[name]} and {i} are both named {name!r}: merge them "
-                            "or rename one", file, _line_of(data, "names")))
+                duplicates += 1
+                if duplicates <= MAX_PROBLEMS_PER_KIND:
+                    add(problem("data_yaml_names_duplicate",
+                                f"classes {seen[name]} and {i} are both named {_show(name)}: "
+                                "merge them or rename one", file, _line_of(data, "names")))
             seen.setdefault(name, i)
+        if duplicates > MAX_PROBLEMS_PER_KIND:
+            add(problem("data_yaml_names_duplicate",
+                        f"{duplicates - MAX_PROBLEMS_PER_KIND} more classes repeat a name: "
+                        "give every class its own name", file, _line_of(data, "names")))
     if nc is not None:
         if isinstance(nc, bool) or not isinstance(nc, int) or nc < 1:
             add(problem("data_yaml_nc_mismatch",
-                        f"nc is {nc!r}; it must be a positive integer (or leave it out)",
+                        f"nc is {_show(nc)}; it must be a positive integer (or leave it out)",
                         file, _line_of(data, "nc")))
         elif names is not None and nc != len(names):
             add(problem("data_yaml_nc_mismatch",
@@ -214,7 +242,7 @@ def _check_name_values(
                     "numbers: quote the name)" if isinstance(value, bool | int | float) else "")
             out.problems.append(problem(
                 "data_yaml_names_invalid",
-                f"name of class {index} is {value!r}, not a non-empty string{hint}",
+                f"name of class {index} is {_show(value)}, not a non-empty string{hint}",
                 out.yaml_file, _line_of(data, "names")))
             return None
         names.append(value)
@@ -229,26 +257,26 @@ def _parse_base(
     line = _line_of(data, "path")
     if not isinstance(raw, str):
         out.problems.append(problem("data_yaml_path_invalid",
-                                    f"path is {raw!r}, not a string: remove it", file, line))
+                                    f"path is {_show(raw)}, not a string: remove it", file, line))
         return None
     if _ABSOLUTE.match(raw.strip()):
         out.problems.append(problem(
             "data_yaml_path_ignored",
-            f"absolute path {raw!r} is ignored; the dataset root is the URI being read: remove "
-            "the key (splits are relative to the folder that holds data.yaml)", file, line))
+            f"absolute path {_show(raw)} is ignored; the dataset root is the URI being read: "
+            "remove the key (splits are relative to the folder that holds data.yaml)", file, line))
         return ""
     rel = _normalize(raw)
     if rel is None:
         out.problems.append(problem(
             "data_yaml_path_invalid",
-            f"path {raw!r} leaves the dataset root: remove it or name a folder inside the root",
-            file, line))
+            f"path {_show(raw)} leaves the dataset root: remove it or name a folder inside the "
+            "root", file, line))
         return None
     status = dir_status(rel)
     if status != "dir":
         out.problems.append(problem(
             "symlink_escape" if status == "escape" else "data_yaml_path_invalid",
-            f"path {raw!r} " + ("is a symlink leaving the dataset root: copy the files in"
+            f"path {_show(raw)} " + ("is a symlink leaving the dataset root: copy the files in"
                                 if status == "escape" else
                                 "is not a folder in the dataset root: fix or remove it"),
             file, line))
@@ -278,19 +306,19 @@ def _parse_split(
             return
     if not isinstance(raw, str) or not raw.strip():
         add(problem("split_path_invalid",
-                    f"{split} is {raw!r}: write a folder relative to the root, e.g. "
+                    f"{split} is {_show(raw)}: write a folder relative to the root, e.g. "
                     f"{split}/images", file, line))
         return
     text = raw.strip()
     if "://" in text or _ABSOLUTE.match(text):
         add(problem("split_path_invalid",
-                    f"{split} is {text!r}: write a folder relative to the dataset root, e.g. "
+                    f"{split} is {_show(text)}: write a folder relative to the dataset root, e.g. "
                     f"{split}/images (absolute paths and URLs are refused)", file, line))
         return
     rel = _normalize(text)
     if rel is None or "\\" in text:
         add(problem("split_path_invalid",
-                    f"{split} is {text!r}: it must stay inside the dataset root, written with "
+                    f"{split} is {_show(text)}: it must stay inside the dataset root, written with "
                     "'/' and without '..'", file, line))
         return
     if rel.lower().endswith(".txt"):
@@ -307,10 +335,21 @@ def _parse_split(
         return
     if status == "missing":
         add(problem("split_dir_missing",
-                    f"{split} folder {full!r} does not exist in the dataset: upload it or fix "
+                    f"{split} folder {_show(full)} does not exist in the dataset: upload it or fix "
                     f"`{split}:` in {file}", file, line))
         return
     out.splits[split] = full
+
+
+_SHORT = reprlib.Repr()
+# A few entries and levels, strings up to a long path: enough to recognise the value.
+_SHORT.maxlevel, _SHORT.maxlist, _SHORT.maxdict, _SHORT.maxstring, _SHORT.maxother = (
+    2, 4, 4, 160, 160)
+
+
+def _show(value: Any) -> str:
+    """A bounded ``repr`` of a YAML value for a message (a full one can be megabytes)."""
+    return _SHORT.repr(value)
 
 
 def _normalize(raw: str) -> str | None:
@@ -323,9 +362,23 @@ def _normalize(raw: str) -> str | None:
 
 def _line_of(data: bytes, key: str) -> int | None:
     """Line number of a top-level ``key:`` in the YAML text (None if not found)."""
-    pattern = re.compile(rb"^" + re.escape(key.encode()) + rb"\s*:", re.MULTILINE)
-    match = pattern.search(data)
-    return data[: match.start()].count(b"\n") + 1 if match else None
+    return _top_level_lines(data).get(key)
+
+
+@functools.lru_cache(maxsize=8)
+def _top_level_lines(data: bytes) -> dict[str, int]:
+    """Each top-level key's first line, from one pass over the text.
+
+    One pass per document, then lookups: a scan of the text per key cost O(keys × size),
+    minutes for a 1 MiB file of short keys. (``bytes`` caches its hash, so the cache lookup
+    does not rehash the document either.)
+    """
+    lines: dict[str, int] = {}
+    for number, line in enumerate(data.split(b"\n"), 1):
+        match = _TOP_LEVEL_KEY.match(line)
+        if match:
+            lines.setdefault(match.group(1).decode("utf-8", "replace"), number)
+    return lines
 
 
 def _local_dir_status(root: Path) -> Callable[[str], DirStatus]:

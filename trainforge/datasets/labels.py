@@ -52,8 +52,8 @@ def parse_label_bytes(data: bytes, nc: int | None, file: str = "") -> ParsedLabe
     if len(data) > MAX_LABEL_BYTES:
         result.problems.append(problem(
             "label_too_large",
-            f"label file is {len(data)} bytes (limit {MAX_LABEL_BYTES}): is this really a "
-            "YOLO label file? Split it or remove it",
+            f"label file is larger than {MAX_LABEL_BYTES} bytes: is this really a YOLO label "
+            "file? Split it or remove it",
             file,
         ))
         return result

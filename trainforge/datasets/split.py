@@ -18,6 +18,7 @@ from pathlib import Path
 
 import yaml
 
+from trainforge import safeyaml
 from trainforge.datasets.images import IMAGE_EXTENSIONS
 from trainforge.errors import DatasetError, DatasetExists, DatasetNotFound
 
@@ -136,7 +137,8 @@ def _ordered_images(folder: Path) -> list[Path]:
 def _find_names(source: Path) -> list[str]:
     data = source / "data.yaml"
     if data.is_file():
-        doc = yaml.safe_load(data.read_text(encoding="utf-8"))
+        # The source folder's data.yaml is someone else's file: load it within limits.
+        doc = safeyaml.safe_load(data.read_text(encoding="utf-8"), what=str(data))
         raw = doc.get("names") if isinstance(doc, dict) else None
         if isinstance(raw, dict):
             raw = [raw[k] for k in sorted(raw)]

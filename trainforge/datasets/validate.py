@@ -26,8 +26,14 @@ from trainforge.datasets._source import (
     open_source,
     suffix,
 )
-from trainforge.datasets.config import DirStatus, ParsedConfig, find_yaml, parse_config
-from trainforge.datasets.labels import parse_label_bytes
+from trainforge.datasets.config import (
+    MAX_DATA_YAML_BYTES,
+    DirStatus,
+    ParsedConfig,
+    find_yaml,
+    parse_config,
+)
+from trainforge.datasets.labels import MAX_LABEL_BYTES, parse_label_bytes
 from trainforge.datasets.report import (
     Problem,
     SizeSummary,
@@ -145,7 +151,8 @@ def read_config(source: LocalSource | StoreSource) -> tuple[ParsedConfig, list[P
             return "escape"
         return "dir" if rel in listing.dirs else "missing"
 
-    parsed = parse_config(source.read(name), name, status)
+    # Never more than the limit (+1, to know it was exceeded) into memory, whatever the size.
+    parsed = parse_config(source.read_head(name, MAX_DATA_YAML_BYTES + 1), name, status)
     return parsed, problems + parsed.problems
 
 
@@ -227,7 +234,8 @@ def _checker(
         result = _Result(item)
         if item.label is not None:
             try:
-                data = source.read(item.label)
+                # At most the limit (+1, to see it exceeded): a huge "label" never fills memory.
+                data = source.read_head(item.label, MAX_LABEL_BYTES + 1)
             except OSError as exc:
                 result.problems.append(problem(
                     "file_unreadable", f"cannot be read ({exc}): fix its permissions",

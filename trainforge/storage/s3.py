@@ -13,7 +13,12 @@ from typing import Any, BinaryIO, cast
 import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError, NoCredentialsError, PartialCredentialsError
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
 
 from trainforge.errors import (
     BucketNotFound,
@@ -31,6 +36,11 @@ _CLIENT_CONFIG = Config(
     connect_timeout=10,
     read_timeout=60,
 )
+#: Every failure botocore raises: a ClientError (the server answered an error) or a
+#: BotoCoreError (no credentials, endpoint unreachable, timeouts, a connection dropped while
+#: reading a body). All of them become StorageError (see _raise), never a raw exception.
+_FAILURES = (ClientError, BotoCoreError)
+
 # Multipart above 16 MiB, 8 parts in flight: saturates a node's NIC for checkpoints/weights.
 _TRANSFER = TransferConfig(
     multipart_threshold=16 * 1024 * 1024, multipart_chunksize=16 * 1024 * 1024, max_concurrency=8
@@ -87,18 +97,20 @@ class S3Store:
                 else bucket_exc,
                 key,
             )
+        except BotoCoreError as bucket_exc:
+            return self._raise(bucket_exc, key)
         return self._raise(exc, key)
 
     def get(self, key: str) -> bytes:
         try:
             return cast(bytes, self._client.get_object(Bucket=self.bucket, Key=key)["Body"].read())
-        except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
+        except _FAILURES as exc:
             raise self._raise(exc, key) from None
 
     def open_read(self, key: str) -> BinaryIO:
         try:
             return cast(BinaryIO, self._client.get_object(Bucket=self.bucket, Key=key)["Body"])
-        except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
+        except _FAILURES as exc:
             raise self._raise(exc, key) from None
 
     def get_range(self, key: str, start: int, length: int) -> bytes:
@@ -114,7 +126,7 @@ class S3Store:
             if exc.response.get("Error", {}).get("Code") == "InvalidRange":
                 return b""  # start is at or past the end (an empty object)
             raise self._raise(exc, key) from None
-        except (NoCredentialsError, PartialCredentialsError) as exc:
+        except BotoCoreError as exc:
             raise self._raise(exc, key) from None
 
     def download(self, key: str, dest: Path) -> ObjectInfo:
@@ -124,7 +136,7 @@ class S3Store:
         try:
             self._client.download_file(self.bucket, key, tmp, Config=_TRANSFER)
             os.replace(tmp, dest)
-        except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
+        except _FAILURES as exc:
             Path(tmp).unlink(missing_ok=True)
             if isinstance(exc, ClientError) and exc.response["Error"]["Code"] in {"404"}:
                 raise self._head_bucket_if_404(exc, key) from None
@@ -145,7 +157,7 @@ class S3Store:
             extra["ContentType"] = content_type
         try:
             resp = self._client.put_object(Bucket=self.bucket, Key=key, Body=data, **extra)
-        except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
+        except _FAILURES as exc:
             raise self._raise(exc, key) from None
         return ObjectInfo(key, len(data), str(resp.get("ETag", "")).strip('"'), None,
                           digest.hexdigest())
@@ -158,7 +170,7 @@ class S3Store:
         try:
             self._client.upload_file(str(src), self.bucket, key, ExtraArgs=extra,
                                      Config=_TRANSFER)
-        except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
+        except _FAILURES as exc:
             raise self._raise(exc, key) from None
         except boto3.exceptions.S3UploadFailedError as exc:
             raise StorageError(f"upload of {src} to {self.uri(key)} failed: {exc}") from None
@@ -184,7 +196,7 @@ class S3Store:
             if code in {"PreconditionFailed", "412", "ConditionalRequestConflict"}:
                 return False
             raise self._raise(exc, key) from None
-        except (NoCredentialsError, PartialCredentialsError) as exc:
+        except BotoCoreError as exc:
             raise self._raise(exc, key) from None
 
     def head(self, key: str) -> ObjectInfo:
@@ -192,7 +204,7 @@ class S3Store:
             resp = self._client.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             raise self._head_bucket_if_404(exc, key) from None
-        except (NoCredentialsError, PartialCredentialsError) as exc:
+        except BotoCoreError as exc:
             raise self._raise(exc, key) from None
         return ObjectInfo(
             key=key,
@@ -215,7 +227,7 @@ class S3Store:
             resp = self._client.head_object(Bucket=self.bucket, Key=key, ChecksumMode="ENABLED")
         except ClientError as exc:
             raise self._head_bucket_if_404(exc, key) from None
-        except (NoCredentialsError, PartialCredentialsError) as exc:
+        except BotoCoreError as exc:
             raise self._raise(exc, key) from None
         checksum = resp.get("ChecksumSHA256")
         multipart = "-" in str(resp.get("ETag", "")) or "-" in str(checksum or "")
@@ -241,21 +253,25 @@ class S3Store:
                         etag=str(item.get("ETag", "")).strip('"'),
                         last_modified=item.get("LastModified"),
                     )
-        except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
+        except _FAILURES as exc:
             raise self._raise(exc, prefix) from None
 
     def delete(self, key: str) -> None:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=key)
-        except (ClientError, NoCredentialsError, PartialCredentialsError) as exc:
+        except _FAILURES as exc:
             raise self._raise(exc, key) from None
 
     def presign(self, key: str, *, expires_s: int = 900) -> str:
         if not 1 <= expires_s <= 900:
             raise StorageError("presigned URLs expire within 15 minutes (1..900 s)")
-        return cast(
-            str,
-            self._client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
-            ),
-        )
+        try:
+            return cast(
+                str,
+                self._client.generate_presigned_url(
+                    "get_object", Params={"Bucket": self.bucket, "Key": key},
+                    ExpiresIn=expires_s,
+                ),
+            )
+        except _FAILURES as exc:
+            raise self._raise(exc, key) from None

@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/downloads", tags=["artifacts"])
             "content": {"application/octet-stream": {"schema": {"type": "string",
                                                               "format": "binary"}}},
         },
-        **problems(403, 404, 422),
+        **problems(403, 404, 422, 503),
     },
     summary="Download an artifact through a link from GET /v1/jobs/{id}/artifacts",
 )

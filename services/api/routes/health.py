@@ -23,10 +23,10 @@ def healthz() -> Health:
     "/readyz",
     response_model=Readiness,
     responses=problems(503),
-    summary="Readiness: the database and the object store answer",
+    summary="Readiness: the database answers and the object store takes a write",
 )
 def readyz(request: Request, state: State) -> Readiness | JSONResponse:
-    checks, ok = health.check(state)
+    checks, ok = health.check(state, request.app.state.store_probe)
     if ok:
         return Readiness(checks=checks)
     failed = ", ".join(k for k, v in checks.items() if v != "ok")

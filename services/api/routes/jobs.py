@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from services.api import artifacts, streams
 from services.api import jobs as service
-from services.api.auth import State, Team
+from services.api.auth import State, Team, token_digest
 from services.api.routes._docs import problems
 from services.api.schemas import (
     ArtifactList,
@@ -87,7 +87,7 @@ def cancel_job(job_id: JobId, state: State, team: Team) -> JobOut:
             "request accepts text/event-stream (ends when the job is done).",
             "content": {"text/event-stream": {"schema": {"type": "string"}}},
         },
-        **problems(401, 404, 422),
+        **problems(401, 404, 422, 429),
     },
     summary="A job's events (JSON page, or server-sent events)",
 )
@@ -105,8 +105,10 @@ def job_events(
     if "text/event-stream" not in request.headers.get("accept", ""):
         return page
     start = last_event_id if last_event_id is not None else query.after
-    return StreamingResponse(
+    slot = request.app.state.stream_slots.acquire(token_digest(request))
+    return streams.SlotStreamingResponse(
         streams.event_stream(state, team, job_id, start),
+        slot,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
@@ -117,24 +119,33 @@ def job_events(
     response_class=PlainTextResponse,
     responses={
         200: {"description": "The attempt's log (streamed as it grows with follow=true)"},
-        **problems(401, 404, 422),
+        **problems(401, 404, 422, 429, 503),
     },
     summary="A job's log (the latest attempt unless `attempt` is given)",
 )
 def job_logs(
+    request: Request,
     job_id: JobId,
     state: State,
     team: Team,
     query: Annotated[LogQuery, Query()],
 ) -> Response:
     target = streams.log_target(state, team, job_id, query.attempt)
-    if query.follow:
-        return StreamingResponse(
-            streams.follow_log(state, team, job_id, query.attempt),
-            media_type="text/plain; charset=utf-8",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-    return PlainTextResponse(streams.read_log(state, target))
+    if not query.follow:
+        return PlainTextResponse(streams.read_log(state, target))
+    slot = request.app.state.stream_slots.acquire(token_digest(request))
+    try:
+        # Read before any byte is sent: a failing store is a 503 here, not a 200 that breaks.
+        first = streams.read_log(state, target)
+    except BaseException:
+        slot.release()
+        raise
+    return streams.SlotStreamingResponse(
+        streams.follow_log(state, team, job_id, query.attempt, target, first),
+        slot,
+        media_type="text/plain; charset=utf-8",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
 
 
 @router.get(
