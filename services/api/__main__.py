@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from services.api.app import create_app
 from services.api.settings import get_settings
+from trainforge.private import private_home, restrict_umask
 
 
 def app_from_env() -> FastAPI:
@@ -17,7 +18,11 @@ def app_from_env() -> FastAPI:
 
 
 def main() -> None:
+    # Before anything is created (uvicorn's workers inherit it): see trainforge/private.py.
+    restrict_umask()
     settings = get_settings()
+    if settings.embedded:
+        private_home(settings.home)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     uvicorn.run(

@@ -13,13 +13,19 @@ from prometheus_client import start_http_server
 from services.dispatcher.build import make_dispatcher
 from services.dispatcher.settings import get_settings
 from services.store import Database, upgrade
+from trainforge.private import private_home, restrict_umask
 
 
 def main() -> int:
+    # Before anything is created (the runs LocalBackend starts inherit it): see
+    # trainforge/private.py.
+    restrict_umask()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     settings = get_settings()
+    if settings.embedded:
+        private_home(settings.home)
     db = Database(settings.resolved_database_url, pool_size=2)
     if settings.migrate_on_startup:
         upgrade(db.engine)

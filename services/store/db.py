@@ -11,6 +11,8 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from trainforge.private import private_sqlite
+
 log = logging.getLogger(__name__)
 
 
@@ -44,9 +46,11 @@ def make_engine(url: str, *, pool_size: int = 10) -> Engine:
     """
     if url.startswith("sqlite"):
         database = make_url(url).database
-        if database and database != ":memory:":
-            # A fresh $TRAINFORGE_HOME: SQLite creates the file, not its directory.
-            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        if database and database != ":memory:" and not database.startswith("file:"):
+            # SQLite creates the file, not its directory (a fresh $TRAINFORGE_HOME); and it
+            # would create the file world-readable under the usual umask. The database holds
+            # token hashes and every job's details: owner-only (its -wal/-shm follow its mode).
+            private_sqlite(Path(database))
         engine = create_engine(
             url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=pool_size
         )

@@ -3,24 +3,35 @@
 The protocol that makes the dispatcher crash-safe (see services/dispatcher/dispatcher.py):
 
 1. :func:`claim` (one transaction): QUEUED/RETRYING jobs → STARTING, with a new attempt row
-   whose ``handle`` is NULL. PostgreSQL: ``FOR UPDATE SKIP LOCKED``, so dispatchers never
-   claim the same job; SQLite: the transaction holds the database write lock.
+   whose ``handle`` is NULL. PostgreSQL: the claiming dispatcher holds a transaction-scoped
+   advisory lock (replicas take turns; one that finds it taken claims nothing this loop) and
+   locks the jobs it claims ``FOR UPDATE SKIP LOCKED``, so dispatchers never claim the same
+   job; SQLite: the transaction holds the database write lock.
 2. ``backend.launch()`` outside any transaction; it is idempotent by (job id, attempt).
 3. :func:`record_launch` stores the handle.
 
 A dispatcher killed between 1 and 3 leaves an attempt with a NULL handle; :func:`unlaunched`
 finds it and the next dispatcher calls ``launch`` again, which returns the run the first call
 started if there was one, so a job is neither lost nor launched twice.
+
+Fairness: :func:`claim` does not take the oldest jobs first but the oldest job of the team with
+the fewest launched jobs (STARTING, RUNNING, CANCELLING), one job at a time, counting each job
+it claims; so one team's long runs or large backlog never hold back another team's first job,
+and a batch interleaves teams. A team at its ``max_running_jobs`` is skipped (its jobs stay
+QUEUED, or RETRYING). Because the counts are read under the claim lock, neither that limit nor
+the dispatcher's ``max_active`` can be overshot by replicas claiming at the same time.
 """
 
 from __future__ import annotations
 
+import heapq
 import logging
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select, text
 from sqlalchemy.orm import Session
 
 from services.store.domain import Attempt, Job
@@ -31,7 +42,10 @@ from trainforge.states import JobState
 log = logging.getLogger(__name__)
 
 #: Error codes a retry cannot fix: the job fails at once whatever its retries.
-NON_RETRYABLE_ERRORS = frozenset({"spec_invalid", "dataset_invalid", "weights_unavailable"})
+NON_RETRYABLE_ERRORS = frozenset({
+    "spec_invalid", "spec_tampered", "location_invalid", "access_denied",
+    "dataset_invalid", "dataset_unsafe", "weights_unavailable", "weights_unsafe",
+})
 
 #: States in which a job's current attempt may have a run on a backend.
 LAUNCHED_STATES = (JobState.STARTING.value, JobState.RUNNING.value, JobState.CANCELLING.value)
@@ -60,11 +74,98 @@ def _attempt(row: AttemptRow) -> Attempt:
     )
 
 
-def count_launched(session: Session) -> int:
-    """Jobs that hold (or are about to hold) a run on a backend."""
-    return int(
-        session.scalar(select(func.count()).where(JobRow.state.in_(LAUNCHED_STATES))) or 0
+def launched_by_team(session: Session) -> dict[str, int]:
+    """Launched jobs (see :data:`LAUNCHED_STATES`) per team; teams with none are left out."""
+    rows = session.execute(
+        select(JobRow.team, func.count())
+        .where(JobRow.state.in_(LAUNCHED_STATES))
+        .group_by(JobRow.team)
     )
+    return {team: int(n) for team, n in rows}
+
+
+# Transaction-scoped, so a dispatcher that dies mid-claim releases it with its connection;
+# "try" so that a replica never waits behind another's claim (it claims on its next loop).
+# Keyed by schema like the scheduler's lock: stores in other schemas do not share it. The
+# two-key form never collides with the one-key team locks of services/store/jobs.py.
+_TRY_CLAIM_LOCK = text(
+    "SELECT pg_try_advisory_xact_lock(hashtext('trainforge.claim'), hashtext(current_schema()))"
+)
+
+
+def _take_claim_lock(session: Session) -> bool:
+    """Serialise claims across dispatchers (PostgreSQL); SQLite's BEGIN IMMEDIATE already does.
+
+    Without it, two replicas would both count a team's launched jobs before either commits and
+    both claim up to its limit (and up to ``max_active``).
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return True
+    return bool(session.execute(_TRY_CLAIM_LOCK).scalar_one())
+
+
+def _dispatchable(now: datetime) -> ColumnElement[bool]:
+    """QUEUED jobs, and RETRYING jobs whose retry delay has passed."""
+    return or_(
+        JobRow.state == JobState.QUEUED.value,
+        and_(
+            JobRow.state == JobState.RETRYING.value,
+            or_(JobRow.retry_at.is_(None), JobRow.retry_at <= now),
+        ),
+    )
+
+
+def _plan(
+    session: Session,
+    launched: dict[str, int],
+    limit: int,
+    max_running: Callable[[str], int | None],
+    now: datetime,
+) -> list[int]:
+    """The ``seq`` of the jobs to claim, in claim order (see the module's "Fairness").
+
+    Reads at most ``limit`` candidates per team (no team can get more in one batch), oldest
+    first, without locking them: the caller locks the chosen ones.
+    """
+    ranked = (
+        select(
+            JobRow.team,
+            JobRow.seq,
+            func.row_number()
+            .over(partition_by=JobRow.team, order_by=JobRow.seq)
+            .label("rank"),
+        )
+        .where(_dispatchable(now))
+        .subquery()
+    )
+    queues: dict[str, deque[int]] = {}
+    for team, seq in session.execute(
+        select(ranked.c.team, ranked.c.seq)
+        .where(ranked.c.rank <= limit)
+        .order_by(ranked.c.seq)
+    ):
+        queues.setdefault(team, deque()).append(int(seq))
+    running = dict(launched)
+    caps = {team: max_running(team) for team in queues}
+    # (launched jobs, oldest candidate, team): the smallest goes next.
+    heap = [(running.get(team, 0), queue[0], team) for team, queue in queues.items()]
+    heapq.heapify(heap)
+    plan: list[int] = []
+    while heap and len(plan) < limit:
+        count, seq, team = heapq.heappop(heap)
+        cap = caps[team]
+        if cap is not None and count >= cap:
+            continue  # the team is at its limit: its jobs wait for one of its runs to end
+        queue = queues[team]
+        plan.append(queue.popleft())
+        running[team] = count + 1
+        if queue:
+            heapq.heappush(heap, (count + 1, queue[0], team))
+    return plan
+
+
+def _unlimited(_team: str) -> int | None:
+    return None
 
 
 def claim(
@@ -75,40 +176,56 @@ def claim(
     limit: int,
     token_sha256: Callable[[str, int], str],
     now: datetime | None = None,
+    max_active: int | None = None,
+    max_running: Callable[[str], int | None] = _unlimited,
 ) -> list[Assignment]:
-    """Claim up to ``limit`` dispatchable jobs, oldest first (step 1 above).
+    """Claim up to ``limit`` dispatchable jobs, fairly across teams (step 1 above).
+
+    Order: the team with the fewest launched jobs first, ties to the team whose oldest
+    dispatchable job is older; each claimed job counts towards its team's launched jobs, so a
+    batch interleaves teams. A team at its ``max_running`` limit gets nothing.
 
     Args:
         owner: this dispatcher instance's id (recorded on the attempt).
         backend: the backend's name.
         limit: most jobs to claim.
         token_sha256: (job id, attempt) → SHA-256 of the attempt's job token.
+        now: the current time (retry delays are compared with it).
+        max_active: most launched jobs across all teams, counting those launched already
+            (``None``: no bound).
+        max_running: team → most launched jobs of that team at once (``None``: no limit).
 
     Returns:
-        The claimed jobs (now STARTING) with their new attempts.
+        The claimed jobs (now STARTING) with their new attempts, in claim order. Empty when
+        another dispatcher is claiming at this moment (PostgreSQL).
     """
-    if limit <= 0:
+    if limit <= 0 or not _take_claim_lock(session):
         return []
     now = now or utcnow()
-    rows = list(
-        session.scalars(
+    launched = launched_by_team(session)
+    if max_active is not None:
+        limit = min(limit, max_active - sum(launched.values()))
+        if limit <= 0:
+            return []
+    plan = _plan(session, launched, limit, max_running, now)
+    if not plan:
+        return []
+    # The state is checked again on the locked rows: a job cancelled since _plan read it is
+    # not claimed. SKIP LOCKED: a row another transaction holds (a cancel in progress) is left
+    # for the next loop rather than waited for.
+    rows = {
+        row.seq: row
+        for row in session.scalars(
             select(JobRow)
-            .where(
-                or_(
-                    JobRow.state == JobState.QUEUED.value,
-                    and_(
-                        JobRow.state == JobState.RETRYING.value,
-                        or_(JobRow.retry_at.is_(None), JobRow.retry_at <= now),
-                    ),
-                )
-            )
-            .order_by(JobRow.seq)
-            .limit(limit)
+            .where(JobRow.seq.in_(plan), _dispatchable(now))
             .with_for_update(skip_locked=True)
         )
-    )
+    }
     claimed = []
-    for row in rows:
+    for seq in plan:
+        row = rows.get(seq)
+        if row is None:
+            continue
         number = row.attempts + 1
         row.attempts = number
         row.retry_at = None
@@ -235,11 +352,16 @@ def settle(
     succeeded: bool,
     message: str,
     retry_delay: timedelta,
+    error_code: str | None = None,
 ) -> JobState | None:
     """Record how an attempt ended and move the job on.
 
     Success → SUCCEEDED. Otherwise: a CANCELLING job → CANCELLED; with retries left and an
     error a retry can fix → RETRYING (relaunched after ``retry_delay``); else FAILED.
+
+    Args:
+        error_code: why it failed when the dispatcher itself knows (e.g. ``spec_tampered``);
+            otherwise the code the job reported, if any.
 
     Returns:
         The job's new state, or None when the attempt was stale or already settled.
@@ -261,7 +383,7 @@ def settle(
         attempt.outcome = "cancelled"
         transition(session, job, JobState.CANCELLED, "cancelled at the owner's request", now=now)
     else:
-        code = job.error_code or "run_failed"
+        code = error_code or job.error_code or "run_failed"
         detail = job.error_message or message or "the run failed"
         if code not in NON_RETRYABLE_ERRORS and job.attempts < job.max_attempts:
             job.retry_at = now + retry_delay

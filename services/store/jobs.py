@@ -26,8 +26,8 @@ from services.store.domain import (
     Trial,
 )
 from services.store.rows import owned_row, page
-from services.store.tables import EventRow, IdempotencyRow, JobRow, TrialRow
-from trainforge.errors import IllegalTransition, JobNotFound, JobStateConflict
+from services.store.tables import AttemptRow, EventRow, IdempotencyRow, JobRow, TrialRow
+from trainforge.errors import IllegalTransition, JobNotFound, JobStateConflict, Unauthenticated
 from trainforge.events import MessageEvent, ProgressEvent, StateEvent
 from trainforge.spec import JobKind
 from trainforge.states import TERMINAL_STATES, JobState, can_transition
@@ -418,7 +418,11 @@ def request_cancel(session: Session, job_id: str, *, team: str, reason: str) -> 
 
 
 def apply_reported_event(
-    session: Session, job_id: str, event: ProgressEvent | StateEvent | MessageEvent
+    session: Session,
+    job_id: str,
+    event: ProgressEvent | StateEvent | MessageEvent,
+    *,
+    attempt: int | None = None,
 ) -> None:
     """Record what a running job reported (the internal events route).
 
@@ -426,12 +430,32 @@ def apply_reported_event(
     trial's); RUNNING and SUCCEEDED move the job when the table allows it; FAILED only records
     the error: the dispatcher decides between RETRYING and FAILED when the run exits.
 
+    The route checks the job token first (services/store/tokens.py ``verify_job_token``), in
+    its own transaction; the job may end between that check and this one, so the same rule is
+    applied again here, on the locked row: nothing is recorded for a finished job, nor for an
+    attempt that is no longer current or has been settled.
+
+    Args:
+        job_id: the job.
+        event: what it reported.
+        attempt: the attempt the caller's token belongs to; ``None`` skips the attempt check
+            (the job-level one always applies).
+
     Raises:
         JobNotFound: no such job.
+        Unauthenticated: the job (or ``attempt``) has ended since the token was checked.
     """
     row = _row(session, job_id, None, lock=True)
     now = utcnow()
     state = JobState(row.state)
+    if state.terminal:
+        raise Unauthenticated(f"job {job_id} is {state}; its job tokens are no longer valid")
+    if attempt is not None:
+        current = session.get(AttemptRow, (job_id, attempt))
+        if attempt != row.attempts or current is None or current.finished_at is not None:
+            raise Unauthenticated(
+                f"attempt {attempt} of job {job_id} has ended; its job token is no longer valid"
+            )
     if isinstance(event, ProgressEvent):
         data: dict[str, Any] = {
             "epoch": event.epoch,

@@ -23,6 +23,7 @@ from services.store.domain import ApiToken
 from services.store.jobs import utcnow
 from services.store.tables import ApiTokenRow, AttemptRow, JobRow
 from trainforge.errors import NotFound, Unauthenticated
+from trainforge.states import JobState
 
 API_TOKEN_PREFIX = "tf_"
 JOB_TOKEN_PREFIX = "tfj_"
@@ -123,20 +124,38 @@ def job_token(secret_key: bytes, job_id: str, attempt: int) -> str:
 
 
 def verify_job_token(session: Session, job_id: str, presented: str) -> int:
-    """Check a job token against the job's current attempt.
+    """Check a job token against the job's current attempt, which must still be live.
+
+    A token opens the events route only while its attempt can still be running: not after a
+    retry superseded it, not once the dispatcher settled the attempt (its run ended: the job
+    is then RETRYING or terminal), and not once the job reached a terminal state, whoever moved
+    it there. The job's own last report is therefore accepted: SUCCEEDED arrives while the job
+    is RUNNING (or CANCELLING) and is what makes it terminal; a reported FAILED only records
+    the error, the job stays RUNNING until the run exits and the dispatcher settles it. Logs
+    are not affected: a job ships them to the artifacts store directly, not with this token.
 
     Returns:
         The attempt number the token belongs to.
 
     Raises:
-        Unauthenticated: not the current attempt's token (or no such job: same answer).
+        Unauthenticated: not the current attempt's token (or no such job: same answer), or the
+            attempt or the job has ended.
     """
     row = session.execute(
-        select(AttemptRow.number, AttemptRow.token_sha256)
+        select(AttemptRow.number, AttemptRow.token_sha256, AttemptRow.finished_at, JobRow.state)
         .join(JobRow, JobRow.id == AttemptRow.job_id)
         .where(AttemptRow.job_id == job_id, AttemptRow.number == JobRow.attempts)
     ).one_or_none()
     stored = row.token_sha256 if row is not None else _DUMMY_SHA
     if not hmac.compare_digest(stored, sha256_hex(presented)) or row is None:
         raise Unauthenticated(f"not a valid token for the current attempt of job {job_id}")
+    # Said only to a caller that proved it holds the attempt's token.
+    if JobState(row.state).terminal:
+        raise Unauthenticated(
+            f"job {job_id} is {row.state}; its job tokens are no longer valid"
+        )
+    if row.finished_at is not None:
+        raise Unauthenticated(
+            f"attempt {row.number} of job {job_id} has ended; its job token is no longer valid"
+        )
     return int(row.number)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from trainforge.cli import dataset, db, jobs, models, schedules, serve, tokens
+from trainforge.private import restrict_umask
 
 app = typer.Typer(
     name="trainforge",
@@ -19,6 +22,20 @@ app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.command()(serve.serve)
+
+#: Commands that create files under $TRAINFORGE_HOME (the job store, the embedded server's
+#: state): they run with an owner-only umask (trainforge/private.py). The others write where
+#: their user says (datasets, downloads) and keep the user's umask.
+PRIVATE_COMMANDS = frozenset({"serve", "tokens", "db"})
+
+
+@app.callback()
+def _private_state(ctx: typer.Context) -> None:
+    # No docstring: typer would show it as the command's help instead of the app's.
+    if ctx.invoked_subcommand in PRIVATE_COMMANDS:
+        previous = restrict_umask()
+        # Restored when the command returns, for callers that run it in-process (tests).
+        ctx.call_on_close(lambda: os.umask(previous))
 
 
 @app.command()

@@ -1,4 +1,9 @@
-"""``trainforge serve``: the embedded default (API + dispatcher in one process)."""
+"""``trainforge serve``: the embedded default (API + dispatcher in one process).
+
+Everything lives under ``$TRAINFORGE_HOME``, owner-only (trainforge/private.py). Up to
+:data:`EMBEDDED_MAX_ACTIVE` jobs run at once, at most :data:`EMBEDDED_MAX_RUNNING_JOBS` per
+team, so that one team's long training does not keep another team's job waiting.
+"""
 
 from __future__ import annotations
 
@@ -6,17 +11,39 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import typer
 
+from trainforge.private import (
+    PRIVATE_FILE_MODE,
+    private_dir,
+    private_file,
+    private_home,
+    restrict_umask,
+)
+
 if TYPE_CHECKING:
     from services.store import Database
+    from services.store.settings import StoreSettings, TeamLimits
+
+#: Jobs launched at once unless TRAINFORGE_DISPATCHER_MAX_ACTIVE says otherwise.
+EMBEDDED_MAX_ACTIVE = 2
+#: A team's launched jobs at once unless its limits (TRAINFORGE_DEFAULT_LIMITS or its entry in
+#: TRAINFORGE_TEAM_LIMITS) set ``max_running_jobs``, ``null`` included.
+EMBEDDED_MAX_RUNNING_JOBS = 1
+#: What an older version may have left readable at the top of $TRAINFORGE_HOME (the database
+#: is made private when it is opened: services/store/db.py).
+_HOME_ENTRIES = ("secret-key", "dev-token", "artifacts", "models", "dispatcher", "cache", "work")
+
+_Settings = TypeVar("_Settings", bound="StoreSettings")
 
 
 def _dev_token(home: Path, db: Database) -> Path:
-    """Keep a working token for team ``dev`` in ``$TRAINFORGE_HOME/dev-token`` (0600)."""
+    """Keep a working token for the embedded team (``dev``) in ``$TRAINFORGE_HOME/dev-token``
+    (0600); it is the team that may read local paths (trainforge/access.py)."""
     from services.store import tokens
+    from trainforge.access import EMBEDDED_TEAM
     from trainforge.errors import Unauthenticated
 
     path = home / "dev-token"
@@ -28,13 +55,47 @@ def _dev_token(home: Path, db: Database) -> Path:
         except Unauthenticated:
             pass  # revoked or from another database: mint a new one
     with db.transaction() as session:
-        _, token = tokens.create_token(session, "dev", "embedded server dev token")
+        _, token = tokens.create_token(session, EMBEDDED_TEAM, "embedded server dev token")
     home.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as fh:
         fh.write(token + "\n")
-    os.chmod(path, 0o600)
+    private_file(path)  # O_CREAT's mode does not apply to a file that already existed
     return path
+
+
+def _make_home_private(home: Path) -> None:
+    """$TRAINFORGE_HOME 0700 (created so if missing), and what is known to live at its top."""
+    if not private_home(home):
+        return  # a shared directory (~, /tmp): its "models" or "work" may not be ours
+    for name in _HOME_ENTRIES:
+        path = home / name
+        if path.is_dir() and not path.is_symlink():
+            private_dir(path)
+        elif path.is_file():
+            private_file(path)
+
+
+def embedded_limits(settings: _Settings) -> _Settings:
+    """``settings`` with ``max_running_jobs`` = :data:`EMBEDDED_MAX_RUNNING_JOBS` in the default
+    limits and in every team's entry that does not set it itself.
+
+    Args:
+        settings: the API's or the dispatcher's settings, as read from the environment.
+
+    Returns:
+        A copy with the embedded default filled in.
+    """
+
+    def filled(limits: TeamLimits) -> TeamLimits:
+        if "max_running_jobs" in limits.model_fields_set:
+            return limits
+        return limits.model_copy(update={"max_running_jobs": EMBEDDED_MAX_RUNNING_JOBS})
+
+    return settings.model_copy(update={
+        "default_limits": filled(settings.default_limits),
+        "team_limits": {team: filled(limits) for team, limits in settings.team_limits.items()},
+    })
 
 
 def serve(
@@ -50,18 +111,22 @@ def serve(
     from services.dispatcher.settings import DispatcherSettings
     from services.store import Database, upgrade
 
+    # Before anything is created: the jobs, the SQLite files and the stores inherit it.
+    restrict_umask()
     logging.basicConfig(level=logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     local_host = "127.0.0.1" if host in {"0.0.0.0", "::"} else host
     url = f"http://{local_host}:{port}"
-    api_settings = ApiSettings(embedded=True, migrate_on_startup=False)
-    dispatcher_settings = DispatcherSettings(embedded=True, api_url=url)
+    api_settings = embedded_limits(ApiSettings(embedded=True, migrate_on_startup=False))
+    dispatcher_settings = embedded_limits(DispatcherSettings(embedded=True, api_url=url))
     if dispatcher_settings.dispatcher_max_active is None:
-        # One training at a time on a laptop unless TRAINFORGE_DISPATCHER_MAX_ACTIVE says more.
+        # A laptop has room for few trainings at once; two, so that with one job per team a
+        # second team's job starts while the first team's long one runs.
         dispatcher_settings = dispatcher_settings.model_copy(
-            update={"dispatcher_max_active": 1}
+            update={"dispatcher_max_active": EMBEDDED_MAX_ACTIVE}
         )
     home = api_settings.home
+    _make_home_private(home)
     db = Database(api_settings.resolved_database_url, pool_size=2)
     upgrade(db.engine)
     token_path = _dev_token(home, db)

@@ -55,5 +55,5 @@ def post_event(
     if isinstance(event, ProgressEvent) and max(event.epoch, event.epochs, event.attempt) > _INT32:
         raise InvalidRequest("epoch, epochs and attempt must be below 2**31")
     with state.db.transaction() as session:
-        repo.apply_reported_event(session, job_id, event)
+        repo.apply_reported_event(session, job_id, event, attempt=_attempt)
     return EventAccepted()
