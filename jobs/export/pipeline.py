@@ -22,6 +22,7 @@ from typing import Any
 from jobs.export import convert, measure, metrics
 from jobs.export.dataset import LocalDataset, describe, first_image
 from jobs.export.results import ONNX, FormatResult, engine_key, threshold_for
+from jobs.train import adapter
 from trainforge import datasets, registry
 from trainforge.errors import ExportError
 from trainforge.reporting import JobReporter
@@ -132,6 +133,9 @@ def export_and_publish(
     """
     if spec.export is None:
         raise ExportError("the job spec has no export section; add export: {formats: [onnx]}")
+    # Every load below (best.pt, its exports, the evaluation split's labels) is a safe one,
+    # whichever job calls this.
+    adapter.harden_loading()
     reporter = reporter or JobReporter(None, None, None)
     started = time.perf_counter()
     outcome: ExportOutcome | None = None

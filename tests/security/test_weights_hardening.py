@@ -1,0 +1,216 @@
+"""``adapter.harden_loading``: the layers below the pre-flight, each shown to hold on its own.
+
+A file that slipped past ``check_weights`` (fetched anew by a worker, say) must still not run:
+torch's loader refuses it whatever Ultralytics passes, a model YAML is parsed without
+``eval``, and Ultralytics' multi-GPU ranks, which start as processes of their own, harden
+themselves before they load anything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from jobs.train import adapter
+from tests.security.malicious import (  # noqa: F401  (genuine_checkpoints: a fixture)
+    REPO,
+    GenuineCheckpoints,
+    eval_yaml_checkpoint,
+    genuine_checkpoints,
+    reduce_weights,
+    unpickles_to_sentinel,
+)
+from trainforge.errors import UnsafeWeights
+
+
+@pytest.fixture(autouse=True)
+def _hardened(tmp_path_factory: pytest.TempPathFactory) -> None:
+    adapter.prepare_environment(tmp_path_factory.getbasetemp() / "ultralytics")
+    adapter.harden_loading()
+
+
+def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TORCH_FORCE_")}
+    return {**env, "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1",
+            "YOLO_CONFIG_DIR": str(tmp_path / "ultralytics"), **extra}
+
+
+def test_weights_only_false_no_longer_escapes(tmp_path: Path) -> None:
+    import torch
+    import ultralytics.nn.tasks
+
+    tasks: Any = ultralytics.nn.tasks  # untyped
+    sentinel = tmp_path / "sentinel"
+    weights = reduce_weights(tmp_path / "x.pt", sentinel, "exec")
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(weights, weights_only=False)  # what Ultralytics' torch_load passes
+    with pytest.raises(TypeError, match="not a loadable checkpoint"):
+        tasks.torch_safe_load(str(weights))  # Ultralytics' own loader, as YOLO(path) calls it
+    assert not sentinel.exists()
+    assert unpickles_to_sentinel(weights, sentinel)
+
+
+def test_the_opposite_torch_variable_cannot_undo_it(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    adapter.harden_loading()
+    assert "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD" not in os.environ
+    sentinel = tmp_path / "sentinel"
+    with pytest.raises(pickle.UnpicklingError):
+        torch.load(reduce_weights(tmp_path / "x.pt", sentinel), weights_only=False)
+    assert not sentinel.exists()
+
+
+def test_a_process_that_cannot_force_weights_only_refuses_to_run() -> None:
+    class IgnoresTheVariable:
+        __version__ = "0.0"
+
+        @staticmethod
+        def save(obj: object, buffer: object) -> None:
+            pass
+
+        @staticmethod
+        def load(buffer: object, weights_only: bool) -> None:
+            return None
+
+    with pytest.raises(RuntimeError, match="ignored TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
+        adapter._prove_weights_only(IgnoresTheVariable)
+
+
+def test_model_yaml_code_is_not_evaluated_when_a_model_is_rebuilt(
+        genuine_checkpoints: GenuineCheckpoints, tmp_path: Path) -> None:  # noqa: F811
+    """What a fine-tune does with a checkpoint's YAML (trainer.get_model), refused without
+    running it; a plain layer YAML still builds."""
+    import torch
+    import ultralytics.nn.tasks
+
+    detection_model: Any = ultralytics.nn.tasks.DetectionModel  # untyped
+    sentinel = tmp_path / "sentinel"
+    weights = eval_yaml_checkpoint(genuine_checkpoints.best, tmp_path / "x.pt", sentinel)
+    ckpt = torch.load(weights, weights_only=True)  # passes the allow-list: only strings differ
+    with pytest.raises(TypeError, match="unsupported activation"):
+        detection_model(ckpt["model"].yaml, nc=3, verbose=False)
+    assert not sentinel.exists()
+    plain = torch.load(genuine_checkpoints.best, weights_only=True)["model"].yaml
+    assert isinstance(detection_model(plain, nc=3, verbose=False), detection_model)
+
+
+def test_a_worker_that_fetched_a_bad_file_refuses_it_before_training(tmp_path: Path) -> None:
+    """adapter.train, as a Ray Train worker or a Tune trial calls it, in a fresh process."""
+    sentinel = tmp_path / "sentinel"
+    weights = reduce_weights(tmp_path / "x.pt", sentinel)
+    code = ("import sys; from pathlib import Path; from jobs.train import adapter\n"
+            "adapter.prepare_environment(Path(sys.argv[2]))\n"
+            "try:\n"
+            "    adapter.train({'model': sys.argv[1], 'data': 'none.yaml'}, None)\n"
+            "except Exception as exc:\n"
+            "    print('RAISED', type(exc).__name__, getattr(exc, 'code', ''))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(weights), str(tmp_path / "ul")],
+                          env=_env(tmp_path), cwd=REPO, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert "RAISED UnsafeWeights weights_unsafe" in done.stdout, done.stdout + done.stderr
+    assert not sentinel.exists()
+
+
+def test_unsafe_weights_from_a_worker_keeps_its_code() -> None:
+    from jobs.train.ray_runner import _worker_error
+
+    failure = RuntimeError("worker died")
+    failure.__cause__ = UnsafeWeights("weights x reference posix.system")
+    found = _worker_error(SimpleNamespace(worker_failures={0: failure}))  # type: ignore[arg-type]
+    assert isinstance(found, UnsafeWeights) and found.code == "weights_unsafe"
+
+
+def test_ddp_ranks_are_not_launched_without_the_callbacks_that_harden_them() -> None:
+    import ultralytics.engine.trainer
+
+    ul_trainer: Any = ultralytics.engine.trainer  # untyped
+    trainer = SimpleNamespace(callbacks={"on_train_start": [print]})
+    with pytest.raises(RuntimeError, match="refusing to start Ultralytics' DDP ranks"):
+        ul_trainer.generate_ddp_command(trainer)
+
+
+#: Builds Ultralytics' real DDP launch (command and rank script) for a stand-in trainer, the
+#: way BaseTrainer.train does for gpus > 1; writes {"cmd", "file"} to argv[1].
+_LAUNCH = r"""
+import json, sys
+from pathlib import Path
+from types import SimpleNamespace
+import torch
+import ray.cloudpickle
+sys.modules["cloudpickle"] = ray.cloudpickle  # Ultralytics' DDP pickler; Ray vendors it
+from jobs.train import adapter
+adapter.prepare_environment(Path(sys.argv[2]))
+adapter.harden_loading()
+import ultralytics.utils.checks
+ultralytics.utils.checks.check_requirements = lambda *a, **k: True  # would pip-install it
+import ultralytics.engine.trainer as ul_trainer
+
+
+class Hooks:
+    def on_epoch(self, result): pass
+    def on_checkpoint(self, epoch, last, best): pass
+
+
+class RankTrainer:
+    # Defined in __main__, so it travels by value: its train() runs in the rank and reports.
+    def __init__(self, cfg=None, overrides=None, _callbacks=None):
+        self.overrides = overrides
+
+    def train(self):
+        import os
+        import torch
+        import ultralytics.data.dataset as ds
+        report = {"forced": os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD"),
+                  "label_cache_loader": ds.load_dataset_cache_file.__name__}
+        try:
+            torch.load(self.overrides["evil"], weights_only=False)
+            report["evil"] = "loaded"
+        except Exception as exc:
+            report["evil"] = type(exc).__name__
+        Path(self.overrides["report"]).write_text(json.dumps(report))
+
+
+trainer = RankTrainer()
+trainer.args = SimpleNamespace(evil=sys.argv[3], report=sys.argv[4])
+trainer.model = torch.nn.Linear(1, 1)
+trainer.callbacks = {"on_fit_epoch_end": [adapter._Callbacks(Hooks()).on_fit_epoch_end]}
+trainer.resume, trainer.world_size, trainer.save_dir = True, 2, Path(sys.argv[2])
+cmd, file = ul_trainer.generate_ddp_command(trainer)
+Path(sys.argv[1]).write_text(json.dumps({"cmd": cmd, "file": file}))
+"""
+
+
+def test_a_ddp_rank_loads_its_state_then_hardens_itself(tmp_path: Path) -> None:
+    sentinel = tmp_path / "sentinel"
+    evil = reduce_weights(tmp_path / "evil.pt", sentinel)
+    launch, report = tmp_path / "launch.json", tmp_path / "report.json"
+    done = subprocess.run(
+        [sys.executable, "-c", _LAUNCH, str(launch), str(tmp_path / "ul"), str(evil),
+         str(report)], env=_env(tmp_path), cwd=REPO, capture_output=True, text=True,
+        timeout=300, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cmd, script = json.loads(launch.read_text()).values()
+    assert cmd[:5] == ["env", "-u", "TORCH_FORCE_WEIGHTS_ONLY_LOAD", sys.executable, "-m"]
+    # The rank as torch.distributed.run would start it: the launcher's environment (that of
+    # the hardened trainer process), through the command's own `env -u` prefix.
+    rank_env = {**_env(tmp_path), "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"}
+    without_prefix = subprocess.run([sys.executable, script], env=rank_env, cwd=tmp_path,
+                                    capture_output=True, text=True, timeout=300, check=False)
+    assert without_prefix.returncode != 0, "control: the state file needs a full unpickle"
+    rank = subprocess.run([*cmd[:3], sys.executable, script], env=rank_env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert rank.returncode == 0, rank.stderr[-3000:]
+    assert json.loads(report.read_text()) == {
+        "forced": "1", "label_cache_loader": "_no_dataset_cache", "evil": "UnpicklingError"}
+    assert not sentinel.exists()
