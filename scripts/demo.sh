@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # `make demo`: a synthetic dataset → the embedded service → a fine-tuning job through the CLI
 # (progress bar) → the held-out test scores and where the artifacts are. Everything lives under
-# .demo/ (TRAINFORGE_HOME); each run starts from a clean one.
+# .demo/: the service's home (TRAINFORGE_HOME) and, beside it, the dataset (a job never reads
+# trainforge's own home as data); each run starts from a clean one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export TRAINFORGE_HOME=${TRAINFORGE_HOME:-$PWD/.demo} YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+demo=$PWD/.demo
+export TRAINFORGE_HOME=${TRAINFORGE_HOME:-$demo/home} YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
 tf=.venv/bin/trainforge
-rm -rf "$TRAINFORGE_HOME"
+rm -rf "$demo" "$TRAINFORGE_HOME"
 mkdir -p "$TRAINFORGE_HOME"
-data="$TRAINFORGE_HOME/datasets/shapes"
+data="$demo/datasets/shapes"
 
 echo "== 1/4 synthetic dataset (128 train / 32 val / 32 test images, 3 classes)"
 $tf dataset synth "$data" --classes 3 --train 128 --val 32 --test 32 --imgsz 128 --seed 0

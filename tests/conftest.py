@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import pytest
 
@@ -19,13 +21,39 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+@contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """An ASGI app served by uvicorn in a thread on a free loopback port; yields its URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 @pytest.fixture(scope="session")
-def s3_server() -> Iterator[str]:
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real S3-protocol server (moto in server mode) on loopback; yields its endpoint URL.
 
     boto3 talks HTTP to it exactly as to AWS or MinIO. TRAINFORGE_S3_ENDPOINT_URL and dummy
-    credentials are set for the whole session.
+    credentials are set for the whole session. Its request recorder (see ``s3_requests``)
+    writes into a temporary file, read before moto is imported.
     """
+    os.environ.setdefault("MOTO_RECORDER_FILEPATH",
+                          str(tmp_path_factory.mktemp("moto") / "requests.jsonl"))
     from moto.server import ThreadedMotoServer
 
     from trainforge.storage.factory import clear_store_cache
@@ -68,3 +96,31 @@ def s3_bucket(s3_server: str) -> str:
     name = f"tf-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_server).create_bucket(Bucket=name)
     return name
+
+
+@pytest.fixture()
+def s3_requests(s3_server: str) -> Iterator[Callable[[], list[str]]]:
+    """The S3 server's own request log for one test: returns ``"METHOD bucket/key?query"``
+    (percent-decoded) for every request the server received since the test started.
+
+    Uses moto's recorder (``/moto-api/recorder/…``): what the server saw, whoever sent it.
+    """
+    import json
+    from urllib.parse import unquote
+
+    import httpx
+
+    api = f"{s3_server}/moto-api/recorder"
+    httpx.post(f"{api}/reset-recording", timeout=10).raise_for_status()
+    httpx.post(f"{api}/start-recording", timeout=10).raise_for_status()
+
+    def requests() -> list[str]:
+        text = httpx.get(f"{api}/download-recording", timeout=10).text
+        entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [f"{e['method']} {unquote(str(e['url']).split('://', 1)[-1].split('/', 1)[-1])}"
+                for e in entries]
+
+    try:
+        yield requests
+    finally:
+        httpx.post(f"{api}/stop-recording", timeout=10)

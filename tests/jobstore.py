@@ -16,6 +16,20 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from services.store import Database, upgrade
+from trainforge.access import AccessRules, StoragePolicy, TeamAccess
+
+#: The storage access policy of API and dispatcher tests: every team may read the S3 test
+#: prefixes and local paths (tests of the policy itself build their own; see tests/security).
+TEST_POLICY = StoragePolicy(default=TeamAccess(
+    datasets=("s3://datasets/", "s3://d/", "s3://b/", "file:///"),
+    weights=("s3://models/", "file:///"),
+))
+
+
+def open_access(team: str) -> AccessRules:
+    """:data:`TEST_POLICY` for ``team``, local paths allowed (no reserved locations)."""
+    return AccessRules.build(team, TEST_POLICY.for_team(team), local_paths=True, reserved={})
+
 
 PG_SERVER = os.environ.get("TRAINFORGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TABLES = ("schedule_runs", "schedules", "idempotency_keys", "job_trials", "job_attempts",

@@ -29,6 +29,18 @@ ENV_JOB_ID = "TRAINFORGE_JOB_ID"
 ENV_JOB_TOKEN = "TRAINFORGE_JOB_TOKEN"
 #: Set by the dispatcher: the attempt number, starting at 1.
 ENV_ATTEMPT = "TRAINFORGE_ATTEMPT"
+#: Set by the dispatcher where a backend has no private channel for secrets (Ray Jobs API,
+#: KubeRay): the artifacts-store URI of a JSON object holding the job token, readable by the
+#: job's own store credentials and never listed as an artifact. Deleted when the attempt ends.
+ENV_JOB_SECRETS_URI = "TRAINFORGE_JOB_SECRETS_URI"
+#: Set by the dispatcher: the team that owns the job (its registry, its dataset cache).
+ENV_JOB_TEAM = "TRAINFORGE_JOB_TEAM"
+#: Set by the dispatcher: what the job may read, as JSON (trainforge/access.py AccessRules).
+ENV_JOB_ACCESS = "TRAINFORGE_JOB_ACCESS"
+#: Set by the dispatcher: the sha256 the API recorded for spec.json; a job refuses another.
+ENV_SPEC_SHA256 = "TRAINFORGE_SPEC_SHA256"
+#: Per-team storage access policy (JSON) of the API and the dispatcher.
+ENV_STORAGE_POLICY = "TRAINFORGE_STORAGE_POLICY"
 
 #: Which backend the dispatcher launches jobs on (local | ray | kuberay).
 ENV_DISPATCHER_BACKEND = "TRAINFORGE_DISPATCHER_BACKEND"

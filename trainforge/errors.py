@@ -27,6 +27,12 @@ class SpecError(TrainforgeError):
     code = "spec_invalid"
 
 
+class SpecTampered(SpecError):
+    """spec.json in the artifacts store is not the spec the API accepted (its sha256 differs)."""
+
+    code = "spec_tampered"
+
+
 class StorageError(TrainforgeError):
     """An object-store operation failed."""
 
@@ -85,10 +91,34 @@ class DatasetExists(DatasetError):
     code = "dataset_exists"
 
 
+class LocationInvalid(SpecError):
+    """A storage location is spelled so that its meaning could differ between readers
+    (``..``, ``//``, percent-encoding, control characters, a relative path…)."""
+
+    code = "location_invalid"
+
+
+class AccessDenied(TrainforgeError):
+    """The storage access policy does not let the team read a location (trainforge/access.py).
+
+    The message names the prefixes that would be allowed, never what exists elsewhere.
+    """
+
+    code = "access_denied"
+
+
 class WeightsError(TrainforgeError):
     """Base weights could not be resolved."""
 
     code = "weights_unavailable"
+
+
+class UnsafeWeights(WeightsError):
+    """Weights that are not a plain Ultralytics detection checkpoint: they reference globals
+    outside the loading allow-list (a pickle that would run code), hold no detection model, or
+    carry a model YAML that is not a plain layer list. A retry cannot change the file."""
+
+    code = "weights_unsafe"
 
 
 class JobNotFound(TrainforgeError):

@@ -42,3 +42,9 @@ def model_prefix(model_name: str, version: str) -> str:
 
 def manifest_key(model_name: str, version: str) -> str:
     return join_key(model_name, version, "manifest.json")
+
+
+def attempt_secrets_key(job_id: str, attempt: int) -> str:
+    """Secrets the dispatcher hands one attempt through the store (outside ``jobs/<id>/``, so
+    never listed as an artifact); see trainforge.constants.ENV_JOB_SECRETS_URI."""
+    return join_key("internal", "attempts", job_id, str(attempt), "secrets.json")

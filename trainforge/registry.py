@@ -1,9 +1,13 @@
 """The model registry: versions of a model in the models bucket, each made visible by its manifest.
 
-Layout: ``<models>/<name>/<version>/{best.pt, model.onnx, model-<gpu>.engine, report.json,
-manifest.json}``. The manifest is written last with a conditional create, so a reader that
-finds a manifest finds every file it lists, with the listed size and sha256; a version is never
-overwritten, and publishing the same version again is a no-op that returns the first manifest.
+Layout: ``<models>/<team>/<name>/<version>/{best.pt, model.onnx, model-<gpu>.engine,
+report.json, manifest.json}``. Every function here takes the root of one team's registry
+(``trainforge.access.team_models_uri``), so a job of one team can neither read nor publish
+another team's models: another team's model is simply not there.
+
+The manifest is written last with a conditional create, so a reader that finds a manifest
+finds every file it lists, with the listed size and sha256; a version is never overwritten, and
+publishing the same version again is a no-op that returns the first manifest.
 """
 
 from __future__ import annotations
@@ -17,14 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from trainforge.errors import ObjectNotFound, TrainforgeError
+from trainforge.access import REGISTRY_SCHEME, parse_registry_ref
+from trainforge.errors import LocationInvalid, ObjectNotFound, TrainforgeError
 from trainforge.layout import manifest_key, model_prefix
 from trainforge.storage import ObjectStore, S3Store, join_key, open_location
 
 log = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA_VERSION = 1
-REGISTRY_SCHEME = "registry://"
 
 
 class RegistryError(TrainforgeError):
@@ -207,8 +211,10 @@ def resolve(ref: str, models_uri: str, artifact: str = "best.pt") -> str:
     """
     if not ref.startswith(REGISTRY_SCHEME):
         raise RegistryError(f"{ref!r} is not a registry:// reference")
-    name, _, version = ref[len(REGISTRY_SCHEME):].partition("@")
-    version = version or "latest"
+    try:
+        name, version = parse_registry_ref(ref)
+    except LocationInvalid as exc:
+        raise RegistryError(exc.message) from None
     if version == "latest":
         versions = list_versions(models_uri, name)
         if not versions:

@@ -7,6 +7,8 @@ backend's exit status.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import os
 import time
@@ -15,11 +17,30 @@ from typing import Literal
 import httpx
 from pydantic import TypeAdapter
 
-from trainforge.constants import ENV_API_URL, ENV_JOB_ID, ENV_JOB_TOKEN
+from trainforge.constants import ENV_API_URL, ENV_JOB_ID, ENV_JOB_SECRETS_URI, ENV_JOB_TOKEN
+from trainforge.errors import TrainforgeError
 from trainforge.events import JobEvent, MessageEvent, ProgressEvent, StateEvent
 
 log = logging.getLogger(__name__)
 _EVENT = TypeAdapter(JobEvent)
+
+
+@functools.cache
+def _stored_secrets(uri: str) -> dict[str, str]:
+    from trainforge.storage import open_location
+
+    try:
+        store, key = open_location(uri)
+        data = json.loads(store.get(key))
+    except (TrainforgeError, ValueError) as exc:
+        log.warning("cannot read the job's secrets at %s: %s; events will be refused", uri, exc)
+        return {}
+    return {str(k): str(v) for k, v in data.items()} if isinstance(data, dict) else {}
+
+
+def _stored_secret(name: str) -> str | None:
+    uri = os.environ.get(ENV_JOB_SECRETS_URI)
+    return _stored_secrets(uri).get(name) if uri else None
 
 
 class JobReporter:
@@ -33,8 +54,13 @@ class JobReporter:
 
     @classmethod
     def from_env(cls) -> JobReporter:
+        """The reporter of the job this process belongs to (a no-op outside the service).
+
+        The job token is in the environment, or, on backends whose environment others can
+        read, in the store object that ``TRAINFORGE_JOB_SECRETS_URI`` names.
+        """
         return cls(os.environ.get(ENV_API_URL), os.environ.get(ENV_JOB_ID),
-                   os.environ.get(ENV_JOB_TOKEN))
+                   os.environ.get(ENV_JOB_TOKEN) or _stored_secret(ENV_JOB_TOKEN))
 
     @property
     def enabled(self) -> bool:

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from trainforge.access import team_models_uri
+
 
 def default_home() -> Path:
     return Path.home() / ".trainforge"
@@ -35,6 +37,24 @@ class CommonSettings(BaseSettings):
     @property
     def resolved_dataset_cache(self) -> Path:
         return self.dataset_cache or self.home / "cache" / "datasets"
+
+    def team_dataset_cache(self, team: str) -> Path:
+        """A team's own dataset cache: nothing one team's jobs write there is read by
+        another team's (Ultralytics and image caches live beside the synced files)."""
+        return self.resolved_dataset_cache / team
+
+    def team_models_uri(self, team: str) -> str:
+        """The root of ``team``'s registry in the models store (``<models>/<team>``)."""
+        return team_models_uri(self.resolved_models_uri, team)
+
+    def reserved_locations(self) -> dict[str, str]:
+        """trainforge's own locations, which no job reads as a dataset or weights."""
+        return {
+            "artifacts store": self.resolved_artifacts_uri,
+            "models store": self.resolved_models_uri,
+            "dataset cache": f"file://{self.resolved_dataset_cache.resolve()}",
+            "home directory": f"file://{self.home.resolve()}",
+        }
 
 
 @functools.cache

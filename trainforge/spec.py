@@ -8,6 +8,7 @@ user-supplied dict ever reaches Ultralytics unchecked. Hyperparameter names and 
 from __future__ import annotations
 
 import json
+import reprlib
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -22,7 +23,9 @@ from pydantic import (
     model_validator,
 )
 
-from trainforge.errors import SpecError
+from trainforge import safeyaml
+from trainforge.access import check_location_syntax, reads_storage
+from trainforge.errors import LocationInvalid, SpecError
 
 __all__ = [
     "Augment",
@@ -59,18 +62,48 @@ class JobKind(StrEnum):
     EXPORT = "export"
 
 
+_CONTROL_CHARACTERS = frozenset(map(chr, [*range(0x20), 0x7F]))
+
+
+def _refuse_control_characters(value: str) -> None:
+    """Refuse U+0000-U+001F and U+007F in a location (the field's path prefixes the message).
+
+    A NUL or a newline in a URI or file name reads differently in each consumer (C strings,
+    log lines, PostgreSQL text, which cannot hold NUL at all): refuse it at the contract.
+
+    Raises:
+        ValueError: the value holds one.
+    """
+    if not _CONTROL_CHARACTERS.isdisjoint(value):
+        raise ValueError("control characters are not allowed")
+
+
+def _short_repr(value: Any) -> str:
+    """``repr`` cut to a few entries: a message must not echo a whole request back."""
+    short = reprlib.Repr()
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring = 2, 4, 4, 40
+    return short.repr(value)
+
+
 class DatasetRef(_Strict):
     """Where the YOLO dataset lives: a prefix with ``data.yaml`` at its root."""
 
-    uri: str = Field(description="s3://bucket/prefix/, file:///abs/path/ or a local path")
+    uri: str = Field(
+        max_length=2048,
+        description="s3://bucket/prefix/, or on the embedded server file:///abs/path/ or an "
+        "absolute local path; the team's storage access policy decides what it may read",
+    )
 
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
+        _refuse_control_characters(value)
         if "://" in value and not value.startswith(("s3://", "file://")):
             raise ValueError("dataset.uri must start with s3:// or file:// (or be a local path)")
-        if not value.strip():
-            raise ValueError("dataset.uri must not be empty")
+        try:
+            check_location_syntax(value, field="dataset.uri")
+        except LocationInvalid as exc:
+            raise ValueError(exc.message.removeprefix("dataset.uri: ")) from None
         return value
 
 
@@ -79,21 +112,28 @@ class ModelRef(_Strict):
 
     base: str = Field(
         default="yolov8n.pt",
+        max_length=2048,
         description=(
             "stock Ultralytics name (yolov8n.pt), s3://…/best.pt, file:///…/best.pt, "
-            "registry://model-name@version, or a model YAML such as yolov8n.yaml (from scratch)"
+            "registry://model-name@version (a model of the caller's team), or a model YAML such "
+            "as yolov8n.yaml (from scratch)"
         ),
     )
 
     @field_validator("base")
     @classmethod
     def _known_form(cls, value: str) -> str:
+        _refuse_control_characters(value)
         if "://" in value and not value.startswith(("s3://", "file://", "registry://")):
             raise ValueError("model.base must be a stock name, s3://, file://, or registry:// URI")
         if not value.startswith(("s3://", "file://", "registry://")) and not value.endswith(
             (".pt", ".yaml", ".yml")
         ):
             raise ValueError("a stock model.base ends in .pt (weights) or .yaml (from scratch)")
+        try:
+            reads_storage(value)
+        except LocationInvalid as exc:
+            raise ValueError(exc.message.removeprefix("model.base: ")) from None
         return value
 
     @property
@@ -309,10 +349,13 @@ class ExportParams(_Strict):
     def _supported_formats(cls, value: Any) -> Any:
         if isinstance(value, list):
             supported = {f.value for f in ExportFormat}
-            bad = [v for v in value if v not in supported]
+            # Only a string names a format. Test that first: a list or dict entry is unhashable,
+            # and the set lookup would raise TypeError (a 500) instead of this 422.
+            bad = [v for v in value if not isinstance(v, str) or v not in supported]
             if bad:
+                shown = ", ".join(v if isinstance(v, str) else _short_repr(v) for v in bad)
                 raise ValueError(
-                    f"unsupported export format(s) {', '.join(map(str, bad))}; "
+                    f"unsupported export format(s) {shown}; "
                     f"trainforge exports: {', '.join(sorted(supported))}"
                 )
             if len(set(value)) != len(value):
@@ -401,9 +444,25 @@ def parse_spec(data: Any) -> JobSpec:
 
 
 def load_spec(text: str | bytes, *, source: str = "<spec>") -> JobSpec:
-    """Parse a YAML or JSON document (YAML is a superset) into a JobSpec."""
+    """Parse a YAML or JSON document (YAML is a superset) into a JobSpec.
+
+    The document is untrusted: it is loaded within :mod:`trainforge.safeyaml`'s limits (size,
+    depth, alias expansion) before any Python value is built.
+
+    Args:
+        text: the document.
+        source: where it came from, for messages (a file name or URI).
+
+    Returns:
+        The validated spec.
+
+    Raises:
+        SpecError: the document is over a limit, not YAML/JSON, or not a valid spec.
+    """
     try:
-        data = yaml.safe_load(text)
+        data = safeyaml.safe_load(text, what="the job spec")
+    except safeyaml.YamlLimitError as exc:
+        raise SpecError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         raise SpecError(f"{source}: not valid YAML/JSON: {exc}") from None
     if not isinstance(data, dict):

@@ -8,6 +8,7 @@ that names the reason and an error code.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import os
 import tempfile
@@ -19,14 +20,17 @@ from pathlib import Path
 from jobs.export import metrics
 from jobs.export.dataset import local_copy, prepare
 from jobs.export.pipeline import ExportOutcome, export_and_publish
+from jobs.train import adapter
+from jobs.train.entrypoint import check_access, context_from_env
 from trainforge.constants import (
     ENV_ATTEMPT,
     ENV_JOB_ID,
     ENV_YOLO_AUTOINSTALL,
 )
-from trainforge.errors import ExportGateFailed, SpecError, TrainforgeError
+from trainforge.errors import ExportGateFailed, SpecError, SpecTampered, TrainforgeError
 from trainforge.joblog import ship_log
 from trainforge.layout import attempt_log_key
+from trainforge.private import restrict_umask
 from trainforge.reporting import JobReporter
 from trainforge.settings import CommonSettings, get_common_settings
 from trainforge.spec import JobKind, JobSpec, load_spec
@@ -48,6 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per event post is noise
     # A missing TensorRT or onnxruntime-gpu must be reported, not pip-installed mid-job.
     os.environ.setdefault(ENV_YOLO_AUTOINSTALL, "false")
+    restrict_umask()  # what the job writes (weights, dataset copies, engines) is owner-only
     settings = get_common_settings()
     job_id = args.job_id or os.environ.get(ENV_JOB_ID)
     if not job_id:
@@ -59,15 +64,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run(args.spec, job_id, settings, JobReporter.from_env())
 
 
-def read_spec(uri: str) -> JobSpec:
-    """Load an export spec from a URI.
+def read_spec(uri: str, *, expected_sha256: str | None = None) -> JobSpec:
+    """Load an export spec from a URI (and, when given, check its sha256).
 
     Raises:
+        SpecTampered: its sha256 is not ``expected_sha256`` (the one the API recorded).
         SpecError: the spec does not validate or is not of kind ``export``.
         StorageError: it cannot be read.
     """
     store, key = open_location(uri)
-    spec = load_spec(store.get(key), source=uri)
+    body = store.get(key)
+    if expected_sha256 and hashlib.sha256(body).hexdigest() != expected_sha256:
+        raise SpecTampered(f"{uri} is not the spec the API accepted (sha256 differs from "
+                           f"{expected_sha256[:12]}…); refusing to run it")
+    spec = load_spec(body, source=uri)
     if spec.kind is not JobKind.EXPORT:
         raise SpecError(f"{uri}: jobs.export runs kind 'export' specs, got kind {spec.kind!s}; "
                         "submit it as kind: export or to the matching job")
@@ -75,19 +85,30 @@ def read_spec(uri: str) -> JobSpec:
 
 
 def run(spec_uri: str, job_id: str, settings: CommonSettings, reporter: JobReporter) -> int:
-    """Everything after logging is set up; returns the exit status."""
+    """Everything after logging is set up; returns the exit status.
+
+    The job's team, access rules and spec checksum come from the dispatcher exactly as for a
+    training job (:func:`jobs.train.entrypoint.context_from_env`): the spec is checked against
+    them before anything is read, the weights come from the team's registry, and the dataset
+    is cached in the team's own cache.
+    """
     started = time.perf_counter()
     spec: JobSpec | None = None
     entered_pipeline = False
+    ctx = context_from_env(spec_uri, settings)
     try:
-        spec = read_spec(spec_uri)
+        spec = read_spec(spec_uri, expected_sha256=ctx.spec_sha256)
+        log.info("access: %s", check_access(ctx, spec))
         reporter.state("RUNNING", "exporting")
+        # Before anything loads weights or labels (see jobs/train/adapter.py).
+        adapter.harden_loading()
         with tempfile.TemporaryDirectory(prefix="trainforge-export-") as tmp:
             work = Path(tmp)
-            models_uri = settings.resolved_models_uri
+            models_uri = ctx.models_uri
             weights = Path(resolve_weights(spec.model.base, work / "weights",
                                            models_uri=models_uri))
-            root, dataset_fp = local_copy(spec.dataset.uri, settings.resolved_dataset_cache)
+            adapter.check_weights(weights, source=spec.model.base)
+            root, dataset_fp = local_copy(spec.dataset.uri, ctx.cache_dir)
             dataset = prepare(root, work / "data", fingerprint=dataset_fp)
             entered_pipeline = True
             outcome = export_and_publish(

@@ -70,7 +70,7 @@ def run_sweep(ctx: JobContext, reporter: JobReporter) -> str:
     trial_ctx = TrialContext(
         spec=spec, job_id=ctx.job_id, attempt=ctx.attempt, models_uri=ctx.models_uri,
         work_root=str(ctx.home / "work"), cache_dir=str(ctx.cache_dir),
-        dataset_fingerprint=synced.fingerprint,
+        dataset_fingerprint=synced.fingerprint, access=ctx.access,
     )
     with step("sweep") as out:
         outcome = tuning.run(plan, trial_ctx, ctx.artifacts.artifacts_uri, reporter)

@@ -22,6 +22,7 @@ from jobs.sweep.node import node_dataset, node_weights
 from jobs.sweep.space import TIME_ATTR, trial_params
 from jobs.train import adapter, dataset_step
 from jobs.train.steps import configure_logging
+from trainforge.access import AccessRules
 from trainforge.errors import HyperparameterMismatch, TrainingFailed
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec, TrainParams
@@ -47,6 +48,8 @@ class TrialContext:
     cache_dir: str  # node-local dataset cache
     dataset_fingerprint: str
     plots: bool = False  # trial run plots are never published: skip drawing them
+    #: What the job may read (None: run by hand); a trial checks it again before its reads.
+    access: AccessRules | None = None
 
     @property
     def work_dir(self) -> Path:
@@ -80,6 +83,11 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     # One settings dir per job and node: Tune may run several trials in one process, and
     # Ultralytics reads its settings once per process.
     adapter.prepare_environment(ctx.work_dir / "ultralytics")
+    # A trial is a Ray process of its own: harden its loading before it reads a checkpoint,
+    # the base weights or the labels (the adapter's loaders also do it; this says so here).
+    adapter.harden_loading()
+    if ctx.access is not None:  # this node reads on its own: the entrypoint's rules again
+        ctx.access.check_spec(ctx.spec.dataset.uri, ctx.spec.model.base)
     data = node_dataset(ctx.spec.dataset.uri, Path(ctx.cache_dir), ctx.dataset_fingerprint)
     data_yaml = dataset_step.write_local_data_yaml(data.path, trial_dir / "data.yaml")
     run_dir = trial_dir / "run"

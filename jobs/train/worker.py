@@ -21,6 +21,7 @@ from jobs.train import adapter, dataset_step
 from jobs.train.artifacts import JobArtifacts
 from jobs.train.report import build_report
 from jobs.train.steps import configure_logging, step
+from trainforge.access import AccessRules
 from trainforge.errors import DatasetError, TrainingFailed
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec
@@ -47,6 +48,8 @@ class WorkerConfig:
     dataset_fingerprint: str
     entrypoint_node: str | None  # Ray node id of the entrypoint, None outside Ray
     plots: bool = True
+    #: What the job may read (None: run by hand); checked again before this node reads.
+    access: AccessRules | None = None
 
     @property
     def work_dir(self) -> Path:
@@ -72,6 +75,8 @@ def run_worker(cfg: WorkerConfig) -> None:
     reporter.message("training worker started", pid=os.getpid(), host=socket.gethostname(),
                      attempt=cfg.attempt)
     spec = cfg.spec
+    if cfg.access is not None:  # this node reads on its own: the same rules as the entrypoint
+        cfg.access.check_spec(spec.dataset.uri, spec.model.base)
     with step("worker-dataset") as out:
         data_root = _local_dataset(cfg)
         data_yaml = dataset_step.write_local_data_yaml(data_root, work / "data.yaml")

@@ -7,7 +7,6 @@ from services.api.state import AppState
 from trainforge.errors import (
     BucketNotFound,
     DatasetError,
-    InvalidRequest,
     ObjectNotFound,
     StorageAccessDenied,
     StorageCredentialsMissing,
@@ -18,25 +17,26 @@ from trainforge.errors import (
 _UNREADABLE = (BucketNotFound, ObjectNotFound, StorageAccessDenied, StorageCredentialsMissing)
 
 
-def validate(state: AppState, uri: str) -> DatasetValidation:
+def validate(state: AppState, team: str, uri: str) -> DatasetValidation:
     """Validate the dataset at ``uri`` (labels and image headers; images are not decoded).
 
-    Outside embedded mode only ``s3://`` URIs are accepted: a file path would make the API
-    read its own filesystem on a caller's behalf.
+    The team's storage access policy applies exactly as to a job's ``dataset.uri``: the API
+    reads with its own credentials, so a URI the team may not read is refused before anything
+    is read (and outside embedded mode no local path is ever read on a caller's behalf).
 
     Raises:
-        InvalidRequest: a local path outside embedded mode.
+        LocationInvalid: an ambiguous spelling (``..``, ``//``, percent-encoding…): 422.
+        AccessDenied: a location the team may not read: 403.
         DatasetError: nothing readable at the URI (no such bucket or prefix, access denied).
         StorageError: the object store failed (503).
     """
-    if not state.settings.embedded and not uri.startswith("s3://"):
-        raise InvalidRequest("uri: the API validates s3:// datasets only (got a local path)")
+    location = state.settings.access_for(team).dataset(uri)
     # Imported here: the toolkit (Pillow, image readers) loads only when a validation is asked.
     from trainforge.datasets import validate as validate_dataset
 
     try:
         # decode=False: one ranged GET per image header, not a download of every image.
-        report = validate_dataset(uri, decode=False)
+        report = validate_dataset(location, decode=False)
     except _UNREADABLE as exc:
         raise DatasetError(f"cannot read the dataset at {uri}: {exc.message}") from None
     return DatasetValidation(ok=report.ok, report=report.to_dict())

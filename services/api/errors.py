@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainforge.errors import (
+    AccessDenied,
     BackendError,
     DatasetError,
     DownloadLinkInvalid,
@@ -36,6 +37,7 @@ from trainforge.errors import (
     TrainforgeError,
     Unauthenticated,
 )
+from trainforge.registry import ModelNotFound
 from trainforge.spec import parse_spec
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ PROBLEM_JSON = "application/problem+json"
 #: Domain error → HTTP status. A subclass maps like its nearest listed ancestor.
 ERROR_STATUS: Mapping[type[TrainforgeError], int] = {
     Unauthenticated: 401,
+    AccessDenied: 403,
     DownloadLinkInvalid: 403,
     LimitExceeded: 403,
     JobNotFound: 404,
@@ -57,6 +60,7 @@ ERROR_STATUS: Mapping[type[TrainforgeError], int] = {
     IdempotencyKeyReused: 422,
     InvalidRequest: 422,
     DatasetError: 422,
+    ModelNotFound: 422,
     QuotaExceeded: 429,
     StorageError: 503,
     NotReady: 503,
@@ -101,14 +105,20 @@ def problem(
 def error_response(exc: TrainforgeError, instance: str | None = None) -> JSONResponse:
     """The problem+json response for a domain error (used by handlers and middleware)."""
     status = status_for(exc)
+    detail = exc.message
     headers: dict[str, str] = {}
     if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="trainforge"'
     if status == 429:
-        headers["Retry-After"] = "30"
+        headers["Retry-After"] = str(getattr(exc, "retry_after_s", 30))
     if status == 500:
         log.error("unmapped domain error %s: %s", exc.code, exc.message)
-    return problem(status, exc.code, exc.message, instance=instance, headers=headers)
+    if status == 503 and isinstance(exc, StorageError):
+        # The message names internal locations (bucket, endpoint, paths on the server): the
+        # operator reads it in the log; the client learns only that the store is down.
+        log.warning("object store unavailable on %s (%s): %s", instance, exc.code, exc.message)
+        detail = "the object store is unavailable; retry later (the server logged the cause)"
+    return problem(status, exc.code, detail, instance=instance, headers=headers)
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:

@@ -61,12 +61,15 @@ def submit(
     Raises:
         InvalidRequest: a malformed Idempotency-Key.
         IdempotencyKeyReused: the key came with a different body before.
+        AccessDenied, LocationInvalid: the spec names a location the team may not read.
+        ModelNotFound: a registry:// base the team has not published.
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
         QuotaExceeded: the team is at its active-job limit.
     """
     if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
         raise InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters")
     fingerprint = request_fingerprint(body)
+    submission.check_model_ref(body.spec, state.settings.team_models_uri(team))
     responses: list[dict[str, Any]] = []
 
     def remember(session: Session, job: Job) -> None:
@@ -84,7 +87,8 @@ def submit(
     try:
         submission.create_job(
             state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
-            state.settings.limits_for(team), within=remember,
+            state.settings.limits_for(team), access=state.settings.access_for(team),
+            within=remember,
         )
     except IntegrityError:
         # The key was used before (a retry, or a concurrent duplicate): replay the first.

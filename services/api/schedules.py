@@ -2,8 +2,9 @@
 
 The dispatcher fires schedules (services/dispatcher/scheduler.py); the API only stores them.
 A schedule's spec is refused here as a submission of it would be: the same JobSpec contract,
-and the team's per-job limits (GPUs, sweep trials), so that its runs are never refused for
-what was already known at creation.
+the team's storage access policy and its per-job limits (GPUs, sweep trials), so that its runs
+are never refused for what was already known at creation (each fire checks again: the policy
+may have changed since).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from services.api.state import AppState
 from services.store import schedules as repo
 from services.store.domain import NewSchedule
 from services.store.ids import new_schedule_id
-from services.store.submission import check_job_limits
+from services.store.submission import check_job_access, check_job_limits, check_model_ref
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,11 @@ def create(state: AppState, team: str, body: ScheduleCreate) -> ScheduleOut:
     """Store a schedule; it first fires at its first cron time after now.
 
     Raises:
+        AccessDenied, LocationInvalid: the spec names a location the team may not read.
         LimitExceeded: the spec asks for more GPUs or trials than the team may use.
     """
+    check_job_access(body.spec, state.settings.access_for(team))
+    check_model_ref(body.spec, state.settings.team_models_uri(team))
     check_job_limits(body.spec, team, state.settings.limits_for(team))
     new = NewSchedule(
         id=new_schedule_id(),
@@ -94,9 +98,12 @@ def update(state: AppState, team: str, schedule_id: str, body: ScheduleUpdate) -
 
     Raises:
         ScheduleNotFound: no such schedule for this team.
+        AccessDenied, LocationInvalid: a new spec names a location the team may not read.
         LimitExceeded: a new spec asks for more than the team may use.
     """
     if body.spec is not None:
+        check_job_access(body.spec, state.settings.access_for(team))
+        check_model_ref(body.spec, state.settings.team_models_uri(team))
         check_job_limits(body.spec, team, state.settings.limits_for(team))
     changes = repo.ScheduleChanges(
         name=body.name,

@@ -60,5 +60,6 @@ def make_dispatcher(
         launch_grace=timedelta(seconds=settings.dispatcher_launch_grace_s),
         retry_delay=timedelta(seconds=settings.dispatcher_retry_delay_s),
         limits_for=settings.limits_for,
+        access_for=settings.access_for,
     )
     return Dispatcher(db, backend or make_backend(settings), config, fault=fault)

@@ -15,6 +15,8 @@ Each loop also fires due schedules, on the one dispatcher that leads scheduling
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import socket
@@ -26,36 +28,35 @@ from datetime import datetime, timedelta
 
 from services.dispatcher.backends.base import Backend, BackendState, LaunchRequest
 from services.dispatcher.metrics import DISPATCHER_ERRORS, LAST_LOOP
-from services.dispatcher.scheduler import Scheduler, default_limits
+from services.dispatcher.scheduler import Scheduler, default_limits, no_access
 from services.store import dispatch
 from services.store.db import Database
 from services.store.dispatch import Assignment
 from services.store.jobs import utcnow
 from services.store.settings import TeamLimits
 from services.store.tokens import job_token, sha256_hex
+from trainforge.access import AccessRules
 from trainforge.constants import (
     ENV_API_URL,
     ENV_ARTIFACTS_URI,
     ENV_ATTEMPT,
+    ENV_JOB_ACCESS,
     ENV_JOB_ID,
+    ENV_JOB_SECRETS_URI,
+    ENV_JOB_TEAM,
     ENV_JOB_TOKEN,
     ENV_MODELS_URI,
     ENV_S3_ENDPOINT_URL,
+    ENV_SPEC_SHA256,
 )
 from trainforge.datasets import fingerprint as dataset_fingerprint
+from trainforge.errors import SpecTampered, StorageError
+from trainforge.layout import attempt_secrets_key
 from trainforge.spec import load_spec
-from trainforge.storage import open_location
+from trainforge.storage import ObjectStore, join_key, open_location
 
 log = logging.getLogger(__name__)
 
-#: Forwarded to jobs when set here, so that a job reaches the same object store.
-_FORWARDED_ENV = (
-    "AWS_ACCESS_KEY_ID",
-    "AWS_SECRET_ACCESS_KEY",
-    "AWS_SESSION_TOKEN",
-    "AWS_DEFAULT_REGION",
-    "AWS_REGION",
-)
 #: Launch failures of one attempt after which it counts as a failed attempt.
 MAX_LAUNCH_FAILURES = 5
 
@@ -78,6 +79,9 @@ class DispatcherConfig:
     )
     #: Team → its limits, for the jobs schedules submit (the API's submissions use the same).
     limits_for: Callable[[str], TeamLimits] = default_limits
+    #: Team → what its jobs may read (the storage access policy); checked when a schedule
+    #: fires and handed to every job, which checks again before it reads anything.
+    access_for: Callable[[str], AccessRules] = no_access
 
 
 class Dispatcher:
@@ -111,7 +115,8 @@ class Dispatcher:
         self._launch_failures: dict[tuple[str, int], int] = {}
         self.scheduler = Scheduler(
             db, artifacts_uri=config.artifacts_uri, owner=config.owner,
-            limits_for=config.limits_for, clock=clock, fingerprint=fingerprint,
+            limits_for=config.limits_for, access_for=config.access_for, clock=clock,
+            fingerprint=fingerprint,
             fault=self._fault,
         )
 
@@ -162,17 +167,21 @@ class Dispatcher:
             DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="schedules").inc()
             log.exception("firing schedules failed; retrying on the next loop")
 
+    def _max_running(self, team: str) -> int | None:
+        return self.config.limits_for(team).max_running_jobs
+
     def _claim_and_launch(self) -> None:
         with self.db.transaction() as session:
-            limit = self.config.batch_size
-            if self.config.max_active is not None:
-                limit = min(limit, self.config.max_active - dispatch.count_launched(session))
+            # max_active is applied inside claim(), under its lock: counted here, two replicas
+            # could both see room for the same last slot.
             claimed = dispatch.claim(
                 session,
                 owner=self.config.owner,
                 backend=self.backend.name,
-                limit=limit,
+                limit=self.config.batch_size,
                 token_sha256=self._token_sha,
+                max_active=self.config.max_active,
+                max_running=self._max_running,
             )
         self._fault("after_claim")
         for assignment in claimed:
@@ -192,20 +201,40 @@ class Dispatcher:
             self._launch(assignment)
 
     def _request(self, assignment: Assignment) -> LaunchRequest:
+        """What the backend needs for one attempt; the job gets only what it needs.
+
+        No credentials of the dispatcher travel with the request: object-store credentials
+        come from where the job runs (the local backend's own environment, the Ray nodes', or
+        the RayJob's Secrets and service account), and the job token goes through the
+        backend's private environment or, where there is none, through the artifacts store.
+
+        Raises:
+            SpecTampered: spec.json is not what the API wrote.
+        """
         job, number = assignment.job, assignment.attempt.number
         store, key = open_location(job.spec_uri)
-        spec = load_spec(store.get(key), source=job.spec_uri)
+        body = store.get(key)
+        if job.spec_sha256 and hashlib.sha256(body).hexdigest() != job.spec_sha256:
+            raise SpecTampered(f"{job.spec_uri} changed after submission (its sha256 is not "
+                               f"the recorded {job.spec_sha256[:12]}…); refusing to run it")
+        spec = load_spec(body, source=job.spec_uri)
+        access = self.config.access_for(job.team)
         env = {
             ENV_API_URL: self.config.api_url,
             ENV_JOB_ID: job.id,
-            ENV_JOB_TOKEN: job_token(self.config.secret_key, job.id, number),
             ENV_ATTEMPT: str(number),
+            ENV_JOB_TEAM: job.team,
+            ENV_JOB_ACCESS: access.to_env(),
+            ENV_SPEC_SHA256: job.spec_sha256,
             ENV_ARTIFACTS_URI: self.config.artifacts_uri,
             ENV_MODELS_URI: self.config.models_uri,
         }
         if self.config.s3_endpoint_url:
             env[ENV_S3_ENDPOINT_URL] = self.config.s3_endpoint_url
-        env.update({k: os.environ[k] for k in _FORWARDED_ENV if os.environ.get(k)})
+        secrets = {ENV_JOB_TOKEN: job_token(self.config.secret_key, job.id, number)}
+        if not getattr(self.backend, "private_env", False):
+            env[ENV_JOB_SECRETS_URI] = self._store_secrets(job.id, number, secrets)
+            secrets = {}
         return LaunchRequest(
             job_id=job.id,
             kind=job.kind,
@@ -216,13 +245,40 @@ class Dispatcher:
             timeout_minutes=spec.timeout_minutes,
             team=job.team,
             env=env,
+            secrets=secrets,
         )
+
+    def _secrets_location(self, job_id: str, attempt: int) -> tuple[ObjectStore, str]:
+        store, prefix = open_location(self.config.artifacts_uri.rstrip("/") + "/")
+        return store, join_key(prefix, attempt_secrets_key(job_id, attempt))
+
+    def _store_secrets(self, job_id: str, attempt: int, secrets: dict[str, str]) -> str:
+        store, key = self._secrets_location(job_id, attempt)
+        store.put(key, json.dumps(secrets).encode(), content_type="application/json")
+        return store.uri(key)
+
+    def _drop_secrets(self, job_id: str, attempt: int) -> None:
+        """Delete an ended attempt's stored secrets (its token is refused from now on anyway)."""
+        if getattr(self.backend, "private_env", False):
+            return
+        try:
+            store, key = self._secrets_location(job_id, attempt)
+            store.delete(key)
+        except StorageError as exc:
+            log.warning("could not delete the secrets of job %s attempt %d: %s",
+                        job_id, attempt, exc)
 
     def _launch(self, assignment: Assignment) -> None:
         job, number = assignment.job, assignment.attempt.number
         key = (job.id, number)
         try:
             handle = self.backend.launch(self._request(assignment))
+        except SpecTampered as exc:
+            log.error("job %s attempt %d: %s", job.id, number, exc.message)
+            with self.db.transaction() as session:
+                dispatch.settle(session, job.id, number, succeeded=False, message=exc.message,
+                                retry_delay=self.config.retry_delay, error_code=exc.code)
+            return
         except Exception as exc:
             DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="launch").inc()
             failures = self._launch_failures.get(key, 0) + 1
@@ -235,6 +291,7 @@ class Dispatcher:
                                     message=f"launch failed {failures} times: {exc}",
                                     retry_delay=self.config.retry_delay)
                 self._launch_failures.pop(key, None)
+                self._drop_secrets(job.id, number)
             return
         self._launch_failures.pop(key, None)
         self._fault("after_launch")
@@ -283,4 +340,5 @@ class Dispatcher:
                 message=message,
                 retry_delay=self.config.retry_delay,
             )
+        self._drop_secrets(job.id, attempt.number)
 

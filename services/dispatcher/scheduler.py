@@ -37,8 +37,15 @@ from services.store.domain import Job, RunOutcome, Schedule
 from services.store.jobs import utcnow
 from services.store.schedules import RunRecord, ScheduleMoved
 from services.store.settings import TeamLimits
+from trainforge.access import AccessRules, TeamAccess
 from trainforge.datasets import fingerprint as dataset_fingerprint
-from trainforge.errors import LimitExceeded, QuotaExceeded, SpecError, TrainforgeError
+from trainforge.errors import (
+    AccessDenied,
+    LimitExceeded,
+    QuotaExceeded,
+    SpecError,
+    TrainforgeError,
+)
 from trainforge.spec import JobSpec, parse_spec
 from trainforge.storage import open_location
 
@@ -137,6 +144,11 @@ def default_limits(_team: str) -> TeamLimits:
     return TeamLimits()
 
 
+def no_access(team: str) -> AccessRules:
+    """Rules that let a team read nothing (what a dispatcher without a policy applies)."""
+    return AccessRules.build(team, TeamAccess(), local_paths=False, reserved={})
+
+
 class Scheduler:
     """Fires the due schedules when this dispatcher leads (one step of the dispatcher loop).
 
@@ -145,6 +157,9 @@ class Scheduler:
         artifacts_uri: where job specs are written (TRAINFORGE_ARTIFACTS_URI).
         owner: this dispatcher's id, for the logs.
         limits_for: team → its limits (TRAINFORGE_DEFAULT_LIMITS / TRAINFORGE_TEAM_LIMITS).
+        access_for: team → what it may read (TRAINFORGE_STORAGE_POLICY), checked at every
+            fire before the dataset is fingerprinted: the policy may have changed since the
+            schedule was created.
         clock: the current time (tests pass a controllable one).
         fingerprint: dataset URI → fingerprint (trainforge.datasets.fingerprint).
         fault: test hook, called at "schedule_fired" inside a submitted run's transaction.
@@ -157,6 +172,7 @@ class Scheduler:
         artifacts_uri: str,
         owner: str,
         limits_for: Callable[[str], TeamLimits] = default_limits,
+        access_for: Callable[[str], AccessRules] = no_access,
         clock: Callable[[], datetime] = utcnow,
         fingerprint: Callable[[str], str] = dataset_fingerprint,
         fault: Callable[[str], None] | None = None,
@@ -164,6 +180,7 @@ class Scheduler:
         self.db = db
         self.leadership = Leadership(db, owner)
         self._limits_for = limits_for
+        self._access_for = access_for
         self._clock = clock
         self._fingerprint = fingerprint
         self._fault = fault or (lambda point: None)
@@ -213,6 +230,11 @@ class Scheduler:
         except SpecError as exc:
             return record(RunOutcome.FAILED,
                           f"the job template no longer validates: {exc.message}")
+        access = self._access_for(schedule.team)
+        try:
+            submission.check_job_access(spec, access)
+        except (AccessDenied, SpecError) as exc:
+            return record(RunOutcome.FAILED, f"no job submitted: {exc.message}")
         fingerprint: str | None = None
         if schedule.only_if_dataset_changed:
             try:
@@ -246,9 +268,10 @@ class Scheduler:
         try:
             job = submission.create_job(
                 self.db, self._artifacts, self._prefix, schedule.team, spec,
-                self._limits_for(schedule.team), schedule_id=schedule.id, within=within,
+                self._limits_for(schedule.team), access=self._access_for(schedule.team),
+                schedule_id=schedule.id, within=within,
             )
-        except (LimitExceeded, QuotaExceeded) as exc:
+        except (AccessDenied, LimitExceeded, QuotaExceeded, SpecError) as exc:
             return self._record(schedule, RunRecord(
                 fire_time=fire_time, outcome=RunOutcome.FAILED,
                 message=f"no job submitted: {exc.message}{late}", next_fire_at=next_fire_at,

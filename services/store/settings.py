@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
+from trainforge.access import AccessRules, StoragePolicy, embedded_policy
 from trainforge.errors import ConfigError
 from trainforge.settings import CommonSettings
 
@@ -52,6 +53,12 @@ class TeamLimits(BaseModel):
     max_active_jobs: int = Field(20, ge=0, description="unfinished jobs at once (else 429)")
     max_gpus_per_job: int = Field(8, ge=0, description="GPUs one job may ask for (else 403)")
     max_sweep_trials: int = Field(64, ge=1, description="trials of one sweep (else 403)")
+    max_running_jobs: int | None = Field(
+        None,
+        ge=1,
+        description="launched (STARTING/RUNNING/CANCELLING) jobs at once; the dispatcher "
+        "leaves the others queued; null: no limit",
+    )
 
 
 class StoreSettings(DatabaseSettings):
@@ -72,8 +79,27 @@ class StoreSettings(DatabaseSettings):
         default_factory=dict, description='per-team overrides, JSON: {"vision": {...}}'
     )
 
+    storage_policy: StoragePolicy | None = Field(
+        None,
+        description='which URI prefixes each team may read datasets and base weights from, '
+        'JSON: {"default": {...}, "teams": {"vision": {"datasets": [...], "weights": [...]}}}; '
+        "unset: nothing, except the embedded team's local paths in embedded mode",
+    )
+
     def limits_for(self, team: str) -> TeamLimits:
         return self.team_limits.get(team, self.default_limits)
+
+    @property
+    def effective_storage_policy(self) -> StoragePolicy:
+        if self.storage_policy is not None:
+            return self.storage_policy
+        return embedded_policy() if self.embedded else StoragePolicy()
+
+    def access_for(self, team: str) -> AccessRules:
+        """What ``team`` may read (trainforge/access.py): the policy's prefixes, local paths
+        only in embedded mode, and never trainforge's own stores."""
+        return AccessRules.build(team, self.effective_storage_policy.for_team(team),
+                                 local_paths=self.embedded, reserved=self.reserved_locations())
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> StoreSettings:

@@ -18,8 +18,10 @@ from services.store.db import Database
 from services.store.domain import Job, NewJob
 from services.store.ids import new_job_id
 from services.store.settings import TeamLimits
+from trainforge.access import REGISTRY_SCHEME, AccessRules
 from trainforge.errors import LimitExceeded, QuotaExceeded, StorageError
 from trainforge.layout import spec_key
+from trainforge.registry import ModelNotFound, resolve
 from trainforge.spec import JobKind, JobSpec
 from trainforge.storage import ObjectStore, join_key
 
@@ -56,6 +58,36 @@ def check_job_limits(spec: JobSpec, team: str, limits: TeamLimits) -> None:
         )
 
 
+def check_job_access(spec: JobSpec, access: AccessRules) -> None:
+    """Refuse a spec that names a dataset or weights its team may not read.
+
+    Raises:
+        LocationInvalid: an ambiguous location.
+        AccessDenied: a location outside the team's storage access policy, or one of
+            trainforge's own stores (trainforge/access.py).
+    """
+    access.check_spec(spec.dataset.uri, spec.model.base)
+
+
+def check_model_ref(spec: JobSpec, team_models_uri: str) -> None:
+    """Refuse a ``registry://`` base that is not published in the team's own registry.
+
+    Another team's model is refused exactly like a missing one: a team's registry root
+    (``<models>/<team>``) is the only place this looks.
+
+    Raises:
+        ModelNotFound: no such model or version for this team.
+    """
+    base = spec.model.base
+    if not base.startswith(REGISTRY_SCHEME):
+        return
+    try:
+        resolve(base, team_models_uri, "best.pt")
+    except ModelNotFound:
+        raise ModelNotFound(f"model.base: {base} is not published in your team's registry; "
+                            "`trainforge models list NAME` shows its versions") from None
+
+
 class _NearLimit(Exception):
     """The shared-lock fast path cannot prove the limit holds: redo with the exclusive lock."""
 
@@ -68,6 +100,7 @@ def create_job(
     spec: JobSpec,
     limits: TeamLimits,
     *,
+    access: AccessRules,
     schedule_id: str | None = None,
     within: Callable[[Session, Job], None] | None = None,
 ) -> Job:
@@ -89,6 +122,7 @@ def create_job(
         team: the owner.
         spec: the validated job spec.
         limits: the team's limits.
+        access: what the team may read (checked before anything is written).
         schedule_id: the schedule that submits the job, if any.
         within: called with the session and the new job inside the job's transaction (before
             the limit check), to write rows that must commit with the job or not at all. It may
@@ -98,11 +132,13 @@ def create_job(
         The job.
 
     Raises:
+        AccessDenied, LocationInvalid: see :func:`check_job_access`.
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
         QuotaExceeded: the team is at its active-job limit.
         StorageError: the spec could not be written.
         Whatever ``within`` raises (the transaction is rolled back and the spec deleted).
     """
+    check_job_access(spec, access)
     check_job_limits(spec, team, limits)
     job_id = new_job_id()
     key = join_key(artifacts_prefix, spec_key(job_id))

@@ -13,14 +13,16 @@ from services.api import create_app
 from services.api.settings import ApiSettings
 from services.store import Database, tokens
 from tests.api.support import SECRET
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
+from tests.conftest import serve_app
+from tests.jobstore import TEST_POLICY, artifacts_dir, database_url, db  # noqa: F401
 
 
 @pytest.fixture()
 def settings(tmp_path: Path, database_url: str, artifacts_dir: Path) -> ApiSettings:  # noqa: F811
     return ApiSettings(
-        home=tmp_path,
+        home=tmp_path / "home",
         embedded=True,
+        storage_policy=TEST_POLICY,
         database_url=database_url,
         artifacts_uri=f"file://{artifacts_dir}",
         secret_key=SECRET.decode(),
@@ -62,21 +64,5 @@ def auth(make_token: Callable[[str], str]) -> dict[str, str]:
 @pytest.fixture()
 def live_url(app: FastAPI) -> Iterator[str]:
     """The app served by uvicorn on a free loopback port (for the HTTP client)."""
-    import threading
-    import time
-
-    import uvicorn
-
-    from tests.conftest import free_port
-
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(app) as url:
+        yield url

@@ -39,7 +39,9 @@ def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     port = free_port()
     env = _env(home, TRAINFORGE_DISPATCHER_LOCAL_MODULE="jobs.standin",
                TRAINFORGE_DISPATCHER_POLL_INTERVAL_S="0.2",
-               TRAINFORGE_DISPATCHER_RETRY_DELAY_S="0")
+               TRAINFORGE_DISPATCHER_RETRY_DELAY_S="0",
+               # The embedded team reads local paths by default; the specs here name S3.
+               TRAINFORGE_STORAGE_POLICY='{"teams": {"dev": {"datasets": ["s3://datasets/"]}}}')
     log = (tmp_path / "serve.log").open("w")
     process = subprocess.Popen([sys.executable, "-m", "trainforge", "serve", "--port", str(port)],
                                env=env, stdout=log, stderr=subprocess.STDOUT, text=True)

@@ -53,7 +53,7 @@ def test_outside_embedded_mode_only_s3_uris_are_accepted(
 ) -> None:
     settings.embedded = False
     response = client.post("/v1/datasets/validate", json={"uri": "file:///etc/"}, headers=auth)
-    assert response.status_code == 422 and "s3://" in response.json()["detail"]
+    assert response.status_code == 403 and "s3://" in response.json()["detail"]
 
 
 def test_validate_needs_a_token(client: TestClient) -> None:

@@ -208,6 +208,60 @@ def test_api_and_dispatcher_read_the_same_team_limits(monkeypatch: pytest.Monkey
     assert (other.max_active_jobs, other.max_gpus_per_job, other.max_sweep_trials) == (10, 4, 32)
 
 
+def test_api_and_dispatcher_read_the_same_storage_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The policy in values reaches both deployables' settings; a team reads its own prefixes
+    only, and other teams get the default."""
+    from services.store.settings import StoreSettings
+    from trainforge.errors import AccessDenied
+
+    rendered = render("production-values.yaml")
+    policies = []
+    for suffix in ("-api", "-dispatcher"):
+        container = one(rendered, "Deployment", suffix)["spec"]["template"]["spec"]["containers"][0]
+        env = {e["name"]: e["value"] for e in container["env"]
+               if e["name"].startswith("TRAINFORGE_") and "value" in e}
+        assert "TRAINFORGE_STORAGE_POLICY" in env
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.setenv("TRAINFORGE_SECRET_KEY", "x" * 32)  # a Secret's value, not rendered
+        policies.append(StoreSettings().effective_storage_policy)
+    assert policies[0] == policies[1]
+    settings = StoreSettings()
+    assert settings.access_for("vision").dataset("s3://ml-datasets/vision/ppe/") \
+        == "s3://ml-datasets/vision/ppe/"
+    assert settings.access_for("robots").dataset("s3://ml-datasets/shared/x/")
+    with pytest.raises(AccessDenied, match="s3://ml-datasets/shared/"):
+        settings.access_for("robots").dataset("s3://ml-datasets/vision/ppe/")
+    with pytest.raises(AccessDenied, match="artifacts store"):
+        settings.access_for("vision").dataset("s3://ml-artifacts/trainforge/jobs/")
+
+
+def test_a_team_with_its_own_service_account_runs_with_only_its_identity() -> None:
+    """kuberay.teamServiceAccounts: the chart creates the account with its IRSA annotation,
+    and that team's RayJob pods run as it without the shared static S3 keys; other teams keep
+    the release's account and keys."""
+    rendered = render("production-values.yaml")
+    account = one(rendered, "ServiceAccount", "-team-vision")
+    assert account["metadata"]["annotations"] == {
+        "eks.amazonaws.com/role-arn": "arn:aws:iam::123456789012:role/trainforge-vision"}
+    assert account["automountServiceAccountToken"] is False
+    config = parse_config(json.loads(one(rendered, "ConfigMap")["data"]["kuberay.json"]))
+    builder = RayJobBuilder(config)
+    spec = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"}, "resources": {"gpus": 1}})
+    for team, expected_account, static_keys in (
+        ("vision", account["metadata"]["name"], False),
+        ("robots", config.service_account_name, True),
+    ):
+        job = builder.build(launch_request(spec, "job-1", team=team))
+        assert crd_errors(job) + kuberay_errors(job) + all_restricted_errors(job) == []
+        cluster = job["spec"]["rayClusterSpec"]
+        for template in (cluster["headGroupSpec"]["template"],
+                         cluster["workerGroupSpecs"][0]["template"]):
+            assert template["spec"]["serviceAccountName"] == expected_account, team
+            names = {e["name"] for e in template["spec"]["containers"][0]["env"]}
+            assert ("AWS_SECRET_ACCESS_KEY" in names) is static_keys, team
+
+
 def test_backend_config_from_the_chart_makes_valid_rayjobs(rendered: list[dict[str, Any]]) -> None:
     """The chart and services/dispatcher/backends/kuberay_config.py agree on the config file."""
     config = parse_config(json.loads(one(rendered, "ConfigMap")["data"]["kuberay.json"]))

@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from services.api import create_app
 from services.api.settings import ApiSettings, TeamLimits
 from services.dispatcher.backends.local import LocalBackend
 from services.dispatcher.dispatcher import Dispatcher
 from services.store import Database, tokens
-from tests.conftest import free_port
+from tests.conftest import serve_app
 from tests.dispatcher.support import SECRET, SPEC, ApiServer, config, standin_env
-from tests.jobstore import database_url, db  # noqa: F401 (fixtures)
+from tests.jobstore import TEST_POLICY, database_url, db  # noqa: F401 (fixtures)
 
 
 @pytest.fixture(scope="session")
@@ -31,21 +28,10 @@ def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory  # no
         home=home, embedded=True, database_url=database_url,
         artifacts_uri=f"file://{artifacts}", secret_key=SECRET, migrate_on_startup=False,
         default_limits=TeamLimits(max_active_jobs=1000), stream_poll_s=0.1,
+        storage_policy=TEST_POLICY,
     )
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while not server.started:
-        if time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.05)
-    yield ApiServer(url, artifacts, settings)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with serve_app(create_app(settings)) as url:
+        yield ApiServer(url, artifacts, settings)
 
 
 @pytest.fixture()

@@ -16,6 +16,7 @@ from services.store.domain import Job, NewSchedule, Schedule, ScheduleRun
 from services.store.ids import new_schedule_id
 from services.store.settings import TeamLimits
 from tests.dispatcher.support import SECRET, SPEC
+from tests.jobstore import open_access
 
 #: When the test schedules are created: fire times are T0 + 5 min, T0 + 10 min, …
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -51,6 +52,7 @@ def make_dispatcher(
         models_uri=f"file://{tmp_path / 'models'}",
         max_active=0,
         limits_for=lambda _team: limits or TeamLimits(),
+        access_for=open_access,
     )
     return Dispatcher(database, LocalBackend(tmp_path / "state"), config, clock=clock, **kwargs)
 

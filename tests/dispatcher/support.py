@@ -16,6 +16,7 @@ from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
 from services.store import Database
 from services.store import jobs as repo
 from services.store.domain import Job
+from tests.jobstore import open_access
 
 ROOT = Path(__file__).resolve().parents[2]
 SECRET = "dispatcher-test-secret-key"
@@ -38,6 +39,7 @@ def config(api_server: ApiServer, **overrides: object) -> DispatcherConfig:
         "models_uri": f"file://{api_server.artifacts.parent / 'models'}",
         "retry_delay": timedelta(0),
         "launch_grace": timedelta(seconds=30),
+        "access_for": open_access,
     }
     values.update(overrides)
     return DispatcherConfig(**values)  # type: ignore[arg-type]

@@ -11,6 +11,7 @@ Two layers:
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import signal
@@ -84,11 +85,13 @@ def _queue(db: Database, artifacts: Path, n: int) -> list[str]:
         job_id = new_job_id()
         spec_file = artifacts / "jobs" / job_id / "spec.json"
         spec_file.parent.mkdir(parents=True)
-        spec_file.write_text('{"name": "crash-test", "dataset": {"uri": "s3://d/p/"}}')
+        body = b'{"name": "crash-test", "dataset": {"uri": "s3://d/p/"}}'
+        spec_file.write_bytes(body)
         with db.transaction() as session:
             repo.insert_job(session, NewJob(id=job_id, team="vision", kind=JobKind.TRAIN,
                                             name="crash-test", spec_uri=f"file://{spec_file}",
-                                            spec_sha256="-", gpus=1, max_attempts=3))
+                                            spec_sha256=hashlib.sha256(body).hexdigest(), gpus=1,
+                                            max_attempts=3))
         ids.append(job_id)
     return ids
 
@@ -188,6 +191,19 @@ def test_a_dispatcher_process_killed_in_each_window_loses_and_duplicates_nothing
     assert run_markers(api_server.artifacts, job_id) == {1: 1}
 
 
+def _scrape(url: str, process: subprocess.Popen[str], timeout_s: float = 30) -> str:
+    """The dispatcher's metrics, once it serves them: the jobs may all have finished (by the
+    killed dispatchers) before the last one has bound its metrics port."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return httpx.get(url, timeout=5).text
+        except httpx.TransportError:
+            assert process.poll() is None, process.stderr.read() if process.stderr else ""
+            assert time.monotonic() < deadline, f"{url} did not answer in {timeout_s}s"
+            time.sleep(0.1)
+
+
 def test_sigkilled_dispatcher_processes_lose_and_duplicate_nothing(
     db: Database, database_url: str, api_server: ApiServer, tmp_path: Path,
     submit: Callable[..., str],
@@ -212,7 +228,7 @@ def test_sigkilled_dispatcher_processes_lose_and_duplicate_nothing(
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             assert time.monotonic() < deadline, [j.state for j in jobs(db, *job_ids)]
             time.sleep(0.2)
-        metrics = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        metrics = _scrape(f"http://127.0.0.1:{port}/metrics", process)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(timeout=30)

@@ -12,9 +12,16 @@ import pytest
 import yaml
 
 from tests.export.conftest import EventSink, Trained, sample, scrape
+from trainforge.access import AccessRules, TeamAccess
 from trainforge.registry import read_manifest, verify
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+#: The job's team and rules, as the dispatcher hands them over: local paths may be read.
+TEAM = "vision"
+LOCAL_ACCESS = AccessRules.build(TEAM, TeamAccess(datasets=("file:///",), weights=("file:///",)),
+                                 local_paths=True, reserved={}).to_env()
 
 
 def _run(spec: dict[str, Any], tmp_path: Path, sink: EventSink, pushgateway: str,
@@ -28,6 +35,7 @@ def _run(spec: dict[str, Any], tmp_path: Path, sink: EventSink, pushgateway: str
         "TRAINFORGE_MODELS_URI": f"file://{tmp_path}/models",
         "TRAINFORGE_ARTIFACTS_URI": f"file://{tmp_path}/artifacts",
         "TRAINFORGE_JOB_ID": job_id, "TRAINFORGE_ATTEMPT": "1",
+        "TRAINFORGE_JOB_TEAM": TEAM, "TRAINFORGE_JOB_ACCESS": LOCAL_ACCESS,
         "TRAINFORGE_API_URL": f"http://127.0.0.1:{sink.server_address[1]}",
         "TRAINFORGE_JOB_TOKEN": "job-token", "TRAINFORGE_PUSHGATEWAY_URL": pushgateway,
     }
@@ -48,7 +56,7 @@ def test_an_export_job_publishes_reports_and_ships_its_log(
             "export": {"formats": ["onnx", "engine"], "int8": True}}
     done = _run(spec, tmp_path, event_sink, pushgateway, "job-e2e")
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    manifest_uri = f"file://{tmp_path}/models/shapes/job-e2e/manifest.json"
+    manifest_uri = f"file://{tmp_path}/models/{TEAM}/shapes/job-e2e/manifest.json"
     assert verify(manifest_uri) == []
     manifest = read_manifest(manifest_uri)
     assert "model.onnx" in {a["name"] for a in manifest["artifacts"]}
@@ -84,7 +92,7 @@ def test_missing_weights_fail_the_job_with_a_code_and_still_push_metrics(
     got = scrape(pushgateway)
     assert sample(got, "trainforge_export_duration_seconds", model="shapes") is not None
     assert sample(got, "trainforge_export_last_success_timestamp_seconds") is None
-    assert not (tmp_path / "models" / "shapes").exists()
+    assert not (tmp_path / "models" / TEAM / "shapes").exists()
 
 
 def test_a_spec_of_another_kind_is_refused(shapes_dataset: Path, tmp_path: Path,

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from trainforge.access import EMBEDDED_TEAM, team_models_uri
 from trainforge.cli import app
 from trainforge.registry import publish, verify
 from trainforge.storage import S3Store, open_location, store_for_uri
@@ -24,12 +25,14 @@ def models_uri(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"file://{tmp_path}/models"
 
 
-def _publish(models_uri: str, tmp_path: Path, version: str = "job-1") -> str:
+def _publish(models_uri: str, tmp_path: Path, version: str = "job-1",
+             team: str = EMBEDDED_TEAM) -> str:
+    """Publish ``ppe@version`` into ``team``'s registry (the CLI reads team dev's by default)."""
     (tmp_path / "best.pt").write_bytes(b"weights" * 1000)
     (tmp_path / "model.onnx").write_bytes(b"onnx" * 1000)
     (tmp_path / "report.json").write_text("{}")
     files = {n: tmp_path / n for n in ("best.pt", "model.onnx", "report.json")}
-    return publish(models_uri, "ppe", version, files,
+    return publish(team_models_uri(models_uri, team), "ppe", version, files,
                    {"gates": {"onnx": {"status": "passed"}}}).manifest_uri
 
 
@@ -44,6 +47,13 @@ def test_verify_list_and_show_an_intact_version(models_uri: str, tmp_path: Path)
     assert listed.exit_code == 0 and "job-1" in listed.output and "onnx=passed" in listed.output
     shown = runner.invoke(app, ["models", "show", "ppe@job-1", "--models-uri", models_uri])
     assert json.loads(shown.output)["version"] == "job-1"
+    # Another team's registry does not have it (models live under <models>/<team>/).
+    other = runner.invoke(app, ["models", "show", "ppe@job-1", "--models-uri", models_uri,
+                                "--team", "retail"])
+    assert other.exit_code == 1 and "/retail/ppe/job-1/" in other.output
+    bad = runner.invoke(app, ["models", "list", "ppe", "--models-uri", models_uri,
+                              "--team", "../dev"])
+    assert bad.exit_code == 1 and "not a team name" in bad.output
 
 
 def test_verify_exits_1_on_a_changed_or_missing_artifact(models_uri: str,

@@ -45,7 +45,7 @@ def test_eight_trials_on_s3_download_the_dataset_once_and_publish_the_best(
     dataset_bytes = sum(p.stat().st_size for p in files)
     runner = JobRunner(home=tmp_path / "home", artifacts_uri=f"s3://{s3_bucket}/artifacts",
                        models_uri=f"s3://{s3_bucket}/models", api=recording_api,
-                       module="jobs.sweep")
+                       module="jobs.sweep", readable=(f"s3://{s3_bucket}/datasets/",))
     spec = sweep_spec(dataset_uri, train={"epochs": 1},
                       sweep={"trials": 8, "max_concurrent_trials": 2})
     run = runner.run("sweep-s3", spec, timeout=900)
@@ -88,9 +88,8 @@ def test_eight_trials_on_s3_download_the_dataset_once_and_publish_the_best(
     assert artifacts.exists(join_key(base, layout.ray_storage_prefix("sweep-s3"),
                                      "sweep/tuner.pkl")), "the experiment lives in the bucket"
 
-    models, models_base = open_location(runner.models_uri + "/")
-    manifest = json.loads(models.get(join_key(models_base, layout.manifest_key("shapes",
-                                                                               "sweep-s3"))))
+    models, key = open_location(runner.manifest_uri("shapes", "sweep-s3"))
+    manifest = json.loads(models.get(key))
     assert manifest["metrics"] == report["evaluation"]["metrics"]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -228,9 +229,14 @@ class JobRun:
     output: str
 
 
+#: The team JobRunner's jobs belong to: they publish under ``<models>/vision/``.
+TEAM = "vision"
+
+
 @dataclass
 class JobRunner:
-    """Runs ``python -m <module> --spec URI`` as the dispatcher would."""
+    """Runs ``python -m <module> --spec URI`` as the dispatcher would: with the job's team,
+    its access rules (local paths, the given S3 prefixes) and the spec's sha256."""
 
     home: Path
     artifacts_uri: str
@@ -238,6 +244,8 @@ class JobRunner:
     api: RecordingAPI
     env: dict[str, str] = field(default_factory=dict)
     module: str = "jobs.train"  # the job entrypoint (jobs.sweep reuses this runner)
+    readable: tuple[str, ...] = ("file:///", "s3://tf-datasets/")
+    _sha256: dict[str, str] = field(default_factory=dict)
 
     def write_spec(self, job_id: str, spec: dict[str, Any]) -> str:
         from trainforge import layout
@@ -245,8 +253,25 @@ class JobRunner:
 
         store, base = open_location(self.artifacts_uri.rstrip("/") + "/")
         key = join_key(base, layout.spec_key(job_id))
-        store.put(key, json.dumps(spec).encode(), content_type="application/json")
+        body = json.dumps(spec).encode()
+        store.put(key, body, content_type="application/json")
+        self._sha256[job_id] = hashlib.sha256(body).hexdigest()
         return store.uri(key)
+
+    def access_env(self) -> str:
+        """TRAINFORGE_JOB_ACCESS for team :data:`TEAM` reading :attr:`readable`."""
+        from trainforge.access import AccessRules, TeamAccess
+
+        access = TeamAccess(datasets=self.readable, weights=self.readable)
+        return AccessRules.build(TEAM, access, local_paths=True, reserved={}).to_env()
+
+    def spec_sha256(self, job_id: str) -> str:
+        """The sha256 of the spec :meth:`write_spec` wrote for ``job_id``."""
+        return self._sha256[job_id]
+
+    def manifest_uri(self, name: str, version: str) -> str:
+        """Where the job publishes ``name@version`` (the team's registry)."""
+        return f"{self.models_uri.rstrip('/')}/{TEAM}/{name}/{version}/manifest.json"
 
     def start(self, job_id: str, spec: dict[str, Any], *, attempt: int = 1,
               **env: str) -> subprocess.Popen[str]:
@@ -262,6 +287,9 @@ class JobRunner:
             "TRAINFORGE_JOB_ID": job_id,
             "TRAINFORGE_JOB_TOKEN": f"token-{job_id}",
             "TRAINFORGE_ATTEMPT": str(attempt),
+            "TRAINFORGE_JOB_TEAM": TEAM,
+            "TRAINFORGE_JOB_ACCESS": self.access_env(),
+            "TRAINFORGE_SPEC_SHA256": self.spec_sha256(job_id),
             **self.env,
             **env,
         }

@@ -19,7 +19,7 @@ from trainforge.storage import S3Store
 
 
 def _no_manifest(store_root: Path, name: str = "shapes") -> bool:
-    return not list(store_root.glob(f"{name}/*/manifest.json"))
+    return not list(store_root.glob(f"*/{name}/*/manifest.json"))
 
 
 @pytest.mark.slow
@@ -96,7 +96,7 @@ def test_train_job_end_to_end_with_s3_buckets(
     assert [int(float(r["epoch"])) for r in rows] == [1, 2]
 
     # The published model: manifest last, every artifact intact, metadata for its readers.
-    manifest_uri = f"s3://tf-models/shapes/{job}/manifest.json"
+    manifest_uri = runner.manifest_uri("shapes", job)
     manifest = read_manifest(manifest_uri)
     assert verify(manifest_uri) == []
     assert {a["name"] for a in manifest["artifacts"]} == {"best.pt", "last.pt", "report.json",

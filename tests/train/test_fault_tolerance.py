@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from tests.train.conftest import JobRunner, RayHead, RecordingAPI, tiny_spec
+from tests.train.conftest import TEAM, JobRunner, RayHead, RecordingAPI, tiny_spec
 from trainforge import layout
 
 pytestmark = pytest.mark.slow
@@ -97,7 +97,7 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_at_the_next_epoch(
     report = json.loads((tmp_path / "artifacts" / layout.train_output_prefix(job) /
                          "report.json").read_text())
     assert report["training"]["resumed_at_epoch"] == 3
-    assert list((tmp_path / "models" / "shapes").glob("*/manifest.json"))
+    assert list((tmp_path / "models" / TEAM / "shapes").glob("*/manifest.json"))
 
 
 def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
@@ -115,7 +115,7 @@ def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
     assert (final["state"], final["error_code"]) == ("FAILED", "training_failed")
     assert final["reason"], "the failure says why"
     assert not (tmp_path / "models").exists() or \
-        not list((tmp_path / "models").glob("*/*/manifest.json")), "nothing published"
+        not list((tmp_path / "models").glob("*/*/*/manifest.json")), "nothing published"
     assert (tmp_path / "artifacts" / layout.checkpoint_key(job)).is_file()
 
     # The dispatcher launches attempt 2 of the same job: it continues from epoch 3.
@@ -126,7 +126,7 @@ def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
     assert [e["epoch"] for e in attempt2] == [3, 4, 5]
     assert _results_epochs(tmp_path, job) == [1, 2, 3, 4, 5]
     assert (tmp_path / "artifacts" / layout.attempt_log_key(job, 2)).is_file()
-    manifest = tmp_path / "models" / "shapes" / job / "manifest.json"
+    manifest = tmp_path / "models" / TEAM / "shapes" / job / "manifest.json"
     published = manifest.read_bytes()
 
     # Attempt 3 (as after a crash once training was done): no epoch is trained again, and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -11,8 +12,17 @@ import pytest
 
 from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
 from services.dispatcher.backends.ray_jobs import RayJobsBackend, backend_state, submission_id
-from tests.train.conftest import JobRunner, RayHead, RecordingAPI, make_dataset, tiny_spec
+from tests.train.conftest import (
+    TEAM,
+    JobRunner,
+    RayHead,
+    RecordingAPI,
+    make_dataset,
+    tiny_spec,
+)
+from trainforge.layout import attempt_secrets_key
 from trainforge.spec import JobKind, Resources
+from trainforge.storage import join_key, open_location
 
 
 def test_every_ray_job_status_has_a_backend_state() -> None:
@@ -33,13 +43,21 @@ def test_each_attempt_has_its_own_submission_id() -> None:
 
 def _request(runner: JobRunner, job_id: str, spec: dict[str, object],
              attempt: int = 1) -> LaunchRequest:
+    """What the dispatcher hands a backend whose job settings others can read: no token in
+    them, but the store object holding it (services/dispatcher/dispatcher.py)."""
     spec_uri = runner.write_spec(job_id, spec)
+    store, base = open_location(runner.artifacts_uri.rstrip("/") + "/")
+    secrets_key = join_key(base, attempt_secrets_key(job_id, attempt))
+    store.put(secrets_key, json.dumps({"TRAINFORGE_JOB_TOKEN": f"token-{job_id}"}).encode())
     return LaunchRequest(
         job_id=job_id, kind=JobKind.TRAIN, spec_uri=spec_uri, attempt=attempt,
-        resources=Resources(gpus=0, cpus=1), retries=0, timeout_minutes=30, team="vision",
+        resources=Resources(gpus=0, cpus=1), retries=0, timeout_minutes=30, team=TEAM,
         env={
             "TRAINFORGE_API_URL": runner.api.url, "TRAINFORGE_JOB_ID": job_id,
-            "TRAINFORGE_JOB_TOKEN": f"token-{job_id}", "TRAINFORGE_ATTEMPT": str(attempt),
+            "TRAINFORGE_JOB_SECRETS_URI": store.uri(secrets_key),
+            "TRAINFORGE_ATTEMPT": str(attempt), "TRAINFORGE_JOB_TEAM": TEAM,
+            "TRAINFORGE_JOB_ACCESS": runner.access_env(),
+            "TRAINFORGE_SPEC_SHA256": runner.spec_sha256(job_id),
             "TRAINFORGE_ARTIFACTS_URI": runner.artifacts_uri,
             "TRAINFORGE_MODELS_URI": runner.models_uri,
             "TRAINFORGE_HOME": str(runner.home), "YOLO_OFFLINE": "1",
@@ -85,7 +103,10 @@ def test_a_failing_job_is_reported_failed_with_its_logs(
     assert status.state is BackendState.FAILED, backend.logs(handle)[-3000:]
     logs = backend.logs(handle)
     assert "dataset_invalid" in logs and "val_00000.txt" in logs
-    # The env reached the job through runtime_env: it reported to the API with its token.
+    # The env reached the job through runtime_env, and its token through the store (never in
+    # the Ray job's settings): it reported to the API with it.
+    info = backend.client.get_job_info(handle)
+    assert "token-rj-fail" not in json.dumps(info.runtime_env)
     final = runner.api.final_state("rj-fail")
     assert (final["state"], final["error_code"]) == ("FAILED", "dataset_invalid")
     assert runner.api.tokens["rj-fail"] == {"Bearer token-rj-fail"}

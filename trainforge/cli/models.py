@@ -7,6 +7,13 @@ import json
 import typer
 
 from trainforge import registry
+from trainforge.access import (
+    EMBEDDED_TEAM,
+    REGISTRY_SCHEME,
+    TEAM_NAME,
+    parse_registry_ref,
+    team_models_uri,
+)
 from trainforge.constants import ENV_MODELS_URI
 from trainforge.errors import TrainforgeError
 
@@ -14,14 +21,19 @@ app = typer.Typer(help="Published model versions: list, show, verify.", no_args_
 
 MODELS_URI = typer.Option(None, "--models-uri", envvar=ENV_MODELS_URI,
                           help="root of the models bucket (default: $TRAINFORGE_HOME/models)")
+TEAM = typer.Option(EMBEDDED_TEAM, "--team",
+                    help="whose registry to read: models live under <models>/<team>/")
 
 
-def _models_uri(value: str | None) -> str:
+def _models_uri(value: str | None, team: str) -> str:
+    """The root of ``team``'s registry inside the models bucket."""
+    if not TEAM_NAME.fullmatch(team):
+        raise _fail(f"error: team {team!r} is not a team name (a DNS label)")
     if value:
-        return value.rstrip("/")
+        return team_models_uri(value, team)
     from trainforge.settings import get_common_settings
 
-    return get_common_settings().resolved_models_uri
+    return get_common_settings().team_models_uri(team)
 
 
 def manifest_location(ref: str, models_uri: str) -> str:
@@ -33,9 +45,10 @@ def manifest_location(ref: str, models_uri: str) -> str:
     Raises:
         ModelNotFound: ``@latest`` of a model with no published version.
     """
-    if ref.startswith(registry.REGISTRY_SCHEME) or ("://" not in ref and "@" in ref):
-        name, _, version = ref.removeprefix(registry.REGISTRY_SCHEME).partition("@")
-        if version in ("", "latest"):
+    if ref.startswith(REGISTRY_SCHEME) or ("://" not in ref and "@" in ref):
+        name, version = parse_registry_ref(REGISTRY_SCHEME + ref.removeprefix(REGISTRY_SCHEME),
+                                           field="reference")
+        if version == "latest":
             versions = registry.list_versions(models_uri, name)
             if not versions:
                 raise registry.ModelNotFound(f"model {name!r} has no published version in "
@@ -54,9 +67,9 @@ def _fail(message: str) -> typer.Exit:
 
 @app.command("list")
 def list_(name: str = typer.Argument(..., help="model name (the job spec's name)"),
-          models_uri: str | None = MODELS_URI) -> None:
+          models_uri: str | None = MODELS_URI, team: str = TEAM) -> None:
     """List a model's published versions, oldest first, with their gate results."""
-    root = _models_uri(models_uri)
+    root = _models_uri(models_uri, team)
     try:
         versions = registry.list_versions(root, name)
     except TrainforgeError as exc:
@@ -73,10 +86,10 @@ def list_(name: str = typer.Argument(..., help="model name (the job spec's name)
 
 @app.command()
 def show(ref: str = typer.Argument(..., help="name@version, registry://name@version or a URI"),
-         models_uri: str | None = MODELS_URI) -> None:
+         models_uri: str | None = MODELS_URI, team: str = TEAM) -> None:
     """Print a version's manifest (artifacts, metrics, gates, source job, dataset)."""
     try:
-        manifest = registry.read_manifest(manifest_location(ref, _models_uri(models_uri)))
+        manifest = registry.read_manifest(manifest_location(ref, _models_uri(models_uri, team)))
     except TrainforgeError as exc:
         raise _fail(f"error: {exc.message}") from None
     print(json.dumps(manifest, indent=2, sort_keys=True))
@@ -84,14 +97,14 @@ def show(ref: str = typer.Argument(..., help="name@version, registry://name@vers
 
 @app.command()
 def verify(uri: str = typer.Argument(..., help="manifest or version URI, or name@version"),
-           models_uri: str | None = MODELS_URI) -> None:
+           models_uri: str | None = MODELS_URI, team: str = TEAM) -> None:
     """Download every artifact of a version and check its size and checksums.
 
     Exit status 1 on any problem: missing manifest, missing file, or a size, sha256 or S3
     checksum that differs from the manifest.
     """
     try:
-        location = manifest_location(uri, _models_uri(models_uri))
+        location = manifest_location(uri, _models_uri(models_uri, team))
         problems = registry.verify(location)
         count = len(registry.read_manifest(location).get("artifacts", []))
     except TrainforgeError as exc:
@@ -105,9 +118,9 @@ def verify(uri: str = typer.Argument(..., help="manifest or version URI, or name
 
 @app.command()
 def report(ref: str = typer.Argument(..., help="name@version, registry://name@version or a URI"),
-           models_uri: str | None = MODELS_URI) -> None:
+           models_uri: str | None = MODELS_URI, team: str = TEAM) -> None:
     """Print a version's held-out scores (mAP50, mAP50-95, per-class AP) and its artifacts."""
-    root = _models_uri(models_uri)
+    root = _models_uri(models_uri, team)
     try:
         location = manifest_location(ref, root)
         manifest = registry.read_manifest(location)

@@ -44,6 +44,12 @@ app.kubernetes.io/part-of: trainforge
 app.kubernetes.io/part-of: trainforge
 {{- end }}
 
+{{/* The service account of one team's Ray pods: its name value, or <fullname>-team-<team>. */}}
+{{- define "trainforge.teamServiceAccountName" -}}
+{{- $account := .account | default dict }}
+{{- default (printf "%s-team-%s" (include "trainforge.fullname" .root) .team | trunc 63 | trimSuffix "-") $account.name }}
+{{- end }}
+
 {{- define "trainforge.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create }}
 {{- default (include "trainforge.fullname" .) .Values.serviceAccount.name }}
@@ -130,6 +136,8 @@ seccompProfile:
 - name: TRAINFORGE_TEAM_LIMITS
   value: {{ . | toJson | quote }}
 {{- end }}
+- name: TRAINFORGE_STORAGE_POLICY
+  value: {{ .Values.config.storagePolicy | toJson | quote }}
 {{- with .Values.config.s3EndpointUrl }}
 - name: TRAINFORGE_S3_ENDPOINT_URL
   value: {{ . | quote }}

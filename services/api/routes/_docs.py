@@ -9,12 +9,14 @@ from services.api.errors import PROBLEM_JSON
 _DESCRIPTIONS = {
     400: "The body is not valid JSON (or not UTF-8)",
     401: "Missing, unknown or revoked bearer token",
-    403: "Forbidden by a limit or an invalid link",
+    403: "Forbidden: a location the storage access policy does not allow, a limit, or an "
+         "invalid link",
     404: "No such job or schedule for this team (another team's is reported the same way)",
     409: "The job's (or schedule's) state does not allow this",
     413: "Request body too large",
     422: "The request does not validate (field paths in `errors`)",
-    429: "The team is at its active-job limit; retry later",
+    429: "The team is at its active-job limit, or the token has its most open streams; retry "
+         "after Retry-After seconds",
     503: "A dependency (database, object store) is unavailable",
 }
 

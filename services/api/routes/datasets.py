@@ -15,8 +15,8 @@ router = APIRouter(prefix="/v1/datasets", tags=["datasets"])
 @router.post(
     "/validate",
     response_model=DatasetValidation,
-    responses=problems(400, 401, 413, 422, 503),
+    responses=problems(400, 401, 403, 413, 422, 503),
     summary="Validate a YOLO dataset (data.yaml, splits, labels) by URI",
 )
 def validate_dataset(body: DatasetValidationRequest, state: State, team: Team) -> DatasetValidation:
-    return datasets.validate(state, body.uri)
+    return datasets.validate(state, team, body.uri)

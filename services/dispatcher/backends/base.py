@@ -26,6 +26,9 @@ class LaunchRequest:
     timeout_minutes: int
     team: str
     env: dict[str, str] = field(default_factory=dict)
+    #: Values only the run may see (the job token). Only a backend whose ``private_env`` is
+    #: True gets any; the dispatcher hands the others' runs their secrets through the store.
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def command(self) -> list[str]:
@@ -49,6 +52,9 @@ class BackendStatus:
 
 class Backend(Protocol):
     name: str
+    #: Whether a run's environment is visible to the run alone (a local child process), as
+    #: opposed to stored where others can read it (Ray job settings, a RayJob object).
+    private_env: bool
 
     def launch(self, request: LaunchRequest) -> str:
         """Start the job (idempotent by job id); returns a handle to poll, cancel and read."""

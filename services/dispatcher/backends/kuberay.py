@@ -226,7 +226,8 @@ class RayJobBuilder:
     def _pod_labels(self, component: str) -> dict[str, str]:
         return {**self.config.labels, LABEL_COMPONENT: component}
 
-    def _pod_spec(self, containers: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    def _pod_spec(self, containers: list[dict[str, Any]], team: str | None = None,
+                  **extra: Any) -> dict[str, Any]:
         sec = self.config.security
         spec: dict[str, Any] = {
             # Ray pods never call the Kubernetes API (no autoscaler in a fixed-size cluster).
@@ -242,14 +243,21 @@ class RayJobBuilder:
             "containers": containers,
             **extra,
         }
-        if self.config.service_account_name:
-            spec["serviceAccountName"] = self.config.service_account_name
+        account = (self.config.service_account_for(team) if team is not None
+                   else self.config.service_account_name)
+        if account:
+            spec["serviceAccountName"] = account
         if self.config.image_pull_secrets:
             spec["imagePullSecrets"] = [{"name": n} for n in self.config.image_pull_secrets]
         return spec
 
     def _env(self, request: LaunchRequest) -> list[dict[str, Any]]:
-        from_secret = {s.name for s in self.config.secret_env}
+        # A team with a service account of its own gets its cloud credentials from it, never
+        # the shared static ones.
+        own_identity = request.team in self.config.team_service_accounts
+        secret_env = [s for s in self.config.secret_env
+                      if not (own_identity and s.name.startswith("AWS_"))]
+        from_secret = {s.name for s in secret_env}
         merged = {**self.config.env, **request.env}
         skipped = sorted(from_secret & set(request.env))
         if skipped:
@@ -263,7 +271,7 @@ class RayJobBuilder:
                 "name": s.name,
                 "valueFrom": {"secretKeyRef": {"name": s.secret_name, "key": s.key}},
             }
-            for s in self.config.secret_env
+            for s in secret_env
         ]
         return env
 
@@ -302,7 +310,7 @@ class RayJobBuilder:
                                     for t in head.tolerations]
         return {
             "metadata": {"labels": self._pod_labels("ray")},
-            "spec": self._pod_spec([container], **extra),
+            "spec": self._pod_spec([container], team=request.team, **extra),
         }
 
     def _worker_template(self, request: LaunchRequest, pool: NodePool) -> dict[str, Any]:
@@ -318,7 +326,7 @@ class RayJobBuilder:
                                     for t in pool.tolerations]
         return {
             "metadata": {"labels": self._pod_labels("ray")},
-            "spec": self._pod_spec([container], **extra),
+            "spec": self._pod_spec([container], team=request.team, **extra),
         }
 
     def _submitter_template(self) -> dict[str, Any]:
@@ -387,6 +395,7 @@ class KubeRayBackend:
     """The Backend protocol on KubeRay: launch = create a RayJob, cancel = delete it."""
 
     name = "kuberay"
+    private_env = False  # the RayJob object is readable in the namespace
 
     def __init__(self, config: KubeRayConfig, api: KubeApi) -> None:
         self.config = config

@@ -158,6 +158,12 @@ class KubeRayConfig(_Config):
     service_account_name: str | None = Field(
         None, pattern=_DNS1123_LABEL, description="for Ray pods; default: the namespace's default"
     )
+    team_service_accounts: dict[str, str] = Field(
+        default_factory=dict,
+        description="team → service account of its Ray pods (IRSA / Workload Identity), so a "
+        "team's job pods hold only that team's cloud credentials; teams not listed get "
+        "serviceAccountName and the static secretEnv credentials",
+    )
     node_pools: dict[str, NodePool] = Field(min_length=1, description="pool name → node pool")
     default_node_pool: str = Field(description="pool for jobs whose resources.gpu_type is unset")
     head: HeadConfig = Field(default_factory=HeadConfig)
@@ -187,6 +193,19 @@ class KubeRayConfig(_Config):
     @classmethod
     def _valid_labels(cls, value: dict[str, str]) -> dict[str, str]:
         return _check_labels(value, "labels")
+
+    @field_validator("team_service_accounts")
+    @classmethod
+    def _valid_accounts(cls, value: dict[str, str]) -> dict[str, str]:
+        bad = [f"{team}: {name}" for team, name in value.items()
+               if not re.match(_DNS1123_LABEL, team) or not re.match(_DNS1123_LABEL, name)]
+        if bad:
+            raise ValueError(f"teams and service account names must be DNS labels: {bad}")
+        return value
+
+    def service_account_for(self, team: str) -> str | None:
+        """The service account of a team's Ray pods (None: the namespace's default)."""
+        return self.team_service_accounts.get(team, self.service_account_name)
 
     @model_validator(mode="after")
     def _default_pool_exists(self) -> Self:

@@ -20,6 +20,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -48,6 +49,28 @@ log = logging.getLogger(__name__)
 
 _RUNNER = "services.dispatcher.local_runner"
 
+#: What a job inherits from the dispatcher's environment, by name or prefix: the toolchain,
+#: locale and proxies, object-store credentials (the same user's; a Kubernetes job gets its
+#: own instead), and the runtime knobs of CUDA, PyTorch, Ray and Ultralytics. Nothing else:
+#: not the secret key, the database URL, API tokens or the storage policy of other teams.
+_INHERITED = frozenset({
+    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
+    "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "COVERAGE_PROCESS_START",
+    "TRAINFORGE_HOME", "TRAINFORGE_DATASET_CACHE", "TRAINFORGE_PUSHGATEWAY_URL",
+})
+_INHERITED_PREFIXES = ("LC_", "AWS_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_",
+                       "TORCH_", "PYTORCH_", "RAY_", "YOLO_")
+
+
+def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
+    """The part of the dispatcher's environment a local job may see (see ``_INHERITED``)."""
+    return {k: v for k, v in environ.items()
+            if (k in _INHERITED or k.startswith(_INHERITED_PREFIXES))
+            and k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}  # jobs load weights the safe way only
+
 
 class LocalBackend:
     """Runs entrypoints as local subprocesses.
@@ -57,12 +80,14 @@ class LocalBackend:
         module: the module to run instead of ``jobs.<kind>`` (tests use ``jobs.standin``).
         python: interpreter for the runner and the entrypoint (default: this one, so the job
             sees the same installed packages as the dispatcher).
-        env: extra environment for every run (on top of this process's and the request's).
+        env: extra environment for every run (on top of what it inherits from this
+            process, :func:`inherited_env`, and under the request's own).
         cwd: working directory of the runs (default: each attempt's directory).
         kill_grace_s: after a cancel, how long a run may take to stop before SIGKILL.
     """
 
     name = "local"
+    private_env = True
 
     def __init__(
         self,
@@ -161,7 +186,7 @@ class LocalBackend:
     def _spawn(self, request: LaunchRequest, directory: Path, lock_fd: int, handle: str) -> None:
         (directory / PID_FILE).unlink(missing_ok=True)
         (directory / CANCEL_MARKER).unlink(missing_ok=True)
-        env = {**os.environ, **self.env, **request.env}
+        env = {**inherited_env(os.environ), **self.env, **request.env, **request.secrets}
         workdir = self.cwd or directory / "work"
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [
@@ -192,6 +217,8 @@ class LocalBackend:
         exit_file = directory / EXIT_FILE
         if exit_file.exists():
             self._reap(handle, wait_s=5.0)  # the runner exits right after writing the file
+            if self.cwd is None:  # the run's scratch directory: nothing in it outlives the run
+                shutil.rmtree(directory / "work", ignore_errors=True)
             outcome = json.loads(exit_file.read_text())
             code = int(outcome["returncode"])
             if outcome.get("cancelled"):

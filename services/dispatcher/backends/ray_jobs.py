@@ -58,6 +58,7 @@ class RayJobsBackend:
     """
 
     name = "ray"
+    private_env = False  # runtime_env is readable through the Jobs API
 
     def __init__(
         self,
