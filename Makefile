@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export YOLO_OFFLINE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-fast lint bench schema sync-rules clean
+.PHONY: setup demo test test-fast lint bench schema sync-rules crds clean
 
 setup: $(STAMP)  ## Create .venv with everything installed (idempotent).
 
@@ -35,6 +35,9 @@ bench: setup  ## Run every benchmark under bench/ (prints ratios).
 schema: setup  ## Regenerate docs/jobspec.schema.json and docs/openapi.json.
 	$(PY) -m trainforge spec-schema > docs/jobspec.schema.json
 	PYTHONPATH=$(CURDIR) $(PY) -m services.api.openapi > docs/openapi.json
+
+crds:  ## Refresh the vendored CRD schemas (tests/kubecheck/crds) from their pinned upstream refs.
+	bash scripts/vendor-crds.sh
 
 sync-rules:  ## Copy infra/prometheus/rules.yaml into the Helm chart (a packaged chart is self-contained).
 	cp infra/prometheus/rules.yaml charts/trainforge/files/prometheus-rules.yaml

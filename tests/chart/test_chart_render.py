@@ -3,7 +3,7 @@
 Each values set (defaults and charts/trainforge/ci/*-values.yaml) is rendered with the real helm
 and every object checked: core kinds against the strict Kubernetes schemas of every release
 from 1.30 (kubernetes-validate's bundled files), custom resources against the CRDs in
-../shared/schemas made strict, KubeRay's controller rules, and Pod Security "restricted".
+tests/kubecheck/crds made strict, KubeRay's controller rules, and Pod Security "restricted".
 """
 
 from __future__ import annotations

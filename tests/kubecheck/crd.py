@@ -3,7 +3,7 @@
 Kubernetes prunes unknown fields of a custom resource silently; to catch typos we add
 ``additionalProperties: false`` to every object node that lists ``properties``, is not
 ``x-kubernetes-preserve-unknown-fields`` and has no ``additionalProperties`` of its own
-(as shared/schemas/README.md describes).
+(as tests/kubecheck/crds/README.md describes).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Where the repository, the shared CRD schemas and the CLI tools are."""
+"""Where the repository, the vendored CRD schemas and the CLI tools are."""
 
 from __future__ import annotations
 
@@ -9,21 +9,23 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-#: Overrides the schemas folder (a checkout whose shared/ is not beside the repository).
+#: The CRDs the tests validate against, vendored with their upstream refs (crds/README.md).
+CRDS = Path(__file__).resolve().parent / "crds"
+#: Overrides the schemas folder (to validate against other CRD versions).
 SCHEMAS_ENV = "TRAINFORGE_SCHEMAS_DIR"
 
 
 def schemas_dir() -> Path:
-    """``<repo>/../shared/schemas`` (CI lays shared/ beside the clone), or $TRAINFORGE_SCHEMAS_DIR.
+    """``tests/kubecheck/crds`` (vendored), or $TRAINFORGE_SCHEMAS_DIR.
 
     Fails the test (never skips) when the folder is missing: without it nothing is validated.
     """
     override = os.environ.get(SCHEMAS_ENV)
-    path = Path(override) if override else REPO.parent / "shared" / "schemas"
+    path = Path(override) if override else CRDS
     if not (path / "kuberay" / "ray.io_rayjobs.yaml").is_file():
         pytest.fail(
-            f"CRD schemas not found at {path}: the shared/ folder must sit beside the repository "
-            f"(…/shared/schemas/kuberay/ray.io_rayjobs.yaml), or set {SCHEMAS_ENV} to it",
+            f"CRD schemas not found at {path} (…/kuberay/ray.io_rayjobs.yaml): run "
+            f"`make crds`, or set {SCHEMAS_ENV} to a folder laid out like tests/kubecheck/crds",
             pytrace=False,
         )
     return path
