@@ -32,7 +32,6 @@ from jobs.train.publish import publish_result
 from jobs.train.steps import step
 from trainforge.errors import (
     HyperparameterMismatch,
-    ResourcesUnavailable,
     SweepFailed,
     TrainforgeError,
 )
@@ -58,10 +57,12 @@ def run_sweep(ctx: JobContext, reporter: JobReporter) -> str:
 
     prepared = prepare_job(ctx, reporter, JobKind.SWEEP)
     spec, synced = prepared.spec, prepared.synced
-    sweep = _sweep_of(spec)
     with step("ray-connect") as out:
-        out.text = _connect(spec, sweep)
+        cluster = _connect(spec, _sweep_of(spec))
+        out.text = cluster.description
         signal.signal(signal.SIGTERM, _cancel)  # ray.init installs its own handler
+    spec = ray_runner.fit_to_cluster(spec, cluster, reporter)
+    sweep = _sweep_of(spec)
     with step("sweep-plan") as out:
         import ray
 
@@ -105,19 +106,13 @@ def _sweep_of(spec: JobSpec) -> SweepParams:
     return spec.sweep
 
 
-def _connect(spec: JobSpec, sweep: SweepParams) -> str:
+def _connect(spec: JobSpec, sweep: SweepParams) -> ray_runner.Cluster:
     """Ray, sized for one trial when it is a private local Ray."""
     needs = spec.resources.model_copy(update={
         "gpus": 1 if sweep.gpus_per_trial > 0 else 0,
         "cpus": math.ceil(sweep.cpus_per_trial),
     })
-    try:
-        return ray_runner.connect(needs)
-    except ResourcesUnavailable:
-        raise ResourcesUnavailable(
-            f"the sweep asks for sweep.gpus_per_trial={sweep.gpus_per_trial:g} but this machine "
-            "has no GPU; set sweep.gpus_per_trial: 0 to sweep on CPUs, or set RAY_ADDRESS to "
-            "a cluster with GPUs") from None
+    return ray_runner.connect(needs)
 
 
 def _outcome_text(rows: list[results.TrialRow], restored: bool) -> str:

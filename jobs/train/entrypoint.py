@@ -263,8 +263,10 @@ def run_job(ctx: JobContext, reporter: JobReporter) -> str:
     prepared = prepare_job(ctx, reporter, JobKind.TRAIN)
     spec, synced = prepared.spec, prepared.synced
     with step("ray-connect") as out:
-        out.text = ray_runner.connect(spec.resources)
+        cluster = ray_runner.connect(spec.resources)
+        out.text = cluster.description
         signal.signal(signal.SIGTERM, _cancel)  # ray.init installs its own handler
+    spec = ray_runner.fit_to_cluster(spec, cluster, reporter)
     with step("train") as out:
         ray_runner.run(WorkerConfig(
             spec=spec, job_id=ctx.job_id, attempt=ctx.attempt, access=ctx.access,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -18,13 +19,9 @@ import trainforge
 from jobs.train.worker import WorkerConfig, ray_train_loop
 from trainforge import layout
 from trainforge.constants import ENV_RAY_ADDRESS, ENV_S3_ENDPOINT_URL
-from trainforge.errors import (
-    ClusterUnavailable,
-    ResourcesUnavailable,
-    TrainforgeError,
-    TrainingFailed,
-)
-from trainforge.spec import Resources
+from trainforge.errors import ClusterUnavailable, TrainforgeError, TrainingFailed
+from trainforge.reporting import JobReporter
+from trainforge.spec import JobSpec, Resources
 from trainforge.storage import join_key, parse_uri
 
 log = logging.getLogger(__name__)
@@ -37,15 +34,22 @@ _RAY_JOB_CONFIG = "RAY_JOB_CONFIG_JSON_ENV_VAR"
 _LOCAL_OBJECT_STORE_BYTES = 256 * 1024**2
 
 
-def connect(resources: Resources) -> str:
-    """Join the cluster in RAY_ADDRESS, or start a private local Ray sized for the job.
+@dataclass(frozen=True)
+class Cluster:
+    """The Ray cluster a job joined."""
 
-    Returns:
-        A one-line description for the log.
+    description: str  # one line for the log
+    gpus: int
+    #: A private Ray this job started on this machine (the local backend), as opposed to a
+    #: cluster named by RAY_ADDRESS (Ray Jobs API, KubeRay).
+    local: bool
+
+
+def connect(resources: Resources) -> Cluster:
+    """Join the cluster in RAY_ADDRESS, or start a private local Ray sized for the job.
 
     Raises:
         ClusterUnavailable: RAY_ADDRESS is set but unreachable, or Ray could not start.
-        ResourcesUnavailable: a local Ray cannot provide the GPUs the job asks for.
     """
     import ray
 
@@ -68,12 +72,37 @@ def connect(resources: Resources) -> str:
             f": {exc}") from None
     available: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     gpus = int(available.get("GPU", 0))
-    if not address and resources.gpus > gpus:
-        ray.shutdown()
-        raise ResourcesUnavailable(
-            f"the job asks for resources.gpus={resources.gpus} but this machine has {gpus}; "
-            "set resources.gpus: 0 to train on CPU, or set RAY_ADDRESS to a cluster with GPUs")
-    return f"{where} ({gpus} GPUs, {available.get('CPU', 0):g} CPUs)"
+    return Cluster(f"{where} ({gpus} GPUs, {available.get('CPU', 0):g} CPUs)", gpus,
+                   local=not address)
+
+
+def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> JobSpec:
+    """The spec to run on ``cluster``: on a private local Ray with fewer GPUs than the spec
+    asks for (a laptop, a CPU-only box running ``trainforge serve``), the job uses what this
+    machine has, down to the CPU, and says so in its events; elsewhere it is the spec as is
+    (a cluster's own scheduler, and the KubeRay backend's node pools, decide there).
+
+    The GPUs of a sweep's trials (``sweep.gpus_per_trial``) drop to 0 on a machine without a
+    GPU; a fraction of a GPU per trial stays as it is where there is one.
+    """
+    wanted = spec.resources.gpus
+    per_trial = spec.sweep.gpus_per_trial if spec.sweep is not None else 0.0
+    if not cluster.local or (wanted <= cluster.gpus and (per_trial == 0 or cluster.gpus > 0)):
+        return spec
+    gpus = min(wanted, cluster.gpus)
+    update: dict[str, Any] = {"resources": spec.resources.model_copy(update={"gpus": gpus})}
+    if spec.sweep is not None and cluster.gpus == 0:
+        update["sweep"] = spec.sweep.model_copy(update={"gpus_per_trial": 0.0})
+    on = f"{gpus} GPU(s)" if gpus else "the CPU"
+    reporter.message(
+        f"the spec asks for resources.gpus={wanted}"
+        + (f" (sweep.gpus_per_trial={per_trial:g})" if spec.sweep is not None else "")
+        + f" but this machine has {cluster.gpus}: training on {on} instead (only a job on the "
+        "embedded server's local Ray adapts to its machine; on a cluster set resources.gpus "
+        "to what its nodes have)",
+        requested_gpus=wanted, gpus=gpus,
+    )
+    return spec.model_copy(update=update)
 
 
 def quiet_local_ray_worker() -> None:
