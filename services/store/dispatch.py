@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 #: Error codes a retry cannot fix: the job fails at once whatever its retries.
 NON_RETRYABLE_ERRORS = frozenset({
     "spec_invalid", "spec_tampered", "location_invalid", "access_denied",
-    "dataset_invalid", "dataset_unsafe", "weights_unavailable", "weights_unsafe",
+    "dataset_invalid", "dataset_not_found", "dataset_unsafe", "weights_unavailable",
+    "weights_unsafe", "model_not_found", "resources_unavailable",
 })
 
 #: States in which a job's current attempt may have a run on a backend.
