@@ -217,6 +217,13 @@ class TrainingFailed(TrainforgeError):
     code = "training_failed"
 
 
+class RetriesExhausted(TrainforgeError):
+    """The job has already trained as many times as its spec allows (``retries`` + 1 runs,
+    counting Ray Train's worker restarts and the dispatcher's attempts together)."""
+
+    code = "retries_exhausted"
+
+
 class ClusterUnavailable(TrainforgeError):
     """The Ray cluster named by RAY_ADDRESS could not be reached or started."""
 

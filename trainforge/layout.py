@@ -21,6 +21,12 @@ def checkpoint_key(job_id: str, name: str = "last.pt") -> str:
     return join_key("jobs", job_id, "checkpoints", name)
 
 
+def run_marker_key(job_id: str, run: int) -> str:
+    """Written once by the n-th training run of a job, whoever started it (Ray Train restarting a
+    worker, or a new attempt): the job's runs are counted here, across both."""
+    return join_key("jobs", job_id, "runs", str(run))
+
+
 def dataset_report_key(job_id: str) -> str:
     """The validation report of a job's dataset (uploaded when validation refuses it)."""
     return join_key("jobs", job_id, "dataset-report.json")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from trainforge import layout
-from trainforge.errors import ObjectNotFound
+from trainforge.errors import ObjectNotFound, RetriesExhausted
 from trainforge.storage import ObjectStore, join_key, open_location
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,30 @@ class JobArtifacts:
         except ObjectNotFound:
             return False
         return True
+
+    def claim_run(self, max_runs: int) -> int:
+        """Count one more training run of this job; returns its number (1-based).
+
+        Each run creates its own marker with a conditional create, so two runs never share a
+        number and the count survives restarts of every process.
+
+        Raises:
+            RetriesExhausted: ``max_runs`` runs have started already.
+        """
+        store = self.store
+        for run in range(1, max_runs + 1):
+            if store.put_if_absent(self.key(layout.run_marker_key(self.job_id, run)),
+                                   b"", content_type="text/plain"):
+                return run
+        raise RetriesExhausted(
+            f"job {self.job_id} has started {max_runs} training run(s), all its spec allows "
+            f"(retries + 1, counting Ray Train's worker restarts and the job's attempts); "
+            "submit it again to train again")
+
+    def runs_used(self) -> int:
+        """Training runs of this job so far (see :meth:`claim_run`)."""
+        prefix = self.key(layout.run_marker_key(self.job_id, 0)).rsplit("/", 1)[0] + "/"
+        return sum(1 for _ in self.store.list(prefix))
 
     # Keys of this job (trainforge.layout is the one source of the layout).
     def checkpoint(self, name: str = "last.pt") -> str:

@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 
 import jobs
 import trainforge
+from jobs.train.artifacts import JobArtifacts
 from jobs.train.worker import WorkerConfig, ray_train_loop
 from trainforge import layout
 from trainforge.constants import ENV_RAY_ADDRESS, ENV_S3_ENDPOINT_URL
@@ -157,7 +158,8 @@ def storage_for(artifacts_uri: str, job_id: str) -> tuple[str, Any]:
 
 
 def run(cfg: WorkerConfig) -> None:
-    """Train on Ray: one worker, the spec's resources, ``spec.retries`` restarts.
+    """Train on Ray: one worker, the spec's resources, and as many restarts as the job's budget
+    of ``retries + 1`` training runs has left (jobs/train/worker.py counts them).
 
     Raises:
         TrainforgeError: the worker's own error (its code kept) once retries are spent.
@@ -180,7 +182,9 @@ def run(cfg: WorkerConfig) -> None:
             name=cfg.job_id,
             storage_path=storage_path,
             storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=cfg.spec.retries),
+            # Restarts left in the job's budget of runs (earlier attempts spent some).
+            failure_config=FailureConfig(max_failures=max(
+                0, cfg.spec.retries - JobArtifacts(cfg.artifacts_uri, cfg.job_id).runs_used())),
         ),
     )
     try:

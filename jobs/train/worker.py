@@ -72,11 +72,11 @@ def run_worker(cfg: WorkerConfig) -> None:
     adapter.prepare_environment(work / "ultralytics")
     artifacts = JobArtifacts(cfg.artifacts_uri, cfg.job_id)
     reporter = JobReporter.from_env()
-    reporter.message("training worker started", pid=os.getpid(), host=socket.gethostname(),
-                     attempt=cfg.attempt)
     spec = cfg.spec
     if cfg.access is not None:  # this node reads on its own: the same rules as the entrypoint
         cfg.access.check_spec(spec.dataset.uri, spec.model.base)
+    reporter.message("training worker started", pid=os.getpid(), host=socket.gethostname(),
+                     attempt=cfg.attempt)
     with step("worker-dataset") as out:
         data_root = _local_dataset(cfg)
         data_yaml = dataset_step.write_local_data_yaml(data_root, work / "data.yaml")
@@ -89,6 +89,8 @@ def run_worker(cfg: WorkerConfig) -> None:
     shutil.rmtree(run_dir, ignore_errors=True)  # a restarted worker starts from the store
     device = adapter.device_for(spec.resources.gpus)
     with step("train") as out:
+        if info is None or info.epoch < info.epochs:
+            _claim_run(artifacts, spec, reporter, cfg.attempt)
         if resume is None or info is None:
             weights = resolve_weights(spec.model.base, work / "weights",
                                       models_uri=cfg.models_uri)
@@ -130,6 +132,22 @@ def run_worker(cfg: WorkerConfig) -> None:
         count = upload_outputs(artifacts, outputs, evaluation, report)
         out.text = f"{count} files to {artifacts.uri(artifacts.train_output(''))}"
     shutil.rmtree(work / "resume", ignore_errors=True)
+
+
+def _claim_run(artifacts: JobArtifacts, spec: JobSpec, reporter: JobReporter,
+               attempt: int) -> None:
+    """Count this training run against the job's budget of ``retries + 1`` runs.
+
+    Ray Train restarts a failed worker and the dispatcher (or KubeRay) relaunches a failed
+    job: one shared budget keeps a failing job from training (retries + 1)² times.
+
+    Raises:
+        RetriesExhausted: the budget is spent.
+    """
+    max_runs = spec.retries + 1
+    run = artifacts.claim_run(max_runs)
+    reporter.message(f"training run {run} of at most {max_runs}", run=run, max_runs=max_runs,
+                     attempt=attempt)
 
 
 def _local_dataset(cfg: WorkerConfig) -> Path:

@@ -45,7 +45,7 @@ log = logging.getLogger(__name__)
 NON_RETRYABLE_ERRORS = frozenset({
     "spec_invalid", "spec_tampered", "location_invalid", "access_denied",
     "dataset_invalid", "dataset_not_found", "dataset_unsafe", "weights_unavailable",
-    "weights_unsafe", "model_not_found", "resources_unavailable",
+    "weights_unsafe", "model_not_found", "resources_unavailable", "retries_exhausted",
 })
 
 #: States in which a job's current attempt may have a run on a backend.

@@ -16,7 +16,7 @@ from trainforge.states import JobState
 
 PERMANENT = ["spec_invalid", "spec_tampered", "location_invalid", "access_denied",
              "dataset_invalid", "dataset_not_found", "dataset_unsafe", "weights_unavailable",
-             "weights_unsafe", "model_not_found", "resources_unavailable"]
+             "weights_unsafe", "model_not_found", "resources_unavailable", "retries_exhausted"]
 
 
 def _fail_first_attempt(db: Database, code: str) -> tuple[JobState, int]:

@@ -189,3 +189,21 @@ def test_a_spec_without_resources_trains_on_what_this_machine_has(
     (adapted,) = local_runner.api.message("job-nogpu", "the spec asks for resources.gpus")
     assert adapted["data"] == {"requested_gpus": max(have + 1, 1), "gpus": have}
     assert "training on" in adapted["message"]
+
+
+def test_runs_are_bounded_across_ray_restarts_and_attempts(
+    local_runner: JobRunner, tiny_dataset: Path, tmp_path: Path
+) -> None:
+    """A job trains at most retries + 1 times in all: with its runs already used up (by Ray
+    Train restarts and earlier attempts), the next attempt refuses to train, for good."""
+    job = "job-spent"
+    for run in (1, 2):  # retries: 1 → two runs, both spent
+        marker = tmp_path / "artifacts" / layout.run_marker_key(job, run)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_bytes(b"")
+    result = local_runner.run(job, tiny_spec(f"file://{tiny_dataset}", retries=1), attempt=2)
+    assert result.returncode == 1, result.output[-3000:]
+    final = local_runner.api.final_state(job)
+    assert final["error_code"] == "retries_exhausted", final
+    assert "2 training run(s)" in final["reason"]
+    assert local_runner.api.epochs(job) == []

@@ -1,8 +1,9 @@
 """A training worker killed mid-run: Ray restarts it and it resumes from the last checkpoint;
-without retries the job fails cleanly, and the dispatcher's next attempt resumes instead.
+a whole attempt killed mid-run: the dispatcher's next attempt resumes instead. Both count
+against the job's one budget of runs (retries + 1).
 
-The worker is really killed (SIGKILL from outside) right after it reports epoch 2 of 5: the
-pid comes from its "training worker started" MessageEvent.
+Processes are really killed (SIGKILL from outside) right after the job reports epoch 2 of 5:
+the worker's pid comes from its "training worker started" MessageEvent.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import json
 import os
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 
 from tests.train.conftest import TEAM, JobRunner, RayHead, RecordingAPI, tiny_spec
@@ -24,19 +27,25 @@ pytestmark = pytest.mark.slow
 
 
 class KillAfterEpoch:
-    """Kills a job's training worker once it has reported ``epoch`` (once per job)."""
+    """Kills a job's training worker (or the process ``pid`` names) once it has reported
+    ``epoch`` (once per job)."""
 
-    def __init__(self, api: RecordingAPI, job_id: str, epoch: int) -> None:
+    def __init__(self, api: RecordingAPI, job_id: str, epoch: int,
+                 pid: Callable[[], int] | None = None) -> None:
         self.api, self.job_id, self.epoch = api, job_id, epoch
+        self.pid = pid or self._worker_pid
         self.killed: list[int] = []
         self.done = threading.Event()
+
+    def _worker_pid(self) -> int:
+        [*_, started] = self.api.message(self.job_id, "training worker started")
+        return int(started["data"]["pid"])
 
     def __call__(self, job_id: str, event: dict[str, Any]) -> None:
         if job_id != self.job_id or self.done.is_set():
             return
         if event["type"] == "progress" and event["epoch"] == self.epoch:
-            [*_, started] = self.api.message(job_id, "training worker started")
-            pid = int(started["data"]["pid"])
+            pid = self.pid()
             os.kill(pid, signal.SIGKILL)
             self.killed.append(pid)
             self.done.set()
@@ -89,6 +98,9 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_at_the_next_epoch(
     assert recording_api.final_state(job)["state"] == "SUCCEEDED"
     workers = {m["data"]["pid"] for m in recording_api.message(job, "training worker started")}
     assert len(workers) == 2 and killer.killed[0] in workers, "Ray started a second worker"
+    # Ray Train's restart counts against the job's one budget of runs (retries + 1).
+    runs = recording_api.message(job, "training run")
+    assert [(m["data"]["run"], m["data"]["max_runs"]) for m in runs] == [(1, 3), (2, 3)]
     [resumed] = recording_api.message(job, "resuming from epoch")
     assert resumed["data"]["resumed_epoch"] == 3
     # Every epoch trained once: the restart lost at most the epoch in flight, repeated none.
@@ -100,30 +112,35 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_at_the_next_epoch(
     assert list((tmp_path / "models" / TEAM / "shapes").glob("*/manifest.json"))
 
 
-def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
+def test_a_killed_attempt_fails_and_the_next_attempt_resumes(
     cluster_runner: JobRunner, recording_api: RecordingAPI, tiny_dataset: Path, tmp_path: Path,
     ray_head: RayHead,
 ) -> None:
+    """The whole attempt dies (its entrypoint, the Ray job driver, is killed: a lost node, an
+    evicted pod), so Ray Train cannot restart the worker; the dispatcher's next attempt, with
+    the one run the budget has left (retries: 1), resumes from the checkpoint."""
     job = "job-noretry"
-    killer = KillAfterEpoch(recording_api, job, epoch=2)
+    proc = cluster_runner.start(job, _spec(tiny_dataset, retries=1), attempt=1)
+    killer = KillAfterEpoch(recording_api, job, epoch=2, pid=lambda: proc.pid)
     recording_api.on_event = killer
-    first = cluster_runner.run(job, _spec(tiny_dataset, retries=0), attempt=1)
+    output, _ = proc.communicate(timeout=600)
 
-    assert killer.killed, f"no kill after epoch 2; {_explain(first.output, ray_head)}"
-    assert first.returncode == 1, first.output[-5000:]
-    final = recording_api.final_state(job)
-    assert (final["state"], final["error_code"]) == ("FAILED", "training_failed")
-    assert final["reason"], "the failure says why"
+    assert killer.killed, f"no kill after epoch 2; {_explain(output, ray_head)}"
+    assert proc.returncode == -signal.SIGKILL, output[-5000:]
     assert not (tmp_path / "models").exists() or \
         not list((tmp_path / "models").glob("*/*/*/manifest.json")), "nothing published"
     assert (tmp_path / "artifacts" / layout.checkpoint_key(job)).is_file()
+    # Ray ends a dead driver's workers; wait for it, so nothing of attempt 1 trains on.
+    psutil.Process(killer._worker_pid()).wait(timeout=120)
 
     # The dispatcher launches attempt 2 of the same job: it continues from epoch 3.
     recording_api.on_event = None
-    second = cluster_runner.run(job, _spec(tiny_dataset, retries=0), attempt=2)
+    second = cluster_runner.run(job, _spec(tiny_dataset, retries=1), attempt=2)
     assert second.returncode == 0, second.output[-5000:]
     attempt2 = [e for e in recording_api.of(job, "progress") if e["attempt"] == 2]
     assert [e["epoch"] for e in attempt2] == [3, 4, 5]
+    runs = recording_api.message(job, "training run")
+    assert [(m["data"]["run"], m["data"]["max_runs"]) for m in runs] == [(1, 2), (2, 2)]
     assert _results_epochs(tmp_path, job) == [1, 2, 3, 4, 5]
     assert (tmp_path / "artifacts" / layout.attempt_log_key(job, 2)).is_file()
     manifest = tmp_path / "models" / TEAM / "shapes" / job / "manifest.json"
@@ -131,7 +148,7 @@ def test_without_retries_the_job_fails_and_the_next_attempt_resumes(
 
     # Attempt 3 (as after a crash once training was done): no epoch is trained again, and
     # the published version is left as it was.
-    third = cluster_runner.run(job, _spec(tiny_dataset, retries=0), attempt=3)
+    third = cluster_runner.run(job, _spec(tiny_dataset, retries=1), attempt=3)
     assert third.returncode == 0, third.output[-5000:]
     assert [e for e in recording_api.of(job, "progress") if e["attempt"] == 3] == []
     assert "all 5 epochs were done by an earlier try" in third.output
