@@ -3,6 +3,7 @@ dispatcher does, with a loopback stand-in for the API's job-events route."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -69,8 +70,17 @@ class EventRecorder:
                 self.arrived.wait(left)
 
 
-def job_env(home: Path, api_url: str, job_id: str, **extra: str) -> dict[str, str]:
+#: The team bench jobs run as: the embedded server's, which may read local paths.
+TEAM = "dev"
+
+
+def job_env(home: Path, api_url: str, job_id: str, spec_sha256: str,
+            **extra: str) -> dict[str, str]:
     """The environment the dispatcher gives a job (embedded default: stores under home)."""
+    from trainforge.access import AccessRules, embedded_policy
+
+    access = AccessRules.build(TEAM, embedded_policy().for_team(TEAM), local_paths=True,
+                               reserved={})
     return {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -82,22 +92,32 @@ def job_env(home: Path, api_url: str, job_id: str, **extra: str) -> dict[str, st
         "TRAINFORGE_JOB_ID": job_id,
         "TRAINFORGE_JOB_TOKEN": "bench",
         "TRAINFORGE_ATTEMPT": "1",
+        "TRAINFORGE_JOB_TEAM": TEAM,
+        "TRAINFORGE_JOB_ACCESS": access.to_env(),
+        "TRAINFORGE_SPEC_SHA256": spec_sha256,
         **extra,
     }
 
 
-def write_spec(home: Path, job_id: str, spec: dict[str, Any]) -> Path:
+def team_cache(home: Path) -> Path:
+    """The node cache the bench jobs' team syncs datasets into."""
+    return home / "cache" / "datasets" / TEAM
+
+
+def write_spec(home: Path, job_id: str, spec: dict[str, Any]) -> tuple[Path, str]:
+    """Write a job's spec.json; returns its path and sha256 (as the API records it)."""
     path = home / "artifacts" / "jobs" / job_id / "spec.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(spec))
-    return path
+    body = json.dumps(spec).encode()
+    path.write_bytes(body)
+    return path, hashlib.sha256(body).hexdigest()
 
 
 def start_job(home: Path, api_url: str, job_id: str, spec: dict[str, Any],
               **env: str) -> subprocess.Popen[bytes]:
-    spec_path = write_spec(home, job_id, spec)
+    spec_path, sha = write_spec(home, job_id, spec)
     return subprocess.Popen([sys.executable, "-m", "jobs.train", "--spec", str(spec_path)],
-                            cwd=REPO, env=job_env(home, api_url, job_id, **env),
+                            cwd=REPO, env=job_env(home, api_url, job_id, sha, **env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 

@@ -73,6 +73,9 @@ ENV_TOKEN = "TRAINFORGE_TOKEN"
 
 #: Ray's own variable: the cluster a job connects to (unset: the job starts a local Ray).
 ENV_RAY_ADDRESS = "RAY_ADDRESS"
+#: "1" when RAY_ADDRESS is the embedded server's own head on this machine
+#: (services/dispatcher/local_ray.py): the job adapts to this machine as on a private Ray.
+ENV_LOCAL_RAY = "TRAINFORGE_LOCAL_RAY"
 #: Ultralytics' settings/fonts directory; a job points it at its own work directory.
 ENV_YOLO_CONFIG_DIR = "YOLO_CONFIG_DIR"
 #: Ray Tune's warning threshold for frequent experiment-state saves; a sweep saves after every

@@ -19,7 +19,7 @@ import trainforge
 from jobs.train.artifacts import JobArtifacts
 from jobs.train.worker import WorkerConfig, ray_train_loop
 from trainforge import layout
-from trainforge.constants import ENV_RAY_ADDRESS, ENV_S3_ENDPOINT_URL
+from trainforge.constants import ENV_LOCAL_RAY, ENV_RAY_ADDRESS, ENV_S3_ENDPOINT_URL
 from trainforge.errors import ClusterUnavailable, TrainforgeError, TrainingFailed
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec, Resources
@@ -41,13 +41,15 @@ class Cluster:
 
     description: str  # one line for the log
     gpus: int
-    #: A private Ray this job started on this machine (the local backend), as opposed to a
-    #: cluster named by RAY_ADDRESS (Ray Jobs API, KubeRay).
+    cpus: int
+    #: Ray on this machine only: a private one this job started, or the embedded server's
+    #: head (TRAINFORGE_LOCAL_RAY), as opposed to a cluster (Ray Jobs API, KubeRay).
     local: bool
 
 
 def connect(resources: Resources) -> Cluster:
-    """Join the cluster in RAY_ADDRESS, or start a private local Ray sized for the job.
+    """Join the cluster in RAY_ADDRESS (the embedded server's warm head when
+    TRAINFORGE_LOCAL_RAY is 1), or start a private local Ray sized for the job.
 
     Raises:
         ClusterUnavailable: RAY_ADDRESS is set but unreachable, or Ray could not start.
@@ -55,8 +57,16 @@ def connect(resources: Resources) -> Cluster:
     import ray
 
     address = os.environ.get(ENV_RAY_ADDRESS)
+    server_head = bool(address) and os.environ.get(ENV_LOCAL_RAY) == "1"
     try:
-        if address:
+        if server_head:
+            # The embedded server's head on this machine, started from this very installation:
+            # only the job's own variables travel (no code to ship).
+            ray.init(address=address, log_to_driver=True, runtime_env={
+                "env_vars": _job_env(),
+                "worker_process_setup_hook": quiet_local_ray_worker})
+            where = f"the embedded server's Ray at {address}"
+        elif address:
             ray.init(address=address, runtime_env=_runtime_env(), log_to_driver=True)
             where = f"Ray cluster at {address}"
         else:
@@ -73,8 +83,9 @@ def connect(resources: Resources) -> Cluster:
             f": {exc}") from None
     available: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     gpus = int(available.get("GPU", 0))
-    return Cluster(f"{where} ({gpus} GPUs, {available.get('CPU', 0):g} CPUs)", gpus,
-                   local=not address)
+    cpus = int(available.get("CPU", 0))
+    return Cluster(f"{where} ({gpus} GPUs, {cpus} CPUs)", gpus, cpus,
+                   local=not address or server_head)
 
 
 def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> JobSpec:
@@ -86,9 +97,17 @@ def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> Jo
     The GPUs of a sweep's trials (``sweep.gpus_per_trial``) drop to 0 on a machine without a
     GPU; a fraction of a GPU per trial stays as it is where there is one.
     """
+    if not cluster.local:
+        return spec
+    if spec.resources.cpus > cluster.cpus > 0:
+        # A worker asking for more CPUs than the machine's Ray has would wait forever.
+        log.info("resources.cpus=%d, this machine's Ray has %d: the worker takes %d",
+                 spec.resources.cpus, cluster.cpus, cluster.cpus)
+        spec = spec.model_copy(update={
+            "resources": spec.resources.model_copy(update={"cpus": cluster.cpus})})
     wanted = spec.resources.gpus
     per_trial = spec.sweep.gpus_per_trial if spec.sweep is not None else 0.0
-    if not cluster.local or (wanted <= cluster.gpus and (per_trial == 0 or cluster.gpus > 0)):
+    if wanted <= cluster.gpus and (per_trial == 0 or cluster.gpus > 0):
         return spec
     gpus = min(wanted, cluster.gpus)
     update: dict[str, Any] = {"resources": spec.resources.model_copy(update={"gpus": gpus})}
@@ -120,10 +139,14 @@ def _runtime_env() -> dict[str, Any] | None:
     """Env vars and our packages for workers on a cluster this process did not start."""
     if _RAY_JOB_CONFIG in os.environ:
         return None  # a submitted Ray job: its runtime_env already applies to its workers
-    env = {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_PREFIXES)}
     modules = [str(Path(pkg.__file__).parent) for pkg in (trainforge, jobs)
                if pkg.__file__ is not None]
-    return {"env_vars": env, "py_modules": modules}
+    return {"env_vars": _job_env(), "py_modules": modules}
+
+
+def _job_env() -> dict[str, str]:
+    """The variables of this job that its Ray workers need (they do not inherit ours)."""
+    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_PREFIXES)}
 
 
 def shutdown() -> None:

@@ -8,18 +8,24 @@ from datetime import timedelta
 from services.dispatcher.backends.base import Backend
 from services.dispatcher.backends.local import LocalBackend
 from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
+from services.dispatcher.local_ray import LocalRayHead
 from services.dispatcher.settings import DispatcherSettings
 from services.store.db import Database
 
 
-def make_backend(settings: DispatcherSettings) -> Backend:
+def make_backend(settings: DispatcherSettings, *, ray_head: LocalRayHead | None = None
+                 ) -> Backend:
     """The backend the settings name.
+
+    Args:
+        ray_head: for the local backend, a warm Ray its runs join (``trainforge serve``).
 
     Raises:
         ValueError: an unknown backend name.
     """
     if settings.dispatcher_backend == "local":
-        return LocalBackend(settings.resolved_state_dir, module=settings.dispatcher_local_module)
+        return LocalBackend(settings.resolved_state_dir, module=settings.dispatcher_local_module,
+                            ray_head=ray_head)
     if settings.dispatcher_backend == "ray":
         from services.dispatcher.backends.ray_jobs import RayJobsBackend
 

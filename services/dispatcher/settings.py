@@ -44,6 +44,11 @@ class DispatcherSettings(StoreSettings):
     dispatcher_local_module: str | None = Field(
         None, description="LocalBackend: run this module instead of jobs.<kind>"
     )
+    dispatcher_warm_ray: bool = Field(
+        True,
+        description="trainforge serve: keep one local Ray head for the local backend's jobs "
+        "(started with the first job); false: each job starts a Ray of its own",
+    )
     migrate_on_startup: bool = True
 
     @property

@@ -2,7 +2,9 @@
 
 Everything lives under ``$TRAINFORGE_HOME``, owner-only (trainforge/private.py). Up to
 :data:`EMBEDDED_MAX_ACTIVE` jobs run at once, at most :data:`EMBEDDED_MAX_RUNNING_JOBS` per
-team, so that one team's long training does not keep another team's job waiting.
+team, so that one team's long training does not keep another team's job waiting. The jobs
+share one warm local Ray head (services/dispatcher/local_ray.py), started with the first job
+and stopped with the server.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from trainforge.private import (
 )
 
 if TYPE_CHECKING:
+    from services.dispatcher.local_ray import LocalRayHead
+    from services.dispatcher.settings import DispatcherSettings
     from services.store import Database
     from services.store.settings import StoreSettings, TeamLimits
 
@@ -107,7 +111,7 @@ def serve(
 
     from services.api import create_app
     from services.api.settings import ApiSettings
-    from services.dispatcher.build import make_dispatcher
+    from services.dispatcher.build import make_backend, make_dispatcher
     from services.dispatcher.settings import DispatcherSettings
     from services.store import Database, upgrade
 
@@ -131,7 +135,9 @@ def serve(
     upgrade(db.engine)
     token_path = _dev_token(home, db)
     stop = threading.Event()
-    dispatcher = make_dispatcher(dispatcher_settings, db)
+    ray_head = _warm_ray(dispatcher_settings, home)
+    dispatcher = make_dispatcher(dispatcher_settings, db,
+                                 make_backend(dispatcher_settings, ray_head=ray_head))
     worker = threading.Thread(
         target=dispatcher.run,
         args=(stop, dispatcher_settings.dispatcher_poll_interval_s),
@@ -145,4 +151,22 @@ def serve(
     finally:
         stop.set()
         worker.join(timeout=10)
+        if ray_head is not None:
+            ray_head.stop()
         db.dispose()
+
+
+def _warm_ray(settings: DispatcherSettings, home: Path) -> LocalRayHead | None:
+    """The Ray head the local backend's jobs share (TRAINFORGE_DISPATCHER_WARM_RAY), or None.
+
+    Not for a stand-in module (TRAINFORGE_DISPATCHER_LOCAL_MODULE): it runs no Ray.
+    """
+    from services.dispatcher.local_ray import LocalRayHead
+
+    if settings.dispatcher_backend != "local" or not settings.dispatcher_warm_ray \
+            or settings.dispatcher_local_module:
+        return None
+    # Enough CPUs for the jobs that may run at once (a default spec asks for 8): Ray
+    # counts CPUs to schedule, it does not pin them.
+    per_job = max(os.cpu_count() or 1, 8)
+    return LocalRayHead(home, num_cpus=per_job * (settings.dispatcher_max_active or 1))

@@ -28,6 +28,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from services.dispatcher.backends.base import (
     BackendState,
@@ -43,7 +44,11 @@ from services.dispatcher.local_runner import (
     RUN_LOCK,
     write_atomic,
 )
+from trainforge.constants import ENV_LOCAL_RAY
 from trainforge.errors import BackendError
+
+if TYPE_CHECKING:
+    from services.dispatcher.local_ray import LocalRayHead
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +89,8 @@ class LocalBackend:
             process, :func:`inherited_env`, and under the request's own).
         cwd: working directory of the runs (default: each attempt's directory).
         kill_grace_s: after a cancel, how long a run may take to stop before SIGKILL.
+        ray_head: a warm local Ray every run joins (``trainforge serve``); None: each run
+            starts a private one.
     """
 
     name = "local"
@@ -98,6 +105,7 @@ class LocalBackend:
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
         kill_grace_s: float = 10.0,
+        ray_head: LocalRayHead | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.module = module
@@ -105,6 +113,7 @@ class LocalBackend:
         self.env = dict(env or {})
         self.cwd = cwd
         self.kill_grace_s = kill_grace_s
+        self.ray_head = ray_head
         # Popen objects of runs this process started: polled so that they are reaped.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
@@ -187,6 +196,9 @@ class LocalBackend:
         (directory / PID_FILE).unlink(missing_ok=True)
         (directory / CANCEL_MARKER).unlink(missing_ok=True)
         env = {**inherited_env(os.environ), **self.env, **request.env, **request.secrets}
+        if self.ray_head is not None:  # the embedded server's warm Ray: no `ray start` per job
+            env.update(self.ray_head.job_env())
+            env[ENV_LOCAL_RAY] = "1"
         workdir = self.cwd or directory / "work"
         workdir.mkdir(parents=True, exist_ok=True)
         argv = [
