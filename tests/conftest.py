@@ -7,6 +7,7 @@ import socket
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +43,41 @@ def serve_app(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+@contextmanager
+def serve_process(env: dict[str, str], log_path: Path, *, timeout_s: float = 90,
+                  preexec_fn: Callable[[], None] | None = None) -> Iterator[str]:
+    """`trainforge serve` as a real process on a free loopback port, its output in
+    ``log_path``; yields its URL once /readyz answers 200, and terminates it afterwards."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    port = free_port()
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "trainforge", "serve", "--port", str(port)],
+            env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=preexec_fn,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            assert process.poll() is None, log_path.read_text()
+            try:
+                if httpx.get(f"{url}/readyz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.2)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=60)
 
 
 @pytest.fixture(scope="session")

@@ -6,16 +6,14 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from alembic.script import ScriptDirectory
 
 from services.store.migrate import alembic_config
-from tests.conftest import free_port
+from tests.conftest import serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -36,33 +34,15 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Co
 def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
     """`trainforge serve` on a free port, running jobs with jobs.standin."""
     home = tmp_path / "home"
-    port = free_port()
     env = _env(home, TRAINFORGE_DISPATCHER_LOCAL_MODULE="jobs.standin",
                TRAINFORGE_DISPATCHER_POLL_INTERVAL_S="0.2",
                TRAINFORGE_DISPATCHER_RETRY_DELAY_S="0",
                # The embedded team reads local paths by default; the specs here name S3.
                TRAINFORGE_STORAGE_POLICY='{"teams": {"dev": {"datasets": ["s3://datasets/"]}}}')
-    log = (tmp_path / "serve.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "trainforge", "serve", "--port", str(port)],
-                               env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None, (tmp_path / "serve.log").read_text()
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "serve.log").read_text()
-            time.sleep(0.2)
+    log_path = tmp_path / "serve.log"
+    with serve_process(env, log_path, timeout_s=60) as url:
         yield url, {**env, "TRAINFORGE_URL": url}
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
-        log.close()
-    assert f"trainforge serving on {url}" in (tmp_path / "serve.log").read_text()
+    assert f"trainforge serving on {url}" in log_path.read_text()
 
 
 def test_serve_submit_wait_list_logs_artifacts(

@@ -10,8 +10,6 @@ from __future__ import annotations
 import os
 import sqlite3
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,7 +20,7 @@ from typing import Any
 import httpx
 
 from services.store import tokens
-from tests.conftest import free_port
+from tests.conftest import serve_process
 from trainforge.private import PRIVATE_UMASK, private_home, restrict_umask
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,29 +66,11 @@ def served(tmp_path: Path, home: Path) -> Iterator[Served]:
     dataset = tmp_path / "dataset"
     dataset.mkdir(exist_ok=True)
     env = serve_env(home, dataset)
-    port = free_port()
-    log_path = tmp_path / f"serve-{port}.log"
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "trainforge", "serve", "--port", str(port)],
-            env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=_usual_umask,
-        )
-    url = f"http://127.0.0.1:{port}"
+    log_path = tmp_path / f"serve-{home.name}.log"
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert process.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
-        yield Served(url, home, dataset, env)
+        with serve_process(env, log_path, preexec_fn=_usual_umask) as url:
+            yield Served(url, home, dataset, env)
     finally:
-        process.terminate()
-        process.wait(timeout=30)
         print(log_path.read_text()[-4000:])
 
 

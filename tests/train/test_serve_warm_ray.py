@@ -10,9 +10,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +17,7 @@ import httpx
 import psutil
 import pytest
 
-from tests.conftest import free_port
+from tests.conftest import serve_process
 from tests.train.conftest import make_dataset
 
 pytestmark = pytest.mark.slow
@@ -44,26 +41,11 @@ def test_jobs_share_one_warm_ray_head_that_stops_with_the_server(tmp_path: Path)
         pytest.skip("this test trains a default (1-GPU) spec on a machine without a GPU")
     home = tmp_path / "home"
     dataset = make_dataset(tmp_path / "data" / "shapes", train=16, val=4, test=4)
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFORGE_", "RAY_"))}
     env.update({"PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1", "TRAINFORGE_HOME": str(home),
                 "TRAINFORGE_DISPATCHER_POLL_INTERVAL_S": "0.2"})
     log_path = tmp_path / "serve.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen([sys.executable, "-m", "trainforge", "serve", "--port",
-                                   str(port)], env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert server.poll() is None, log_path.read_text()
-            try:
-                if httpx.get(f"{url}/readyz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.2)
+    with serve_process(env, log_path) as url:
         token = (home / "dev-token").read_text().strip()
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                               timeout=30)
@@ -90,9 +72,6 @@ def test_jobs_share_one_warm_ray_head_that_stops_with_the_server(tmp_path: Path)
         assert (session_logs / "raylet.out").is_file()
         session_root = (home / "ray").resolve()
         assert _head_processes(session_root), "the head runs while the server does"
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
     deadline = time.monotonic() + 90  # Ray drains for up to 30 s before it stops
     while left := _head_processes(session_root):
         assert time.monotonic() < deadline, [p.info["cmdline"][:3] for p in left]
