@@ -1,18 +1,23 @@
 """Job submissions per second and latency of the API, against PostgreSQL on loopback.
 
 Serves the API with ``python -m services.api`` (uvicorn, N workers) in a subprocess, on a fresh
-PostgreSQL schema and a local-directory artifacts store, then drives ``POST /v1/jobs`` (each
-with its own Idempotency-Key, as the client sends them) from this process:
+PostgreSQL schema and a local-directory artifacts store, with a storage access policy that lets
+the bench team read the spec's dataset, then drives ``POST /v1/jobs`` (each with its own
+Idempotency-Key, as the client sends them) from this process:
 
 1. saturation: ``--requests`` submissions from ``--concurrency`` concurrent connections →
    submissions/s, p50, p99;
 2. paced, open loop → p50, p99: at ``--rate`` per second (default 150, half the 300/s
    target), then at half the throughput phase 1 measured (the "half load" of this box);
-3. the CPU each submission costs the API and PostgreSQL (from /proc), and the rate two idle
+3. the CPU each submission costs the API and its PostgreSQL backends (from /proc; backends
+   told from other clients of the server by their application_name), and the rate two idle
    cores could sustain at that cost.
 
 Bounded: at most ``--requests`` per phase and ``--max-seconds`` per phase. The load generator
-shares the machine's cores with the server; figures are for this whole box.
+shares the machine's cores with the server; figures are for this whole box. Any status other
+than 201 is printed by code: figures of a run with errors measure refusals, not submissions.
+The team's jobs are never run, so its unfinished jobs (which each submission counts, for the
+active-job limit) grow through the run, to about 4 x ``--requests`` in the last phase.
 
 Usage: ``PYTHONPATH=. python bench/api_load.py [--requests 3000] [--workers 2]``
 """
@@ -30,10 +35,11 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import httpx
-from sqlalchemy import create_engine, text
+from sqlalchemy import Engine, create_engine, text
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -72,14 +78,28 @@ def _children(pid: int) -> list[int]:
     return [pid, *map(int, found.split())]
 
 
-def _postgres_pids() -> list[int]:
-    found = subprocess.run(["pgrep", "-x", "postgres"], capture_output=True, text=True).stdout
-    return [int(p) for p in found.split()]
+def _postgres_pids(admin: Engine, application_name: str) -> list[int]:
+    """The PostgreSQL backends serving the API under test (other clients of the same server,
+    such as tests running beside the bench, are left out)."""
+    with admin.connect() as conn:
+        return list(conn.execute(
+            text("SELECT pid FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": application_name},
+        ).scalars())
 
 
 def cpu_per_request(before: dict[int, float], after: dict[int, float], n: int) -> float:
-    """CPU milliseconds per request of the processes alive in both samples."""
-    return 1000 * sum(after[p] - before[p] for p in before if p in after) / max(n, 1)
+    """CPU milliseconds per request of the processes alive at the end of the phase (one that
+    started during it counts whole; one that ended during it is missed)."""
+    return 1000 * sum(after[p] - before.get(p, 0.0) for p in after) / max(n, 1)
+
+
+def _statuses(errors: list[int]) -> str:
+    """``0``, or how many of each unexpected status (figures with errors measure refusals)."""
+    if not errors:
+        return "0"
+    counts = Counter(errors)
+    return f"{len(errors)} (" + ", ".join(f"{n}x {s}" for s, n in sorted(counts.items())) + ")"
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -214,7 +234,8 @@ def main() -> int:
     admin = create_engine(PG, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    url_db = f"{PG}?options=-csearch_path%3D{schema}"
+    # application_name tells the API's backends from other clients of the server (CPU below).
+    url_db = f"{PG}?options=-csearch_path%3D{schema}&application_name={schema}"
     server: subprocess.Popen[bytes] | None = None
     try:
         db = Database(url_db, pool_size=1)
@@ -232,6 +253,10 @@ def main() -> int:
             "TRAINFORGE_SECRET_KEY": "bench-secret-key-0123456789",
             "TRAINFORGE_ARTIFACTS_URI": f"file://{home}/artifacts",
             "TRAINFORGE_DEFAULT_LIMITS": '{"max_active_jobs": 100000000}',
+            # The bench team may read the spec's dataset (without a policy every submission is
+            # a 403, which measures the refusal, not a submission).
+            "TRAINFORGE_STORAGE_POLICY": json.dumps(
+                {"teams": {"bench": {"datasets": ["s3://datasets/"]}}}),
             "TRAINFORGE_API_HOST": "127.0.0.1",
             "TRAINFORGE_API_PORT": str(port),
             "TRAINFORGE_API_WORKERS": str(args.workers),
@@ -255,15 +280,17 @@ def main() -> int:
         floor, _, _ = asyncio.run(
             saturate(port, token, args.requests, args.concurrency, args.max_seconds, probe=True))
 
-        server_pids, pg_pids = _children(server.pid), _postgres_pids()
-        cpu_before = _cpu_seconds(server_pids), _cpu_seconds(pg_pids), time.process_time()
+        server_pids = _children(server.pid)
+        cpu_before = (_cpu_seconds(server_pids), _cpu_seconds(_postgres_pids(admin, schema)),
+                      time.process_time())
         rate, lat, errors = asyncio.run(
             saturate(port, token, args.requests, args.concurrency, args.max_seconds))
-        cpu_after = _cpu_seconds(server_pids), _cpu_seconds(pg_pids), time.process_time()
+        cpu_after = (_cpu_seconds(server_pids), _cpu_seconds(_postgres_pids(admin, schema)),
+                     time.process_time())
         print(f"saturation: {len(lat)} submissions, {args.concurrency} concurrent, "
               f"{args.workers} uvicorn workers, PostgreSQL on loopback")
         print(f"  throughput {rate:.0f}/s  p50 {percentile(lat, .5) * 1000:.1f} ms  "
-              f"p99 {percentile(lat, .99) * 1000:.1f} ms  errors {len(errors)}")
+              f"p99 {percentile(lat, .99) * 1000:.1f} ms  errors {_statuses(errors)}")
         api_ms = cpu_per_request(cpu_before[0], cpu_after[0], len(lat))
         pg_ms = cpu_per_request(cpu_before[1], cpu_after[1], len(lat))
         gen_ms = 1000 * (cpu_after[2] - cpu_before[2]) / max(len(lat), 1)
@@ -283,7 +310,7 @@ def main() -> int:
             p99 = percentile(lat2, .99)
             print(f"paced at {pace:.0f}/s: {len(lat2)} submissions, achieved {got_rate:.0f}/s")
             print(f"  p50 {percentile(lat2, .5) * 1000:.1f} ms  p99 {p99 * 1000:.1f} ms  "
-                  f"mean {statistics.fmean(lat2) * 1000:.1f} ms  errors {len(failed)}")
+                  f"mean {statistics.fmean(lat2) * 1000:.1f} ms  errors {_statuses(failed)}")
             print(f"  ratio of p99 to the {TARGET_P99_S * 1000:.0f} ms target: "
                   f"{p99 / TARGET_P99_S:.2f} (≤ 1 meets it)")
         return 0 if not errors and not errors2 else 1

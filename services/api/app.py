@@ -48,6 +48,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
         if settings.migrate_on_startup:
             upgrade(state.db.engine)
         yield
+        await state.db.aclose()  # this loop's async connections (PostgreSQL submissions)
         state.db.dispose()
 
     app = FastAPI(

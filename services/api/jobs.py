@@ -11,8 +11,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from anyio import to_thread
 
 from services.api.schemas import EventOut, EventPage, JobOut, JobPage, JobSubmission
 from services.api.state import AppState
@@ -52,11 +51,48 @@ def _replay(found: IdempotentResponse, fingerprint: str, key: str) -> Submitted:
     return Submitted(found.status_code, found.response, replayed=True)
 
 
+def _check_key(idempotency_key: str | None) -> None:
+    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
+        raise InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters")
+
+
+class _Responses:
+    """The response body of each new job, built once: stored with the Idempotency-Key in the
+    job's transaction, then sent."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[str, dict[str, Any]] = {}
+
+    def __call__(self, job: Job) -> dict[str, Any]:
+        body = self._bodies.get(job.id)
+        if body is None:
+            body = self._bodies[job.id] = JobOut.from_domain(job).model_dump(mode="json")
+        return body
+
+
+def _idempotency(key: str | None, fingerprint: str, responses: _Responses
+                 ) -> submission.Idempotency | None:
+    # No lookup of the key first: the (team, key) primary key refuses a duplicate
+    # (IdempotencyKeyTaken), which saves a round trip on every first submission; retries are
+    # the rare case.
+    return submission.Idempotency(key, fingerprint, responses) if key is not None else None
+
+
 def submit(
     state: AppState, team: str, body: JobSubmission, idempotency_key: str | None
 ) -> Submitted:
     """Accept a job exactly once (services/store/submission.py says how), remembering the
-    response to an Idempotency-Key in the job's transaction.
+    response to an Idempotency-Key in the job's transaction. For callers without an event
+    loop; the route uses :func:`submit_async`, which gives the same answers.
+
+    Args:
+        state: the app's state.
+        team: the caller's team.
+        body: the request.
+        idempotency_key: the request's Idempotency-Key header, if any.
+
+    Returns:
+        The status, body and whether it is a replay.
 
     Raises:
         InvalidRequest: a malformed Idempotency-Key.
@@ -66,40 +102,79 @@ def submit(
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
         QuotaExceeded: the team is at its active-job limit.
     """
-    if idempotency_key is not None and not _IDEMPOTENCY_KEY.fullmatch(idempotency_key):
-        raise InvalidRequest("Idempotency-Key must be 1-255 printable ASCII characters")
+    _check_key(idempotency_key)
     fingerprint = request_fingerprint(body)
     submission.check_model_ref(body.spec, state.settings.team_models_uri(team))
-    responses: list[dict[str, Any]] = []
-
-    def remember(session: Session, job: Job) -> None:
-        response = JobOut.from_domain(job).model_dump(mode="json")
-        responses.append(response)
-        if idempotency_key is not None:
-            # No lookup of the key first: the (team, key) primary key refuses a duplicate
-            # (IntegrityError below), which saves a round trip on every first submission;
-            # retries are the rare case.
-            repo.remember_idempotent(
-                session, team, idempotency_key, request_sha256=fingerprint,
-                job_id=job.id, status_code=201, response=response,
-            )
-
+    responses = _Responses()
     try:
-        submission.create_job(
+        job = submission.create_job(
             state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
-            state.settings.limits_for(team), access=state.settings.access_for(team),
-            within=remember,
+            state.settings.limits_for(team), access=state.access_for(team),
+            idempotency=_idempotency(idempotency_key, fingerprint, responses),
         )
-    except IntegrityError:
+    except submission.IdempotencyKeyTaken:
         # The key was used before (a retry, or a concurrent duplicate): replay the first.
-        if idempotency_key is None:
-            raise
+        assert idempotency_key is not None  # only raised for a key
         with state.db.transaction() as session:
             found = repo.find_idempotent(session, team, idempotency_key)
-        if found is None:
-            raise
-        return _replay(found, fingerprint, idempotency_key)
-    return Submitted(201, responses[-1], replayed=False)
+        return _replay_found(found, fingerprint, idempotency_key)
+    return Submitted(201, responses(job), replayed=False)
+
+
+async def submit_async(
+    state: AppState, team: str, body: JobSubmission, idempotency_key: str | None
+) -> Submitted:
+    """:func:`submit` on the event loop: on PostgreSQL no thread at all for a spec without a
+    ``registry://`` base and a local artifacts store (submission.create_job_async).
+
+    Args:
+        state, team, body, idempotency_key: see :func:`submit`.
+
+    Returns:
+        The status, body and whether it is a replay.
+
+    Raises:
+        InvalidRequest, IdempotencyKeyReused, AccessDenied, LocationInvalid, ModelNotFound,
+        LimitExceeded, QuotaExceeded: see :func:`submit`.
+    """
+    _check_key(idempotency_key)
+    fingerprint = request_fingerprint(body)
+    if submission.reads_models_store(body.spec):  # I/O in the models store: not on the loop
+        await to_thread.run_sync(
+            submission.check_model_ref, body.spec, state.settings.team_models_uri(team)
+        )
+    responses = _Responses()
+    try:
+        job = await submission.create_job_async(
+            state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
+            state.settings.limits_for(team), access=state.access_for(team),
+            idempotency=_idempotency(idempotency_key, fingerprint, responses),
+        )
+    except submission.IdempotencyKeyTaken:
+        assert idempotency_key is not None  # only raised for a key
+        found = await _find_idempotent(state, team, idempotency_key)
+        return _replay_found(found, fingerprint, idempotency_key)
+    return Submitted(201, responses(job), replayed=False)
+
+
+async def _find_idempotent(state: AppState, team: str, key: str) -> IdempotentResponse | None:
+    if not state.db.is_postgres:
+        return await to_thread.run_sync(_find_idempotent_sync, state, team, key)
+    async with state.db.async_pool().connection() as conn:
+        return await repo.find_idempotent_async(conn, team, key)
+
+
+def _find_idempotent_sync(state: AppState, team: str, key: str) -> IdempotentResponse | None:
+    with state.db.transaction() as session:
+        return repo.find_idempotent(session, team, key)
+
+
+def _replay_found(found: IdempotentResponse | None, fingerprint: str, key: str) -> Submitted:
+    if found is None:
+        # Taken, yet not there: the record was deleted since (with its job). Not a client
+        # error: a 500, as before the creation path could say which constraint refused it.
+        raise RuntimeError(f"Idempotency-Key {key!r} was refused as taken but has no record")
+    return _replay(found, fingerprint, key)
 
 
 def get(state: AppState, team: str, job_id: str) -> JobOut:

@@ -9,7 +9,12 @@ from fastapi import Request
 from services.api.settings import ApiSettings
 from services.api.token_cache import TokenCache
 from services.store.db import Database
+from trainforge.access import AccessRules
 from trainforge.storage import ObjectStore, join_key, open_location
+
+#: Teams whose access rules are kept (:meth:`AppState.access_for`); past it, the cache starts
+#: over (rare: one entry per team that submitted through this process).
+_ACCESS_CACHE_MAX = 4096
 
 
 @dataclass
@@ -21,6 +26,7 @@ class AppState:
     artifacts_prefix: str
     secret_key: bytes
     token_cache: TokenCache = field(repr=False)
+    _access: dict[str, AccessRules] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_settings(cls, settings: ApiSettings) -> AppState:
@@ -33,6 +39,20 @@ class AppState:
             secret_key=settings.secret_key_bytes(),
             token_cache=TokenCache(settings.token_cache_s),
         )
+
+    def access_for(self, team: str) -> AccessRules:
+        """``settings.access_for(team)``, built once per team.
+
+        Building the rules resolves trainforge's own store locations through symlinks
+        (realpath: file system calls) on every call; the settings a process serves with do not
+        change, so neither do the rules.
+        """
+        rules = self._access.get(team)
+        if rules is None:
+            if len(self._access) >= _ACCESS_CACHE_MAX:
+                self._access.clear()
+            rules = self._access[team] = self.settings.access_for(team)
+        return rules
 
     def key(self, relative: str) -> str:
         """A layout key (trainforge/layout.py) inside the artifacts location."""

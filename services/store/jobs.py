@@ -7,12 +7,16 @@ one place that checks trainforge/states.py's table and writes the matching event
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
+import psycopg
 from sqlalchemy import Table, bindparam, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from services.store import metrics
@@ -27,7 +31,13 @@ from services.store.domain import (
 )
 from services.store.rows import owned_row, page
 from services.store.tables import AttemptRow, EventRow, IdempotencyRow, JobRow, TrialRow
-from trainforge.errors import IllegalTransition, JobNotFound, JobStateConflict, Unauthenticated
+from trainforge.errors import (
+    IllegalTransition,
+    JobNotFound,
+    JobStateConflict,
+    QuotaExceeded,
+    Unauthenticated,
+)
 from trainforge.events import MessageEvent, ProgressEvent, StateEvent
 from trainforge.spec import JobKind
 from trainforge.states import TERMINAL_STATES, JobState, can_transition
@@ -36,6 +46,7 @@ log = logging.getLogger(__name__)
 
 #: States a team's active-job limit counts.
 UNFINISHED_STATES = frozenset(JobState) - TERMINAL_STATES
+_UNFINISHED = sorted(s.value for s in UNFINISHED_STATES)
 
 
 def utcnow() -> datetime:
@@ -144,8 +155,7 @@ def list_jobs(
 _JOBS = cast(Table, JobRow.__table__)
 _IDEMPOTENCY = cast(Table, IdempotencyRow.__table__)
 _COUNT_UNFINISHED = select(func.count()).where(
-    _JOBS.c.team == bindparam("team"),
-    _JOBS.c.state.in_(sorted(s.value for s in UNFINISHED_STATES)),
+    _JOBS.c.team == bindparam("team"), _JOBS.c.state.in_(_UNFINISHED)
 )
 _FIND_IDEMPOTENT = select(
     _IDEMPOTENCY.c.job_id,
@@ -201,28 +211,15 @@ def list_events(
 # --- writing -------------------------------------------------------------------------------
 
 
-def lock_team(session: Session, team: str, *, exclusive: bool) -> None:
-    """Take the team's submission lock for the rest of the transaction (limit checks).
-
-    PostgreSQL: a transaction-scoped advisory lock, shared or exclusive (see
-    services/store/submission.py for why both). SQLite: nothing to do, every transaction
-    already holds the database's write lock (BEGIN IMMEDIATE).
-    """
-    if session.get_bind().dialect.name == "postgresql":
-        statement = _LOCK_TEAM_EXCLUSIVE if exclusive else _LOCK_TEAM_SHARED
-        session.connection().execute(statement, {"team": team})
-
-
-_LOCK_TEAM_EXCLUSIVE = text("SELECT pg_advisory_xact_lock(hashtext(:team))")
-_LOCK_TEAM_SHARED = text("SELECT pg_advisory_xact_lock_shared(hashtext(:team))")
 _MAX_CONNECTIONS: dict[str, int] = {}
 
 
 def concurrent_transactions_bound(session: Session) -> int:
     """The most transactions that can be in flight at once on this database.
 
-    PostgreSQL: ``max_connections`` (every transaction holds a server connection).
-    SQLite: 1 (transactions are serialised).
+    PostgreSQL: ``max_connections`` (every transaction holds a server connection; the
+    creation function, migration 0003, reads the same setting server-side). SQLite: 1
+    (transactions are serialised).
     """
     bind = session.get_bind()
     if bind.dialect.name != "postgresql":
@@ -233,13 +230,44 @@ def concurrent_transactions_bound(session: Session) -> int:
     return _MAX_CONNECTIONS[key]
 
 
-def insert_job(session: Session, new: NewJob) -> Job:
+def new_job(new: NewJob, now: datetime) -> Job:
+    """The QUEUED job that creating ``new`` at ``now`` makes (what the insert writes)."""
+    return Job(
+        id=new.id,
+        team=new.team,
+        kind=new.kind,
+        name=new.name,
+        state=JobState.QUEUED,
+        spec_uri=new.spec_uri,
+        spec_sha256=new.spec_sha256,
+        gpus=new.gpus,
+        attempts=0,
+        max_attempts=new.max_attempts,
+        created_at=now,
+        updated_at=now,
+        started_at=None,
+        finished_at=None,
+        progress=None,
+        metrics={},
+        error=None,
+        schedule_id=new.schedule_id,
+    )
+
+
+def _submitted_reason(new: NewJob) -> str:
+    return f"submitted by schedule {new.schedule_id}" if new.schedule_id else "submitted"
+
+
+def insert_job(session: Session, new: NewJob, *, now: datetime | None = None) -> Job:
     """Create a QUEUED job and its first event. The spec must already be written.
 
-    Core INSERTs rather than ORM objects: this is the submission hot path, and nothing else
-    in the transaction needs the rows as objects.
+    No lock and no limit check: SQLite's creation path (whose transactions are serialised)
+    and tests use it; on PostgreSQL, jobs are created by :func:`insert_job_within_limit`.
+
+    Core INSERTs rather than ORM objects: nothing else in the transaction needs the rows as
+    objects.
     """
-    now = utcnow()
+    now = now or utcnow()
     connection = session.connection()
     connection.execute(
         _INSERT_JOB,
@@ -267,31 +295,156 @@ def insert_job(session: Session, new: NewJob) -> Job:
             "time": now,
             "type": "state",
             "to_state": JobState.QUEUED.value,
-            "reason": f"submitted by schedule {new.schedule_id}" if new.schedule_id
-            else "submitted",
+            "reason": _submitted_reason(new),
         },
     )
     metrics.observe(session, metrics.Submitted(new.kind.value, new.team))
-    return Job(
-        id=new.id,
-        team=new.team,
-        kind=new.kind,
-        name=new.name,
-        state=JobState.QUEUED,
-        spec_uri=new.spec_uri,
-        spec_sha256=new.spec_sha256,
-        gpus=new.gpus,
-        attempts=0,
-        max_attempts=new.max_attempts,
-        created_at=now,
-        updated_at=now,
-        started_at=None,
-        finished_at=None,
-        progress=None,
-        metrics={},
-        error=None,
-        schedule_id=new.schedule_id,
-    )
+    return new_job(new, now)
+
+
+# --- PostgreSQL: a job's creation in one statement (migration 0003) -----------------------
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyRecord:
+    """The first response to a team's Idempotency-Key, stored with the job it created."""
+
+    key: str
+    request_sha256: str
+    status_code: int
+    response: dict[str, Any]
+
+
+class NearLimit(Exception):
+    """The shared lock cannot prove the active-job limit holds: retry with the exclusive lock.
+
+    Nothing was written (the statement failed, and with it its transaction's writes).
+    """
+
+
+class IdempotencyKeyTaken(Exception):
+    """The team's Idempotency-Key already has a record (a retry, or a concurrent duplicate
+    that committed first). Nothing was written: replay the record."""
+
+
+#: SQLSTATEs trainforge_create_job() raises, and the idempotency records' primary key.
+_NEAR_LIMIT_STATE = "TF001"
+_AT_LIMIT_STATE = "TF002"
+_IDEMPOTENCY_PK = "pk_idempotency_keys"
+#: integer parameters of the function (a limit above it is no limit at all).
+_INT_MAX = 2**31 - 1
+
+# Every parameter cast: psycopg sends Python ints as int2/int4/int8 by value and strings
+# untyped; casts keep the function's resolution independent of the values.
+_CREATE_JOB = (
+    "SELECT trainforge_create_job(%(team)s::text, %(exclusive)s::boolean, "
+    "%(max_active)s::integer, %(unfinished)s::text[], %(id)s::text, %(kind)s::text, "
+    "%(name)s::text, %(spec_uri)s::text, %(spec_sha256)s::text, %(gpus)s::integer, "
+    "%(max_attempts)s::integer, %(now)s::timestamptz, %(schedule_id)s::text, "
+    "%(reason)s::text, %(key)s::text, %(request_sha256)s::text, %(status_code)s::integer, "
+    "%(response)s::json)"
+)
+
+
+def _create_params(new: NewJob, now: datetime, max_active: int, exclusive: bool,
+                   idempotency: IdempotencyRecord | None) -> dict[str, Any]:
+    return {
+        "team": new.team,
+        "exclusive": exclusive,
+        "max_active": min(max_active, _INT_MAX),
+        "unfinished": _UNFINISHED,
+        "id": new.id,
+        "kind": new.kind.value,
+        "name": new.name,
+        "spec_uri": new.spec_uri,
+        "spec_sha256": new.spec_sha256,
+        "gpus": new.gpus,
+        "max_attempts": new.max_attempts,
+        "now": now,
+        "schedule_id": new.schedule_id,
+        "reason": _submitted_reason(new),
+        "key": idempotency.key if idempotency else None,
+        "request_sha256": idempotency.request_sha256 if idempotency else None,
+        "status_code": idempotency.status_code if idempotency else None,
+        "response": json.dumps(idempotency.response) if idempotency else None,
+    }
+
+
+def _refusal(exc: BaseException | None, team: str, max_active: int) -> Exception | None:
+    """The domain error for a refusal the function (or the idempotency key) answered with."""
+    if not isinstance(exc, psycopg.Error):
+        return None
+    if exc.sqlstate == _NEAR_LIMIT_STATE:
+        return NearLimit()
+    if exc.sqlstate == _AT_LIMIT_STATE:
+        return QuotaExceeded(
+            f"team {team!r} has {exc.diag.message_detail} unfinished jobs, its limit is "
+            f"{max_active}; retry when some finish or cancel one"
+        )
+    if (isinstance(exc, psycopg.errors.UniqueViolation)
+            and exc.diag.constraint_name == _IDEMPOTENCY_PK):
+        return IdempotencyKeyTaken()
+    return None
+
+
+def insert_job_within_limit(
+    session: Session,
+    new: NewJob,
+    *,
+    max_active: int,
+    exclusive: bool,
+    idempotency: IdempotencyRecord | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """PostgreSQL: create a QUEUED job, its first event and ``idempotency``'s record under the
+    team's advisory lock, if the active-job limit allows it, in one statement of the caller's
+    transaction (services/store/submission.py explains the lock modes).
+
+    Raises:
+        NearLimit: ``exclusive`` was false and the shared lock cannot prove the limit holds.
+        QuotaExceeded: the team is at ``max_active`` unfinished jobs.
+        IdempotencyKeyTaken: ``idempotency.key`` already has a record for the team.
+    """
+    now = now or utcnow()
+    try:
+        session.connection().exec_driver_sql(
+            _CREATE_JOB, _create_params(new, now, max_active, exclusive, idempotency)
+        )
+    except DBAPIError as exc:
+        refusal = _refusal(exc.orig, new.team, max_active)
+        if refusal is None:
+            raise
+        raise refusal from None
+    metrics.observe(session, metrics.Submitted(new.kind.value, new.team))
+    return new_job(new, now)
+
+
+async def insert_job_within_limit_async(
+    conn: psycopg.AsyncConnection[Any],
+    new: NewJob,
+    *,
+    max_active: int,
+    exclusive: bool,
+    idempotency: IdempotencyRecord | None = None,
+    now: datetime | None = None,
+) -> Job:
+    """:func:`insert_job_within_limit` as one autocommit statement on ``conn`` (committed when
+    it returns: one round trip). The caller counts the submission in the metrics.
+
+    Raises:
+        NearLimit, QuotaExceeded, IdempotencyKeyTaken: as :func:`insert_job_within_limit`.
+    """
+    now = now or utcnow()
+    try:
+        await conn.execute(
+            _CREATE_JOB, _create_params(new, now, max_active, exclusive, idempotency)
+        )
+    except psycopg.Error as exc:
+        refusal = _refusal(exc, new.team, max_active)
+        if refusal is None:
+            raise
+        raise refusal from None
+    return new_job(new, now)
 
 
 def find_idempotent(session: Session, team: str, key: str) -> IdempotentResponse | None:
@@ -299,6 +452,24 @@ def find_idempotent(session: Session, team: str, key: str) -> IdempotentResponse
     if row is None:
         return None
     return IdempotentResponse(row.job_id, row.request_sha256, row.status_code, dict(row.response))
+
+
+_FIND_IDEMPOTENT_SQL = (
+    "SELECT job_id, request_sha256, status_code, response FROM idempotency_keys "
+    "WHERE team = %(team)s::text AND key = %(key)s::text"
+)
+
+
+async def find_idempotent_async(
+    conn: psycopg.AsyncConnection[Any], team: str, key: str
+) -> IdempotentResponse | None:
+    """:func:`find_idempotent` on an autocommit async connection (PostgreSQL)."""
+    cursor = await conn.execute(_FIND_IDEMPOTENT_SQL, {"team": team, "key": key})
+    row = await cursor.fetchone()
+    if row is None:
+        return None
+    job_id, request_sha256, status_code, response = row
+    return IdempotentResponse(job_id, request_sha256, status_code, dict(response))
 
 
 def remember_idempotent(

@@ -33,19 +33,19 @@ def test_50_concurrent_submits_with_one_key_make_one_job(
 ) -> None:
     in_flight, most = [0], [0]
     lock = threading.Lock()
-    original = jobs_service.submit
+    original = jobs_service.submit_async  # what the route awaits
 
-    def spy(*args: object, **kwargs: object) -> object:
+    async def spy(*args: object, **kwargs: object) -> object:
         with lock:
             in_flight[0] += 1
             most[0] = max(most[0], in_flight[0])
         try:
-            return original(*args, **kwargs)  # type: ignore[arg-type]
+            return await original(*args, **kwargs)  # type: ignore[arg-type]
         finally:
             with lock:
                 in_flight[0] -= 1
 
-    monkeypatch.setattr(jobs_service, "submit", spy)
+    monkeypatch.setattr(jobs_service, "submit_async", spy)
     responses = asyncio.run(_burst(app, {**auth, "Idempotency-Key": "burst-1"}, 50))
     statuses = Counter(r.status_code for r in responses)
     assert statuses == {201: 50}, statuses

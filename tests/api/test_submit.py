@@ -179,7 +179,11 @@ def test_no_job_without_its_spec_and_no_visible_half_submission(
     def broken_insert(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(repo, "insert_job", broken_insert)
+    async def broken_insert_async(*_args: object, **_kwargs: object) -> None:
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(repo, "insert_job", broken_insert)  # SQLite's path
+    monkeypatch.setattr(repo, "insert_job_within_limit_async", broken_insert_async)  # PostgreSQL
     with pytest.raises(RuntimeError):
         client.post("/v1/jobs", json={"spec": SPEC}, headers=auth)
     assert _job_count(db) == 0

@@ -35,7 +35,7 @@ JobId = Annotated[str, Path(alias="id", description="job id (j…)")]
     responses=problems(400, 401, 403, 413, 422, 429, 503),
     summary="Submit a job",
 )
-def submit(
+async def submit(
     body: JobSubmission,
     response: Response,
     state: State,
@@ -49,7 +49,9 @@ def submit(
         ),
     ] = None,
 ) -> JSONResponse:
-    result = service.submit(state, team, body, idempotency_key)
+    # Async (services/api/jobs.py submit_async): on PostgreSQL the submission is one statement
+    # on the event loop's own connection pool, no thread hop.
+    result = await service.submit_async(state, team, body, idempotency_key)
     headers = {"Location": f"/v1/jobs/{result.body['id']}"}
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
