@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -43,6 +44,22 @@ def serve_app(app: Any) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def embedded_env(home: Path) -> dict[str, str]:
+    """The environment of a `trainforge serve` that trains real jobs: this checkout on the path,
+    offline Ultralytics, its own home, a fast dispatcher loop, and nothing of the caller's
+    trainforge or Ray settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFORGE_", "RAY_"))}
+    env.update({"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "YOLO_OFFLINE": "1",
+                "TRAINFORGE_HOME": str(home), "TRAINFORGE_DISPATCHER_POLL_INTERVAL_S": "0.2"})
+    return env
+
+
+def dev_client(url: str, home: Path) -> httpx.Client:
+    """An httpx client of the embedded team ``dev``, with the token `trainforge serve` minted."""
+    token = (home / "dev-token").read_text().strip()
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=30)
 
 
 @contextmanager

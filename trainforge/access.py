@@ -39,9 +39,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from trainforge.errors import AccessDenied, LocationInvalid
 
 __all__ = [
+    "ALIAS_NAME",
     "EMBEDDED_TEAM",
     "REGISTRY_SCHEME",
     "TEAM_NAME",
+    "check_alias_name",
     "AccessRules",
     "StoragePolicy",
     "TeamAccess",
@@ -67,6 +69,10 @@ _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: A stock Ultralytics asset (yolov8n.pt) or a built-in model YAML (yolov8n.yaml): a bare name.
 _STOCK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}\.(pt|ya?ml)$")
 REGISTRY_SCHEME = "registry://"
+#: Alias names (``champion``, ``staging``): they share the ``@…`` slot with versions, so the
+#: shapes of job ids (``j`` + 26 base32 characters, ``local-…``) and ``latest`` are refused.
+ALIAS_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_JOB_ID_SHAPED = re.compile(r"^(j[0-9a-z]{26}|local-.*)$")
 
 Purpose = Literal["dataset", "weights"]
 
@@ -171,8 +177,23 @@ def parse_registry_ref(ref: str, *, field: str = "model.base") -> tuple[str, str
         raise LocationInvalid(f"{field}: {name!r} is not a model name (a DNS label); write "
                               "registry://NAME@VERSION")
     if not _VERSION.fullmatch(version):
-        raise LocationInvalid(f"{field}: {version!r} is not a version (a job id, or latest)")
+        raise LocationInvalid(f"{field}: {version!r} is not a version (a job id, an alias such as "
+                              "champion, or latest)")
     return name, version
+
+
+def check_alias_name(alias: str, *, field: str = "alias") -> str:
+    """Refuse an alias name that is not a lowercase word or could be read as a version.
+
+    Raises:
+        LocationInvalid: with a message naming the rule.
+    """
+    if not ALIAS_NAME.fullmatch(alias):
+        raise LocationInvalid(f"{field}: {alias!r} is not an alias name (a lowercase letter, "
+                              "then up to 30 lowercase letters, digits or '-')")
+    if alias == "latest" or _JOB_ID_SHAPED.fullmatch(alias):
+        raise LocationInvalid(f"{field}: {alias!r} reads as a version; pick another alias name")
+    return alias
 
 
 def reads_storage(base: str) -> bool:

@@ -416,6 +416,47 @@ class Client:
         ``failed``, each with a ``message`` saying why."""
         return self._pages(f"/v1/schedules/{schedule_id}/runs", {"limit": page_size})
 
+    # --- models ------------------------------------------------------------------------------
+
+    def list_models(self) -> list[dict[str, Any]]:
+        """The team's models, each with its version count, newest version and aliases."""
+        items: list[dict[str, Any]] = self._request("GET", "/v1/models",
+                                                    retry=True).json()["items"]
+        return items
+
+    def get_model(self, name: str) -> dict[str, Any]:
+        """A model: its versions (scores, gates, aliases, promotion decisions), its aliases
+        and every alias move."""
+        model: dict[str, Any] = self._request("GET", f"/v1/models/{name}", retry=True).json()
+        return model
+
+    def promote(self, name: str, version: str, *, alias: str = "champion", reason: str = "",
+                expected_version: str | None = None) -> dict[str, Any]:
+        """Point ``name@alias`` at ``version`` (a promotion, or a rollback to an older one).
+
+        Args:
+            expected_version: only if the alias points there now (``""``: only if unset).
+
+        Raises:
+            ApiError: ``alias_conflict`` (409) when the alias is elsewhere or moved meanwhile.
+        """
+        body: dict[str, Any] = {"version": version, "reason": reason}
+        if expected_version is not None:
+            body["expected_version"] = expected_version
+        move: dict[str, Any] = self._request("POST", f"/v1/models/{name}/aliases/{alias}",
+                                             retry=False, json=body).json()
+        return move
+
+    def compare_models(self, name: str, challenger: str, champion: str = "champion", *,
+                       policy: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Two versions' recorded held-out scores side by side, with the policy's verdict."""
+        body: dict[str, Any] = {"challenger": challenger, "champion": champion}
+        if policy is not None:
+            body["policy"] = dict(policy)
+        comparison: dict[str, Any] = self._request("POST", f"/v1/models/{name}/compare",
+                                                   retry=True, json=body).json()
+        return comparison
+
 
 def _spec_body(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:
     """A spec as the API takes it (only the fields that were set, for a JobSpec)."""

@@ -50,6 +50,16 @@ def manifest_key(model_name: str, version: str) -> str:
     return join_key(model_name, version, "manifest.json")
 
 
+def alias_log_prefix(model_name: str, alias: str) -> str:
+    """The append-only log of one alias's moves: one object per move, numbered from 1."""
+    return join_key(model_name, "_aliases", alias) + "/"
+
+
+def decision_key(model_name: str, version: str) -> str:
+    """What the promotion policy decided for a version (comparison figures and verdict)."""
+    return join_key(model_name, "_decisions", f"{version}.json")
+
+
 def attempt_secrets_key(job_id: str, attempt: int) -> str:
     """Secrets the dispatcher hands one attempt through the store (outside ``jobs/<id>/``, so
     never listed as an artifact); see trainforge.constants.ENV_JOB_SECRETS_URI."""

@@ -53,7 +53,7 @@ class VerifyProblem:
     message: str
 
 
-def _models(models_uri: str) -> tuple[ObjectStore, str]:
+def open_registry(models_uri: str) -> tuple[ObjectStore, str]:
     return open_location(models_uri.rstrip("/") + "/")
 
 
@@ -77,7 +77,7 @@ def publish(
     Returns:
         The manifest's URI and content, and whether this call created it.
     """
-    store, base = _models(models_uri)
+    store, base = open_registry(models_uri)
     prefix = join_key(base, model_prefix(name, version))
     mkey = join_key(base, manifest_key(name, version))
     existing = _read_manifest(store, mkey)
@@ -111,13 +111,13 @@ def publish(
 
 def manifest_uri(models_uri: str, name: str, version: str) -> str:
     """The URI of a version's manifest.json (which may not exist yet)."""
-    store, base = _models(models_uri)
+    store, base = open_registry(models_uri)
     return store.uri(join_key(base, manifest_key(name, version)))
 
 
 def find_manifest(models_uri: str, name: str, version: str) -> dict[str, Any] | None:
     """A version's manifest, or None when that version is not published."""
-    store, base = _models(models_uri)
+    store, base = open_registry(models_uri)
     return _read_manifest(store, join_key(base, manifest_key(name, version)))
 
 
@@ -193,7 +193,7 @@ def _stored_checksums(
 
 def list_versions(models_uri: str, name: str) -> list[dict[str, Any]]:
     """Every published version of a model, oldest first."""
-    store, base = _models(models_uri)
+    store, base = open_registry(models_uri)
     manifests = []
     for info in store.list(join_key(base, name) + "/"):
         if info.key.endswith("/manifest.json"):
@@ -203,24 +203,35 @@ def list_versions(models_uri: str, name: str) -> list[dict[str, Any]]:
     return sorted(manifests, key=lambda m: str(m.get("created_at", "")))
 
 
+def list_models(models_uri: str) -> list[str]:
+    """The names of the models with at least one published version, sorted."""
+    store, base = open_registry(models_uri)
+    names = set()
+    for info in store.list(base.rstrip("/") + "/" if base else ""):
+        relative = info.key[len(base):].lstrip("/") if base else info.key
+        parts = relative.split("/")
+        if len(parts) == 3 and parts[2] == "manifest.json" and not parts[1].startswith("_"):
+            names.add(parts[0])
+    return sorted(names)
+
+
 def resolve(ref: str, models_uri: str, artifact: str = "best.pt") -> str:
-    """Turn ``registry://name@version`` (or ``@latest``) into the URI of one artifact.
+    """Turn ``registry://name@version`` (or ``@latest``, or ``@<alias>``) into the URI of
+    one artifact.
 
     Raises:
-        ModelNotFound: the name, version or artifact is not published.
+        ModelNotFound: the name, version, alias or artifact is not published.
     """
+    from trainforge.aliases import resolve_version
+
     if not ref.startswith(REGISTRY_SCHEME):
         raise RegistryError(f"{ref!r} is not a registry:// reference")
     try:
         name, version = parse_registry_ref(ref)
     except LocationInvalid as exc:
         raise RegistryError(exc.message) from None
-    if version == "latest":
-        versions = list_versions(models_uri, name)
-        if not versions:
-            raise ModelNotFound(f"model {name!r} has no published version in {models_uri}")
-        version = str(versions[-1]["version"])
-    store, base = _models(models_uri)
+    version = resolve_version(models_uri, name, version)
+    store, base = open_registry(models_uri)
     manifest = _read_manifest(store, join_key(base, manifest_key(name, version)))
     if manifest is None:
         raise ModelNotFound(f"model {name}@{version} is not published in {models_uri}")

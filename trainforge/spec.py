@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from trainforge import safeyaml
-from trainforge.access import check_location_syntax, reads_storage
+from trainforge.access import check_alias_name, check_location_syntax, reads_storage
 from trainforge.errors import LocationInvalid, SpecError
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "JobKind",
     "JobSpec",
     "ModelRef",
+    "PromotePolicy",
     "Resources",
     "SweepParams",
     "TrainParams",
@@ -363,6 +364,43 @@ class ExportParams(_Strict):
         return value
 
 
+#: An alias name: a lowercase word such as ``champion`` or ``staging``.
+ALIAS_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+
+
+class PromotePolicy(_Strict):
+    """When a newly published version may take over an alias (``champion`` by default).
+
+    The job compares the new version (the challenger) with the alias's current version on the
+    same held-out split with identical settings, and moves the alias only when every rule holds.
+    The first version of a model takes the alias without a comparison.
+    """
+
+    alias: str = Field("champion", pattern=ALIAS_PATTERN,
+                       description="the alias to move when the challenger wins")
+    min_map50_95_gain: float = Field(
+        0.0, ge=-1.0, le=1.0,
+        description="least overall mAP50-95 gain over the champion (0 allows a tie, a "
+        "negative value a small loss)")
+    max_class_ap50_95_drop: float | None = Field(
+        0.02, ge=0.0, le=1.0,
+        description="largest AP50-95 drop any one class may show (null: no per-class rule)")
+    min_test_images_per_class: int = Field(
+        0, ge=0, le=1_000_000,
+        description="refuse to decide when a class appears in fewer held-out images than this")
+    require_export_gates: bool = Field(
+        True, description="every export format the spec asks for must have passed its gate")
+
+    @field_validator("alias")
+    @classmethod
+    def _not_a_version(cls, value: str) -> str:
+        try:
+            check_alias_name(value, field="promote.alias")
+        except LocationInvalid as exc:
+            raise ValueError(exc.message.removeprefix("promote.alias: ")) from None
+        return value
+
+
 class Resources(_Strict):
     gpus: int = Field(1, ge=0, le=8, description="GPUs for the training worker (one node)")
     gpu_type: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
@@ -380,6 +418,8 @@ class JobSpec(_Strict):
     train: TrainParams = Field(default_factory=TrainParams)
     sweep: SweepParams | None = None
     export: ExportParams | None = None
+    promote: PromotePolicy | None = Field(
+        None, description="move an alias to the new version only when it beats the current one")
     resources: Resources = Field(default_factory=Resources)
     retries: int = Field(2, ge=0, le=10, description="attempts after a failure, resuming")
     timeout_minutes: int = Field(24 * 60, ge=1, le=7 * 24 * 60)
@@ -396,6 +436,10 @@ class JobSpec(_Strict):
                 f"({self.train.epochs}), the most epochs a trial runs; lower it"
             )
         if self.kind is JobKind.EXPORT:
+            if self.promote is not None:
+                raise ValueError("a promote section needs a job that trains (kind train or "
+                                 "sweep); promote an exported version with "
+                                 "trainforge models promote")
             if self.export is None:
                 raise ValueError("kind 'export' needs an export section")
             if self.model.from_scratch:

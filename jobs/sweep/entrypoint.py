@@ -28,6 +28,7 @@ from jobs.sweep.space import MODE, SweepPlan, trial_params
 from jobs.sweep.trial import TrialContext
 from jobs.train import entrypoint, ray_runner
 from jobs.train.entrypoint import JobCancelled, JobContext, prepare_job
+from jobs.train.promote import promote_step
 from jobs.train.publish import publish_result
 from jobs.train.steps import step
 from trainforge.errors import (
@@ -97,6 +98,9 @@ def run_sweep(ctx: JobContext, reporter: JobReporter) -> str:
         out.text = published.manifest_uri + ("" if published.created else " (already there)")
     reporter.message("model published", manifest=published.manifest_uri, version=ctx.job_id,
                      trial=best.trial_id)
+    promote_step(spec, ctx.job_id, models_uri=ctx.models_uri, data_yaml=prepared.data_yaml,
+                 work_dir=ctx.work_dir, artifacts=ctx.artifacts, reporter=reporter,
+                 dataset_fingerprint=prepared.synced.fingerprint)
     return published.manifest_uri
 
 

@@ -30,6 +30,7 @@ from types import FrameType
 from jobs.train import dataset_step, ray_runner
 from jobs.train.artifacts import JobArtifacts
 from jobs.train.dataset_step import SyncResult
+from jobs.train.promote import promote_step
 from jobs.train.publish import publish_result
 from jobs.train.steps import configure_logging, step
 from jobs.train.worker import WorkerConfig
@@ -282,6 +283,9 @@ def run_job(ctx: JobContext, reporter: JobReporter) -> str:
         out.text = published.manifest_uri + ("" if published.created else " (already there)")
     reporter.message("model published", manifest=published.manifest_uri,
                      version=ctx.job_id)
+    promote_step(spec, ctx.job_id, models_uri=ctx.models_uri, data_yaml=prepared.data_yaml,
+                 work_dir=ctx.work_dir, artifacts=ctx.artifacts, reporter=reporter,
+                 dataset_fingerprint=prepared.synced.fingerprint)
     return published.manifest_uri
 
 

@@ -15,7 +15,15 @@ from services.api import errors, log_redaction
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.health import StoreProbe
 from services.api.metrics import HttpMetricsMiddleware, registry_for
-from services.api.routes import datasets, downloads, health, internal, jobs, schedules
+from services.api.routes import (
+    datasets,
+    downloads,
+    health,
+    internal,
+    jobs,
+    models,
+    schedules,
+)
 from services.api.schemas import FieldProblem, Problem
 from services.api.settings import ApiSettings, get_settings
 from services.api.state import AppState
@@ -62,8 +70,8 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.store_probe = StoreProbe(state)
     app.state.stream_slots = StreamSlots(settings.stream_max_per_token)
     errors.install(app)
-    for router in (jobs.router, schedules.router, downloads.router, datasets.router,
-                   internal.router, health.router):
+    for router in (jobs.router, schedules.router, models.router, downloads.router,
+                   datasets.router, internal.router, health.router):
         app.include_router(router)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware)

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from trainforge.aliases import AliasConflict
 from trainforge.errors import (
     AccessDenied,
     BackendError,
@@ -37,7 +38,7 @@ from trainforge.errors import (
     TrainforgeError,
     Unauthenticated,
 )
-from trainforge.registry import ModelNotFound
+from trainforge.registry import ModelNotFound, RegistryError
 from trainforge.spec import parse_spec
 
 log = logging.getLogger(__name__)
@@ -55,12 +56,14 @@ ERROR_STATUS: Mapping[type[TrainforgeError], int] = {
     ObjectNotFound: 404,
     JobStateConflict: 409,
     ScheduleStateConflict: 409,
+    AliasConflict: 409,
     PayloadTooLarge: 413,
     SpecError: 422,
     IdempotencyKeyReused: 422,
     InvalidRequest: 422,
     DatasetError: 422,
     ModelNotFound: 422,
+    RegistryError: 422,
     QuotaExceeded: 429,
     StorageError: 503,
     NotReady: 503,

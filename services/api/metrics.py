@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, CollectorRegistry, Histogram, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -25,6 +25,15 @@ HTTP_DURATION = Histogram(
     "HTTP request duration by method, route template and status.",
     ["method", "route", "status"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+#: What a job's promote step may report (trainforge/promotion.py, jobs/train/promote.py).
+PROMOTION_OUTCOMES = ("promoted", "kept", "conflict")
+MODEL_PROMOTIONS = Counter(
+    "trainforge_model_promotions",
+    "Promotion decisions of jobs with a promote section, by model and outcome "
+    "(promoted: the alias moved; kept: a rule failed; conflict: the alias moved meanwhile).",
+    ["model", "outcome"],
 )
 
 

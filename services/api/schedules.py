@@ -64,9 +64,10 @@ def get(state: AppState, team: str, schedule_id: str) -> ScheduleDetail:
     with state.db.transaction() as session:
         schedule = repo.get_schedule(session, schedule_id, team=team)
         runs, _ = repo.list_runs(session, schedule_id, limit=RECENT_RUNS)
+        verdicts = repo.promotion_verdicts(session, [r.job_id for r in runs if r.job_id])
     return ScheduleDetail(
         **ScheduleOut.from_domain(schedule).model_dump(),
-        recent_runs=[ScheduleRunOut.from_domain(r) for r in runs],
+        recent_runs=[ScheduleRunOut.from_domain(r, verdicts.get(r.job_id or "")) for r in runs],
     )
 
 
@@ -87,8 +88,9 @@ def runs_page(
     with state.db.transaction() as session:
         repo.get_schedule(session, schedule_id, team=team)  # 404 for other teams' schedules
         runs, next_id = repo.list_runs(session, schedule_id, limit=limit, before_id=before)
+        verdicts = repo.promotion_verdicts(session, [r.job_id for r in runs if r.job_id])
     return ScheduleRunPage(
-        items=[ScheduleRunOut.from_domain(r) for r in runs],
+        items=[ScheduleRunOut.from_domain(r, verdicts.get(r.job_id or "")) for r in runs],
         next_cursor=encode_cursor(next_id) if next_id is not None else None,
     )
 

@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from services.store.cron import MIN_INTERVAL, check_cron, check_timezone
 from services.store.domain import Event, Job, RunOutcome, Schedule, ScheduleRun
-from trainforge.spec import NAME_PATTERN, JobKind, JobSpec
+from trainforge.spec import NAME_PATTERN, JobKind, JobSpec, PromotePolicy
 from trainforge.states import JobState
 
 
@@ -239,10 +239,14 @@ class ScheduleRunOut(_Out):
     message: str
     fingerprint: str | None = Field(description="the dataset fingerprint, when it was computed")
     created_at: datetime
+    promotion: str | None = Field(
+        None, description="the job's promotion verdict once it has one (a template with a "
+        "promote section): promoted vX → vY (…) or kept vX: <the rule that failed>")
 
     @classmethod
-    def from_domain(cls, run: ScheduleRun) -> ScheduleRunOut:
-        return cls.model_validate(run, from_attributes=True)  # same field names, as EventOut
+    def from_domain(cls, run: ScheduleRun, promotion: str | None = None) -> ScheduleRunOut:
+        out = cls.model_validate(run, from_attributes=True)  # same field names, as EventOut
+        return out.model_copy(update={"promotion": promotion}) if promotion else out
 
 
 class ScheduleRunPage(_Out):
@@ -343,3 +347,99 @@ class Problem(_Out):
     instance: str | None = None
     errors: list[FieldProblem] | None = None
     checks: dict[str, str] | None = None
+
+
+# --- /v1/models: the team's model registry --------------------------------------------------
+
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
+
+
+class ModelSummary(_Out):
+    name: str
+    versions: int = Field(description="published versions")
+    latest: str | None = Field(description="the newest version")
+    aliases: dict[str, str] = Field(description="alias → version")
+
+
+class ModelList(_Out):
+    items: list[ModelSummary]
+
+
+class AliasMoveOut(_Out):
+    """One move of an alias: from then on, ``alias`` means ``version``."""
+
+    model: str
+    alias: str
+    seq: int = Field(description="the move's number in the alias's history (1 = first)")
+    version: str
+    previous: str | None
+    actor: str = Field(description="who moved it: a job, or a team through the API or CLI")
+    reason: str
+    moved_at: datetime
+    details: dict[str, Any] = Field(description="the policy's figures, when a job promoted")
+
+
+class PromotionOut(_Out):
+    alias: str
+    champion: str | None = Field(description="the alias's version the job compared against")
+    outcome: Literal["promoted", "kept", "conflict"]
+    summary: str
+    decided_at: datetime
+
+
+class VersionOut(_Out):
+    version: str
+    created_at: datetime | None
+    source_job_id: str | None
+    metrics: dict[str, float | None] = Field(description="held-out scores at publication")
+    split: str | None = Field(description="the split those scores are on (test, or val)")
+    dataset_fingerprint: str | None
+    gates: dict[str, str | None] = Field(description="export format → gate status")
+    artifacts: list[str]
+    aliases: list[str] = Field(description="aliases pointing at this version")
+    promotion: PromotionOut | None = Field(description="what the job's promote step decided")
+
+
+class ModelDetail(_Out):
+    name: str
+    versions: list[VersionOut]
+    aliases: dict[str, AliasMoveOut] = Field(description="alias → its latest move")
+    history: list[AliasMoveOut] = Field(description="every alias move, oldest first")
+
+
+class PromoteRequest(BaseModel):
+    """``POST /v1/models/{name}/aliases/{alias}``: point an alias at a version (promotion or
+    rollback)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    version: str = Field(pattern=VERSION_PATTERN, description="a version id, or another alias")
+    reason: str = Field("", max_length=500, description="why (kept in the alias's history)")
+    expected_version: str | None = Field(
+        None, max_length=128,
+        description="move only if the alias points at this version now (\"\" = only if "
+        "unset): a safe compare-and-set for tools")
+
+
+class CompareRequest(BaseModel):
+    """``POST /v1/models/{name}/compare``: two versions side by side, and the verdict the
+    promotion policy would give."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    challenger: str = Field(pattern=VERSION_PATTERN, description="version or alias")
+    champion: str = Field("champion", pattern=VERSION_PATTERN, description="version or alias")
+    policy: PromotePolicy = Field(default_factory=PromotePolicy)
+
+
+class Comparison(_Out):
+    """comparison.json: both versions' held-out scores, their deltas and the verdict."""
+
+    model: str
+    challenger: dict[str, Any]
+    champion: dict[str, Any]
+    deltas: dict[str, float | None]
+    per_class: list[dict[str, Any]]
+    dataset: dict[str, Any]
+    source: str
+    verdict: dict[str, Any]

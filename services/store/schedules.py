@@ -21,7 +21,7 @@ from services.store import cron
 from services.store.domain import NewSchedule, RunOutcome, Schedule, ScheduleRun
 from services.store.jobs import utcnow
 from services.store.rows import owned_row, page
-from services.store.tables import ScheduleRow, ScheduleRunRow
+from services.store.tables import EventRow, ScheduleRow, ScheduleRunRow
 from trainforge.errors import ScheduleNotFound, ScheduleStateConflict
 
 log = logging.getLogger(__name__)
@@ -108,6 +108,19 @@ def list_runs(
     rows, next_id = page(session, query.order_by(ScheduleRunRow.id.desc()), limit,
                          lambda r: r.id)
     return [_run(r) for r in rows], next_id
+
+
+def promotion_verdicts(session: Session, job_ids: list[str]) -> dict[str, str]:
+    """job id → the promote step's verdict line ("promoted vX → vY …" / "kept vX: …"), for the
+    jobs among ``job_ids`` that reported one (jobs/train/promote.py posts it as a message)."""
+    if not job_ids:
+        return {}
+    rows = session.execute(
+        select(EventRow.job_id, EventRow.reason, EventRow.data)
+        .where(EventRow.job_id.in_(job_ids), EventRow.type == "message")
+        .order_by(EventRow.id))
+    return {job_id: reason for job_id, reason, data in rows
+            if isinstance(data, dict) and data.get("promotion")}
 
 
 def due_schedules(session: Session, now: datetime, *, limit: int = 50) -> list[Schedule]:

@@ -50,6 +50,9 @@ def test_verify_list_and_show_an_intact_version(models_uri: str, tmp_path: Path)
     # Another team's registry does not have it (models live under <models>/<team>/).
     other = runner.invoke(app, ["models", "show", "ppe@job-1", "--models-uri", models_uri,
                                 "--team", "retail"])
+    assert other.exit_code == 1 and "model 'ppe' has no alias or version 'job-1'" in other.output
+    other = runner.invoke(app, ["models", "show", f"{models_uri}/retail/ppe/job-1",
+                                "--models-uri", models_uri, "--team", "retail"])
     assert other.exit_code == 1 and "/retail/ppe/job-1/" in other.output
     bad = runner.invoke(app, ["models", "list", "ppe", "--models-uri", models_uri,
                               "--team", "../dev"])
@@ -71,6 +74,9 @@ def test_verify_exits_1_on_a_changed_or_missing_artifact(models_uri: str,
 
 def test_verify_exits_1_when_nothing_is_published(models_uri: str) -> None:
     result = runner.invoke(app, ["models", "verify", "ppe@nope", "--models-uri", models_uri])
+    assert result.exit_code == 1 and "has no alias or version 'nope'" in result.output
+    result = runner.invoke(app, ["models", "verify", "ppe@j" + "0" * 26, "--models-uri",
+                                 models_uri])
     assert result.exit_code == 1 and "no manifest at" in result.output
     result = runner.invoke(app, ["models", "list", "ppe", "--models-uri", models_uri])
     assert result.exit_code == 1 and "no published version" in result.output
@@ -108,3 +114,57 @@ def test_verify_compares_the_checksums_s3_recorded(s3_bucket: str, tmp_path: Pat
         ("best.pt", "sha256 object metadata differs from the manifest"),
         ("best.pt", "S3 ChecksumSHA256 differs from the manifest"),
     }
+
+
+def test_promote_history_show_and_roll_back(models_uri: str, tmp_path: Path) -> None:
+    """``models promote|history|show|list`` and ``@champion`` in every version argument."""
+    for version in ("job-1", "job-2"):
+        _publish(models_uri, tmp_path, version)
+    args = ["--models-uri", models_uri]
+    unset = runner.invoke(app, ["models", "show", "ppe@champion", *args])
+    assert unset.exit_code == 1 and "no alias or version 'champion'" in unset.output
+    moved = runner.invoke(app, ["models", "promote", "ppe@job-2", "--reason", "nightly", *args])
+    assert moved.exit_code == 0, moved.output
+    assert "ppe@champion: (unset) → job-2 (move 1)" in moved.output
+    stale = runner.invoke(app, ["models", "promote", "ppe@job-1", "--expect", "job-9", *args])
+    assert stale.exit_code == 1 and "points at job-2, not job-9" in stale.output
+    back = runner.invoke(app, ["models", "promote", "ppe@job-1", "--expect", "job-2",
+                               "--reason", "job-2 misses vests", *args])
+    assert "ppe@champion: job-2 → job-1 (move 2)" in back.output
+    history = runner.invoke(app, ["models", "history", "ppe", *args]).output.splitlines()
+    assert [line.split("\t")[2] for line in history] == ["- → job-2", "job-2 → job-1"]
+    assert history[1].endswith("job-2 misses vests")
+    shown = runner.invoke(app, ["models", "show", "ppe@champion", *args])
+    assert json.loads(shown.output)["version"] == "job-1"
+    overview = runner.invoke(app, ["models", "show", "ppe", *args]).output
+    assert "champion → job-1" in overview
+    assert runner.invoke(app, ["models", "verify", "ppe@champion", *args]).exit_code == 0
+    listed = runner.invoke(app, ["models", "list", *args]).output
+    assert listed.split("\t")[0] == "ppe" and "champion=job-1" in listed
+    # Another team has no such model, alias or history.
+    other = runner.invoke(app, ["models", "history", "ppe", *args, "--team", "retail"])
+    assert other.exit_code == 1 and "has no alias moves" in other.output
+    refused = runner.invoke(app, ["models", "promote", "ppe@job-1", "--alias", "latest", *args])
+    assert refused.exit_code == 1 and "reads as a version" in refused.output
+
+
+def test_compare_refuses_reports_of_different_datasets(models_uri: str, tmp_path: Path) -> None:
+    root = team_models_uri(models_uri, EMBEDDED_TEAM)
+    (tmp_path / "best.pt").write_bytes(b"w")
+    for version, ap, fingerprint in (("job-1", 0.5, "a" * 64), ("job-2", 0.6, "a" * 64),
+                                     ("job-3", 0.7, "b" * 64)):
+        evaluation = {"split": "test", "metrics": {"mAP50": ap, "mAP50-95": ap},
+                      "per_class": [{"name": "helmet", "images": 4, "AP50": ap,
+                                     "AP50-95": ap}]}
+        publish(root, "ppe", version, {"best.pt": tmp_path / "best.pt"},
+                {"evaluation": evaluation, "dataset": {"fingerprint": fingerprint}})
+    out = tmp_path / "comparison.json"
+    same = runner.invoke(app, ["models", "compare", "ppe@job-2", "ppe@job-1", "-o", str(out),
+                               "--models-uri", models_uri])
+    assert same.exit_code == 0, same.output
+    assert "verdict (default policy): promoted job-1 → job-2 (+0.100 mAP50-95" in same.output
+    assert json.loads(out.read_text())["deltas"]["mAP50-95"] == pytest.approx(0.1)
+    other = runner.invoke(app, ["models", "compare", "ppe@job-3", "ppe@job-1",
+                                "--models-uri", models_uri])
+    assert other.exit_code == 1
+    assert "not comparable; re-evaluate both on one dataset" in other.output

@@ -8,20 +8,17 @@ terminated none of the head's processes is left.
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from pathlib import Path
 
-import httpx
 import psutil
 import pytest
 
-from tests.conftest import serve_process
+from tests.conftest import dev_client, embedded_env, serve_process
 from tests.train.conftest import make_dataset
 
 pytestmark = pytest.mark.slow
-REPO = Path(__file__).resolve().parents[2]
 
 
 def _head_processes(session_root: Path) -> list[psutil.Process]:
@@ -41,14 +38,9 @@ def test_jobs_share_one_warm_ray_head_that_stops_with_the_server(tmp_path: Path)
         pytest.skip("this test trains a default (1-GPU) spec on a machine without a GPU")
     home = tmp_path / "home"
     dataset = make_dataset(tmp_path / "data" / "shapes", train=16, val=4, test=4)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFORGE_", "RAY_"))}
-    env.update({"PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1", "TRAINFORGE_HOME": str(home),
-                "TRAINFORGE_DISPATCHER_POLL_INTERVAL_S": "0.2"})
     log_path = tmp_path / "serve.log"
-    with serve_process(env, log_path) as url:
-        token = (home / "dev-token").read_text().strip()
-        client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
-                              timeout=30)
+    with serve_process(embedded_env(home), log_path) as url:
+        client = dev_client(url, home)
         spec = {"name": "shapes", "dataset": {"uri": f"file://{dataset}/"},
                 "model": {"base": "yolov8n.yaml"}, "retries": 0,
                 "train": {"epochs": 2, "imgsz": 64, "batch": 8, "workers": 0,

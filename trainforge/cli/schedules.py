@@ -131,3 +131,5 @@ def runs(
                 break
             print(f"{_when(r['fire_time']):<20} {r['outcome']:<9} {r['job_id'] or '-':<28} "
                   f"{r['message']}")
+            if r.get("promotion"):
+                print(f"{'':<20} {'':<9} {'':<28} {r['promotion']}")

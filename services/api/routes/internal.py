@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Depends, Path
 
 from services.api.auth import State, current_job_attempt
+from services.api.metrics import MODEL_PROMOTIONS, PROMOTION_OUTCOMES
 from services.api.routes._docs import problems
 from services.api.schemas import EventAccepted
 from services.store import jobs as repo
 from trainforge.errors import InvalidRequest
-from trainforge.events import JobEvent, ProgressEvent
+from trainforge.events import JobEvent, MessageEvent, ProgressEvent
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"])
 
@@ -56,4 +57,8 @@ def post_event(
         raise InvalidRequest("epoch, epochs and attempt must be below 2**31")
     with state.db.transaction() as session:
         repo.apply_reported_event(session, job_id, event, attempt=_attempt)
+        if isinstance(event, MessageEvent) and event.data.get("promotion") in PROMOTION_OUTCOMES:
+            # Labelled by the job's own model name, never by what the event says.
+            name = repo.get_job(session, job_id, team=None).name
+            MODEL_PROMOTIONS.labels(model=name, outcome=str(event.data["promotion"])).inc()
     return EventAccepted()

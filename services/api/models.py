@@ -1,0 +1,63 @@
+"""The team's model registry through the API (trainforge.lifecycle does the work).
+
+Every call reads the caller team's registry root only: another team's model, version or alias
+is the same 404 as a missing one.
+"""
+
+from __future__ import annotations
+
+from services.api.schemas import (
+    AliasMoveOut,
+    CompareRequest,
+    Comparison,
+    ModelDetail,
+    ModelList,
+    PromoteRequest,
+)
+from services.api.state import AppState
+from trainforge import lifecycle
+from trainforge.access import check_alias_name
+from trainforge.errors import NotFound
+from trainforge.registry import ModelNotFound
+
+
+def list_models(state: AppState, team: str) -> ModelList:
+    items = lifecycle.models(state.settings.team_models_uri(team))
+    return ModelList.model_validate({"items": items})
+
+
+def get_model(state: AppState, team: str, name: str) -> ModelDetail:
+    try:
+        return ModelDetail.model_validate(
+            lifecycle.overview(state.settings.team_models_uri(team), name))
+    except ModelNotFound:
+        raise NotFound(f"model {name!r} not found") from None
+
+
+def promote(state: AppState, team: str, name: str, alias: str,
+            body: PromoteRequest) -> AliasMoveOut:
+    """Point ``alias`` at ``body.version``.
+
+    Raises:
+        NotFound: no such model or version (404).
+        LocationInvalid: not an alias name (422).
+        AliasConflict: ``expected_version`` does not hold, or a concurrent move won (409).
+    """
+    check_alias_name(alias, field="alias")
+    reason = body.reason or "moved through the API"
+    try:
+        move = lifecycle.promote(state.settings.team_models_uri(team), name, body.version, alias,
+                                 actor=f"team {team} (API)", reason=reason,
+                                 expected_version=body.expected_version)
+    except ModelNotFound as exc:
+        raise NotFound(exc.message) from None
+    return AliasMoveOut.model_validate(move.to_json())
+
+
+def compare(state: AppState, team: str, name: str, body: CompareRequest) -> Comparison:
+    try:
+        return Comparison.model_validate(lifecycle.stored_comparison(
+            state.settings.team_models_uri(team), name, body.challenger, body.champion,
+            body.policy))
+    except ModelNotFound as exc:
+        raise NotFound(exc.message) from None
