@@ -32,9 +32,10 @@ test-fast: setup  ## Skip tests marked slow (no model training).
 bench: setup  ## Run every benchmark under bench/ (prints ratios).
 	for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
 
-schema: setup  ## Regenerate docs/jobspec.schema.json and docs/openapi.json.
+schema: setup  ## Regenerate docs/jobspec.schema.json, docs/openapi.json, the error-code table.
 	$(PY) -m trainforge spec-schema > docs/jobspec.schema.json
 	PYTHONPATH=$(CURDIR) $(PY) -m services.api.openapi > docs/openapi.json
+	PYTHONPATH=$(CURDIR) $(PY) scripts/sync_error_codes.py
 
 crds:  ## Refresh the vendored CRD schemas (tests/kubecheck/crds) from their pinned upstream refs.
 	bash scripts/vendor-crds.sh

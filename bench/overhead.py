@@ -56,7 +56,7 @@ def spec(dataset: Path, args: argparse.Namespace) -> dict[str, Any]:
 
 def stock_command(job_spec: dict[str, Any], data_yaml: Path, run_dir: Path) -> list[str]:
     """``yolo train`` with exactly the arguments trainforge's adapter gives the trainer."""
-    from jobs.train import adapter
+    from jobs.core import adapter
     from trainforge.spec import TrainParams
 
     overrides = adapter.train_overrides(
@@ -102,7 +102,7 @@ def main() -> None:
     parser.add_argument("--workdir", type=Path, default=None)
     args = parser.parse_args()
 
-    from jobs.train import adapter, dataset_step
+    from jobs.core import adapter, dataset_step
     from trainforge.datasets import synth
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tf-overhead-"))

@@ -163,7 +163,7 @@ def _replay_asha(curves: list[list[float]], *, max_t: int, grace: int, rf: float
 
 def pretrained_base(work: Path, imgsz: int) -> Path:
     """A YOLOv8n trained from scratch on 512 synthetic images (variant 0), cached by recipe."""
-    from jobs.train import adapter
+    from jobs.core import adapter
     from trainforge.datasets import synth, write_local_data_yaml
     from trainforge.spec import TrainParams
 

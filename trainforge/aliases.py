@@ -24,21 +24,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trainforge.access import check_alias_name
-from trainforge.errors import LocationInvalid, ObjectNotFound
+from trainforge.errors import AliasConflict, LocationInvalid, ObjectNotFound
 from trainforge.layout import alias_log_prefix
 from trainforge.registry import ModelNotFound, RegistryError, find_manifest, open_registry
 from trainforge.storage import join_key
+
+__all__ = ["AliasConflict", "AliasMove", "aliases", "current", "history", "move",
+           "resolve_version"]
 
 log = logging.getLogger(__name__)
 
 ALIAS_SCHEMA_VERSION = 1
 _RECORD = re.compile(r"^(\d{10})\.json$")
-
-
-class AliasConflict(RegistryError):
-    """The alias moved between reading its head and writing the next record."""
-
-    code = "alias_conflict"
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,25 @@
 Every exception carries a stable machine-readable ``code`` (used by the API's problem+json
 mapping and by job failure records) and a message that says what to change. They are plain
 ``Exception`` subclasses with only string state, so they survive pickling across Ray tasks.
+
+Each class also says whether a job that failed with it is worth another attempt
+(``retryable``): the dispatcher's set of codes it never retries is computed from these
+classes (:func:`non_retryable_codes`), and docs/training.md's table of error codes is checked
+against them. Every error a job can fail with is defined here.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 
 class TrainforgeError(Exception):
     """Base of every trainforge error."""
 
     code = "internal"
+    #: Whether another attempt of a job that failed with this may succeed. False for refusals
+    #: no retry can change (the spec, the data, the weights, the team's rights as they are).
+    retryable: ClassVar[bool] = True
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -25,6 +35,7 @@ class SpecError(TrainforgeError):
     """A job spec does not validate."""
 
     code = "spec_invalid"
+    retryable = False
 
 
 class SpecTampered(SpecError):
@@ -40,18 +51,26 @@ class StorageError(TrainforgeError):
 
 
 class ObjectNotFound(StorageError):
+    """No object at that key."""
+
     code = "object_not_found"
 
 
 class BucketNotFound(StorageError):
+    """The bucket does not exist."""
+
     code = "bucket_not_found"
 
 
 class StorageAccessDenied(StorageError):
+    """The object store refused the service's credentials for this location."""
+
     code = "storage_access_denied"
 
 
 class StorageCredentialsMissing(StorageError):
+    """No credentials for the object store were found."""
+
     code = "storage_credentials_missing"
 
 
@@ -65,6 +84,7 @@ class DatasetError(TrainforgeError):
     """A dataset cannot be read or does not validate."""
 
     code = "dataset_invalid"
+    retryable = False
 
 
 class DatasetNotFound(DatasetError):
@@ -83,12 +103,14 @@ class DatasetIntegrityError(DatasetError):
     """A synced file does not match the checksum its source advertised."""
 
     code = "dataset_integrity"
+    retryable = True  # a download that did not match its checksum may be transient
 
 
 class DatasetExists(DatasetError):
     """A command would overwrite an existing dataset directory."""
 
     code = "dataset_exists"
+    retryable = True  # never a job's failure: kept as it was
 
 
 class LocationInvalid(SpecError):
@@ -105,12 +127,14 @@ class AccessDenied(TrainforgeError):
     """
 
     code = "access_denied"
+    retryable = False
 
 
 class WeightsError(TrainforgeError):
     """Base weights could not be resolved."""
 
     code = "weights_unavailable"
+    retryable = False
 
 
 class UnsafeWeights(WeightsError):
@@ -175,6 +199,14 @@ class QuotaExceeded(TrainforgeError):
     code = "quota_exceeded"
 
 
+class TooManyStreams(QuotaExceeded):
+    """A bearer token has ``stream_max_per_token`` streams open already (429)."""
+
+    code = "too_many_streams"
+    #: Seconds a client should wait (Retry-After): a slot frees whenever a stream ends.
+    retry_after_s = 5
+
+
 class LimitExceeded(TrainforgeError):
     """A job asks for more than its team may ever use (GPUs per job, sweep trials)."""
 
@@ -222,6 +254,7 @@ class RetriesExhausted(TrainforgeError):
     counting Ray Train's worker restarts and the dispatcher's attempts together)."""
 
     code = "retries_exhausted"
+    retryable = False
 
 
 class ClusterUnavailable(TrainforgeError):
@@ -246,6 +279,7 @@ class ResourcesUnavailable(BackendError):
     """A job asks for resources that the configured node pools cannot give it."""
 
     code = "resources_unavailable"
+    retryable = False
 
 
 class KubernetesApiError(BackendError):
@@ -267,10 +301,14 @@ class KubernetesApiError(BackendError):
 
 
 class KubernetesNotFound(KubernetesApiError):
+    """The Kubernetes object does not exist."""
+
     code = "kubernetes_not_found"
 
 
 class KubernetesAlreadyExists(KubernetesApiError):
+    """The Kubernetes object exists already."""
+
     code = "kubernetes_already_exists"
 
 
@@ -294,3 +332,54 @@ class SweepFailed(TrainforgeError):
     """No trial of a sweep finished, so there is no model to keep."""
 
     code = "sweep_failed"
+
+
+class RegistryError(TrainforgeError):
+    """The model registry refused a reference or an operation."""
+
+    code = "registry_error"
+
+
+class ModelNotFound(RegistryError):
+    """No such model, version or alias in the caller team's registry."""
+
+    code = "model_not_found"
+    retryable = False
+
+
+class AliasConflict(RegistryError):
+    """The alias moved between reading its head and writing the next record."""
+
+    code = "alias_conflict"
+
+
+def error_classes() -> list[type[TrainforgeError]]:
+    """:class:`TrainforgeError` and every subclass of it, depth first."""
+    found: list[type[TrainforgeError]] = []
+    pending: list[type[TrainforgeError]] = [TrainforgeError]
+    while pending:
+        cls = pending.pop()
+        found.append(cls)
+        pending.extend(reversed(cls.__subclasses__()))
+    return found
+
+
+def non_retryable_codes() -> frozenset[str]:
+    """The error codes a job is never retried for (whatever its ``retries``)."""
+    return frozenset(cls.code for cls in error_classes() if not cls.retryable)
+
+
+def code_table() -> str:
+    """The Markdown table of error codes in docs/training.md (``make schema`` rewrites it)."""
+    rows = {TrainforgeError.code: (True, "an unexpected error: a bug, or a failure trainforge "
+                                         "does not classify (the reason holds the exception)")}
+    for cls in error_classes():
+        if cls.__module__ != __name__:
+            continue  # the Python client's own errors (trainforge/client.py) are not codes
+        paragraph = (cls.__doc__ or "").strip().split("\n\n")[0]
+        doc = " ".join(line.strip() for line in paragraph.splitlines()).rstrip(".")
+        rows.setdefault(cls.code, (cls.retryable, doc[:1].lower() + doc[1:]))
+    lines = ["| code | a job failing with it is retried | meaning |", "| --- | --- | --- |"]
+    lines += [f"| `{code}` | {'yes' if retry else '**no**'} | {doc} |"
+              for code, (retry, doc) in sorted(rows.items())]
+    return "\n".join(lines) + "\n"

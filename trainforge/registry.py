@@ -22,21 +22,17 @@ from pathlib import Path
 from typing import Any
 
 from trainforge.access import REGISTRY_SCHEME, parse_registry_ref
-from trainforge.errors import LocationInvalid, ObjectNotFound, TrainforgeError
+from trainforge.errors import LocationInvalid, ModelNotFound, ObjectNotFound, RegistryError
 from trainforge.layout import manifest_key, model_prefix
 from trainforge.storage import ObjectStore, S3Store, join_key, open_location
+
+__all__ = ["MANIFEST_SCHEMA_VERSION", "ModelNotFound", "Published", "RegistryError",
+           "VerifyProblem", "find_manifest", "list_models", "list_versions", "manifest_uri",
+           "open_registry", "publish", "read_manifest", "resolve", "verify"]
 
 log = logging.getLogger(__name__)
 
 MANIFEST_SCHEMA_VERSION = 1
-
-
-class RegistryError(TrainforgeError):
-    code = "registry_error"
-
-
-class ModelNotFound(RegistryError):
-    code = "model_not_found"
 
 
 @dataclass(frozen=True)

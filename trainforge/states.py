@@ -21,10 +21,6 @@ class JobState(StrEnum):
 
 
 TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
-ACTIVE_STATES = frozenset(
-    {JobState.STARTING, JobState.RUNNING, JobState.RETRYING, JobState.CANCELLING}
-)
-DISPATCHABLE_STATES = frozenset({JobState.QUEUED})
 
 ALLOWED_TRANSITIONS: dict[JobState, frozenset[JobState]] = {
     JobState.QUEUED: frozenset({JobState.STARTING, JobState.CANCELLED, JobState.FAILED}),

@@ -13,13 +13,18 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from jobs.core import adapter
+from jobs.core.adapter.export import Precision
 from trainforge.errors import ExportError
+
+__all__ = ["CALIBRATION_IMAGES", "GpuInfo", "Precision", "check_onnx", "cuda_gpu",
+           "engine_file_name", "export_engine", "export_onnx", "gpu_slug",
+           "tensorrt_unavailable_reason", "tensorrt_version"]
 
 log = logging.getLogger(__name__)
 
-Precision = Literal["fp32", "fp16", "int8"]
 
 #: INT8 calibration reads at most this many train images (TensorRT's guide suggests ~500).
 CALIBRATION_IMAGES = 512
@@ -79,15 +84,6 @@ def tensorrt_version() -> str | None:
     return str(importlib.import_module("tensorrt").__version__)
 
 
-def _precision_args(precision: Precision) -> dict[str, Any]:
-    """Ultralytics ≥ 8.4 takes ``quantize``; older releases take ``half``/``int8``."""
-    from ultralytics.utils import DEFAULT_CFG_DICT
-
-    if "quantize" in DEFAULT_CFG_DICT:
-        return {"quantize": {"fp32": None, "fp16": 16, "int8": 8}[precision]}
-    return {"half": precision == "fp16", "int8": precision == "int8"}
-
-
 def _staged_weights(weights: Path, stage: Path) -> Path:
     stage.mkdir(parents=True, exist_ok=True)
     staged = stage / "best.pt"
@@ -122,14 +118,10 @@ def export_onnx(
     Raises:
         ExportError: the exporter failed (its message is kept).
     """
-    from ultralytics.models.yolo.model import YOLO
-
     staged = _staged_weights(weights, dest.parent / ".stage-onnx")
     try:
-        out = YOLO(str(staged), task="detect").export(
-            format="onnx", imgsz=imgsz, batch=batch, dynamic=dynamic, simplify=simplify,
-            opset=opset, device="cpu", nms=False, verbose=False, **_precision_args("fp32"),
-        )
+        out = adapter.export(staged, format="onnx", precision="fp32", imgsz=imgsz, batch=batch,
+                             dynamic=dynamic, simplify=simplify, opset=opset, device="cpu")
     except Exception as exc:  # Ultralytics raises bare Exceptions/AssertionErrors
         raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
     check_onnx(Path(out), imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset)
@@ -197,8 +189,6 @@ def export_engine(
     Raises:
         ExportError: TensorRT is missing or the build failed.
     """
-    from ultralytics.models.yolo.model import YOLO
-
     reason = tensorrt_unavailable_reason()
     if reason:
         raise ExportError(f"cannot build a TensorRT engine: {reason}")
@@ -210,10 +200,9 @@ def export_engine(
         log.info("INT8 calibration on %d train images", count)
     staged = _staged_weights(weights, dest.parent / f".stage-engine-{precision}")
     try:
-        out = YOLO(str(staged), task="detect").export(
-            format="engine", imgsz=imgsz, batch=batch, dynamic=dynamic, simplify=simplify,
-            opset=opset, device=0, nms=False, verbose=False, **_precision_args(precision), **extra,
-        )
+        out = adapter.export(staged, format="engine", precision=precision, imgsz=imgsz,
+                             batch=batch, dynamic=dynamic, simplify=simplify, opset=opset,
+                             device=0, **extra)
     except Exception as exc:  # TensorRT build errors surface as RuntimeError/AssertionError
         raise ExportError(
             f"TensorRT {precision} build failed: {type(exc).__name__}: {exc}") from exc

@@ -22,44 +22,14 @@ from typing import Any
 
 import numpy as np
 
+from jobs.core import adapter
+from jobs.core.adapter.evaluation import EvalSettings, Evaluation, SettingsChanged
 from trainforge.errors import ExportError
 
 log = logging.getLogger(__name__)
 
 #: Forward passes run and thrown away before timing (allocator, cuDNN/TensorRT autotuning).
 WARMUP_RUNS = 10
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """Everything that changes a mAP besides the model: identical for a format and best.pt."""
-
-    data_yaml: Path
-    split: str
-    imgsz: int
-    batch: int
-    device: str
-    conf: float = 0.001
-    iou: float = 0.7
-    rect: bool = False
-
-    def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["data_yaml"] = str(self.data_yaml)
-        return data
-
-
-@dataclass(frozen=True)
-class Evaluation:
-    map50_95: float
-    map50: float
-    precision: float
-    recall: float
-    images: int
-    seconds: float
-
-    def to_json(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -83,66 +53,27 @@ def _workers() -> int:
     return 0 if cpus <= 2 else min(8, cpus // 2)
 
 
+def eval_settings(data_yaml: Path, split: str, imgsz: int, batch: int,
+                  device: str) -> EvalSettings:
+    """The settings every format and best.pt are scored with: square batches (an exported
+    graph has a fixed input shape), the validator's conf and IoU."""
+    return EvalSettings(data_yaml, split, imgsz, batch, device, rect=False, workers=_workers())
+
+
 def evaluate(model_path: Path, settings: EvalSettings, save_dir: Path) -> Evaluation:
-    """mAP of one model file on ``settings.split``, through ``YOLO(path).val``.
-
-    Args:
-        model_path: best.pt, model.onnx or a .engine file.
-        settings: the like-for-like evaluation settings.
-        save_dir: where Ultralytics may write its val folder.
-
-    Returns:
-        mAP50-95, mAP50, precision and recall.
+    """mAP of one model file on ``settings.split`` (jobs/core/adapter's ``evaluate``).
 
     Raises:
         ExportError: validation failed, or Ultralytics changed a setting (not like for like).
     """
-    from ultralytics.models.yolo.model import YOLO
-
-    model = YOLO(str(model_path), task="detect")
-    seen: dict[str, Any] = {}
-
-    def capture(validator: Any) -> None:
-        seen["args"] = validator.args
-        seen["device"] = str(validator.device)
-        seen["images"] = len(validator.dataloader.dataset)
-
-    model.add_callback("on_val_end", capture)
-    started = time.perf_counter()
     try:
-        metrics = model.val(
-            data=str(settings.data_yaml), split=settings.split, imgsz=settings.imgsz,
-            batch=settings.batch, conf=settings.conf, iou=settings.iou, rect=settings.rect,
-            device=settings.device, workers=_workers(), plots=False, save_json=False,
-            verbose=False, project=str(save_dir), name=f"val-{model_path.stem}", exist_ok=True,
-        )
+        return adapter.evaluate(model_path, settings, save_dir / f"val-{model_path.stem}")
+    except SettingsChanged as exc:
+        raise ExportError(f"evaluating {model_path.name}: {exc}; the comparison with best.pt "
+                          "would not be like for like") from None
     except Exception as exc:  # Ultralytics raises bare Exceptions
         raise ExportError(f"evaluating {model_path.name} failed: {type(exc).__name__}: {exc}") \
             from exc
-    _check_like_for_like(model_path.name, settings, seen)
-    box = metrics.box
-    return Evaluation(float(box.map), float(box.map50), float(box.mp), float(box.mr),
-                      int(seen["images"]), time.perf_counter() - started)
-
-
-def _check_like_for_like(name: str, settings: EvalSettings, seen: dict[str, Any]) -> None:
-    if "args" not in seen:
-        raise ExportError(f"evaluating {name}: Ultralytics did not report its settings")
-    args = seen["args"]
-    imgsz = args.imgsz if isinstance(args.imgsz, list | tuple) else [args.imgsz, args.imgsz]
-    used = {"split": args.split, "imgsz": [int(v) for v in imgsz], "batch": int(args.batch),
-            "conf": float(args.conf), "iou": float(args.iou), "rect": bool(args.rect)}
-    wanted = {"split": settings.split, "imgsz": [settings.imgsz, settings.imgsz],
-              "batch": settings.batch, "conf": settings.conf, "iou": settings.iou,
-              "rect": settings.rect}
-    changed = {k: (wanted[k], used[k]) for k in wanted if wanted[k] != used[k]}
-    device = seen["device"]
-    if (settings.device == "cpu") != (device == "cpu"):
-        changed["device"] = (settings.device, device)
-    if changed:
-        detail = ", ".join(f"{k}={b!r} instead of {a!r}" for k, (a, b) in changed.items())
-        raise ExportError(f"evaluating {name}: Ultralytics used {detail}; the comparison with "
-                          "best.pt would not be like for like")
 
 
 def latency_input(image: Path, imgsz: int, batch: int) -> np.ndarray:
@@ -152,12 +83,11 @@ def latency_input(image: Path, imgsz: int, batch: int) -> np.ndarray:
         ExportError: the image cannot be read.
     """
     import cv2
-    from ultralytics.data.augment import LetterBox
 
     bgr = cv2.imread(str(image))
     if bgr is None:
         raise ExportError(f"cannot read {image} to time inference")
-    boxed = np.asarray(LetterBox(new_shape=(imgsz, imgsz), auto=False)(image=bgr))
+    boxed = adapter.letterbox(bgr, imgsz)
     chw = boxed[..., ::-1].transpose(2, 0, 1).astype(np.float32) / 255.0
     return np.ascontiguousarray(np.repeat(chw[None], batch, axis=0))
 
@@ -182,11 +112,9 @@ def ultralytics_runner(model_path: Path, x: np.ndarray, *, device: str) -> Runne
         device: "cpu" or a CUDA index such as "0".
     """
     import torch
-    from ultralytics.nn.autobackend import AutoBackend
 
     dev = torch.device("cpu" if device == "cpu" else f"cuda:{device}")
-    backend = AutoBackend(str(model_path), device=dev, fp16=False, fuse=True, verbose=False)
-    backend.eval()
+    backend = adapter.inference_backend(model_path, dev)
     tensor = torch.from_numpy(x).to(dev)
 
     def run() -> object:

@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from jobs.core import adapter
+from jobs.core.dataset_step import LocalDataset, describe, first_image
 from jobs.export import convert, measure, metrics
-from jobs.export.dataset import LocalDataset, describe, first_image
 from jobs.export.results import ONNX, FormatResult, engine_key, threshold_for
-from jobs.train import adapter
 from trainforge import datasets, registry
 from trainforge.errors import ExportError
 from trainforge.reporting import JobReporter
@@ -178,18 +178,11 @@ class _Checkpoint:
 
 
 def _read_checkpoint(weights: Path) -> _Checkpoint:
-    from ultralytics.models.yolo.model import YOLO
-
     try:
-        model = YOLO(str(weights), task="detect")
+        imgsz, names = adapter.checkpoint_input(weights)
     except Exception as exc:  # Ultralytics raises bare Exceptions for unreadable weights
         raise ExportError(f"cannot load {weights}: {type(exc).__name__}: {exc}") from exc
-    ckpt = model.ckpt if isinstance(model.ckpt, dict) else {}
-    imgsz = (ckpt.get("train_args") or {}).get("imgsz")
-    if isinstance(imgsz, list | tuple):
-        imgsz = max(imgsz)
-    return _Checkpoint(int(imgsz) if imgsz else None,
-                       {int(k): str(v) for k, v in dict(model.names).items()})
+    return _Checkpoint(imgsz, names)
 
 
 def _export(
@@ -295,16 +288,16 @@ class _Bench:
                  save_dir: Path) -> None:
         self.weights, self.dataset, self.imgsz, self.params = weights, dataset, imgsz, params
         self.save_dir = save_dir
-        self._evals: dict[str, measure.Evaluation] = {}
+        self._evals: dict[str, adapter.Evaluation] = {}
         #: best.pt's latency per device, from its first pairing with a format.
         self._latency: dict[str, measure.Latency] = {}
         # Latency at batch 1 unless the artifact has a fixed larger batch.
         self._latency_batch = 1 if params.dynamic else params.batch
         self._input = measure.latency_input(first_image(dataset), imgsz, self._latency_batch)
 
-    def settings(self, device: str) -> measure.EvalSettings:
-        return measure.EvalSettings(self.dataset.data_yaml, self.dataset.eval_split, self.imgsz,
-                                    self.params.batch, device)
+    def settings(self, device: str) -> adapter.EvalSettings:
+        return measure.eval_settings(self.dataset.data_yaml, self.dataset.eval_split, self.imgsz,
+                                     self.params.batch, device)
 
     def settings_json(self) -> dict[str, Any]:
         data = self.settings("cpu").to_json()
@@ -313,7 +306,7 @@ class _Bench:
         data["latency_warmup_runs"] = measure.WARMUP_RUNS
         return data
 
-    def reference(self, device: str) -> measure.Evaluation:
+    def reference(self, device: str) -> adapter.Evaluation:
         if device not in self._evals:
             self._evals[device] = measure.evaluate(self.weights, self.settings(device),
                                                    self.save_dir / f"pytorch-{device}")
@@ -323,7 +316,7 @@ class _Bench:
     def reference_json(self) -> dict[str, Any]:
         return {
             ("cpu" if d == "cpu" else f"cuda:{d}"): {
-                **e.to_json(),
+                **e.accuracy_json(),
                 "latency": self._latency[d].to_json() if d in self._latency else None,
             }
             for d, e in self._evals.items()
@@ -354,12 +347,11 @@ class _Bench:
 def _environment(gpu: convert.GpuInfo | None) -> dict[str, Any]:
     import onnxruntime
     import torch
-    import ultralytics
 
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "ultralytics": ultralytics.__version__,
+        "ultralytics": adapter.ultralytics_version(),
         "onnxruntime": onnxruntime.__version__,
         "tensorrt": convert.tensorrt_version(),
         "cpu": platform.processor() or platform.machine(),

@@ -16,21 +16,19 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
 import tempfile
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
+from jobs.core import ray_cluster, runtime
+from jobs.core.runtime import JobContext, prepare_job
+from jobs.core.steps import step
+from jobs.export.publish import publish_result
 from jobs.sweep import results
 from jobs.sweep.finish import FinishConfig, finish_best_trial
 from jobs.sweep.space import MODE, SweepPlan, trial_params
 from jobs.sweep.trial import TrialContext
-from jobs.train import entrypoint, ray_runner
-from jobs.train.entrypoint import JobCancelled, JobContext, prepare_job
 from jobs.train.promote import promote_step
-from jobs.train.publish import publish_result
-from jobs.train.steps import step
 from trainforge.errors import (
     HyperparameterMismatch,
     SweepFailed,
@@ -44,8 +42,7 @@ log = logging.getLogger("jobs.sweep")
 
 def main(argv: list[str] | None = None) -> int:
     """Run one sweep job; returns the process exit status."""
-    return entrypoint.main(argv, run=run_sweep, prog="python -m jobs.sweep",
-                           description=__doc__)
+    return runtime.main(argv, run=run_sweep, prog="python -m jobs.sweep", description=__doc__)
 
 
 def run_sweep(ctx: JobContext, reporter: JobReporter) -> str:
@@ -61,8 +58,8 @@ def run_sweep(ctx: JobContext, reporter: JobReporter) -> str:
     with step("ray-connect") as out:
         cluster = _connect(spec, _sweep_of(spec))
         out.text = cluster.description
-        signal.signal(signal.SIGTERM, _cancel)  # ray.init installs its own handler
-    spec = ray_runner.fit_to_cluster(spec, cluster, reporter)
+        runtime.install_cancel_handler()  # ray.init installs its own handler
+    spec = ray_cluster.fit_to_cluster(spec, cluster, reporter)
     sweep = _sweep_of(spec)
     with step("sweep-plan") as out:
         import ray
@@ -110,13 +107,13 @@ def _sweep_of(spec: JobSpec) -> SweepParams:
     return spec.sweep
 
 
-def _connect(spec: JobSpec, sweep: SweepParams) -> ray_runner.Cluster:
+def _connect(spec: JobSpec, sweep: SweepParams) -> ray_cluster.Cluster:
     """Ray, sized for one trial when it is a private local Ray."""
     needs = spec.resources.model_copy(update={
         "gpus": 1 if sweep.gpus_per_trial > 0 else 0,
         "cpus": math.ceil(sweep.cpus_per_trial),
     })
-    return ray_runner.connect(needs)
+    return ray_cluster.connect(needs)
 
 
 def _outcome_text(rows: list[results.TrialRow], restored: bool) -> str:
@@ -185,7 +182,3 @@ def _finish(ctx: JobContext, spec: JobSpec, trial_ctx: TrialContext, plan: Sweep
             raise cause from None
         raise SweepFailed(f"evaluating the best trial {best.trial_id} failed: {exc}") from None
     return metrics
-
-
-def _cancel(signum: int, frame: FrameType | None) -> None:
-    raise JobCancelled()

@@ -1,6 +1,6 @@
 """The best trial becomes the job's model: evaluated on the held-out split, reported and
 uploaded to ``jobs/<id>/train/`` exactly like a train job's run, then published by the
-entrypoint with :func:`jobs.train.publish.publish_result`.
+entrypoint with :func:`jobs.export.publish.publish_result`.
 
 Runs as a Ray task with one trial's resources, so evaluation uses a GPU node when the sweep
 does, and the node's dataset cache.
@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.core import adapter, dataset_step
+from jobs.core.artifacts import JobArtifacts
+from jobs.core.steps import configure_logging, step
 from jobs.sweep.node import node_dataset
 from jobs.sweep.trial import unpack_checkpoint
-from jobs.train import adapter, dataset_step
-from jobs.train.artifacts import JobArtifacts
 from jobs.train.report import build_report
-from jobs.train.steps import configure_logging, step
 from jobs.train.worker import upload_outputs
 from trainforge.errors import TrainingFailed
 from trainforge.reporting import JobReporter
@@ -80,9 +80,8 @@ def finish_best_trial(cfg: FinishConfig) -> dict[str, float]:
     split = "test" if dataset_step.has_split(data_yaml, "test") else "val"
     train = cfg.spec.train
     with step("evaluate") as out:
-        evaluation = adapter.evaluate(best, data_yaml, split=split, imgsz=train.imgsz,
-                                      batch=train.batch, device=cfg.device,
-                                      out_dir=work / "eval")
+        settings = adapter.EvalSettings(data_yaml, split, train.imgsz, train.batch, cfg.device)
+        evaluation = adapter.evaluate(best, settings, work / "eval", plots=True, verbose=True)
         out.text = (f"best trial's best.pt on {split}: mAP50={evaluation.metrics['mAP50']:.4f} "
                     f"mAP50-95={evaluation.metrics['mAP50-95']:.4f}")
     report = build_report(

@@ -11,10 +11,10 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-from jobs.train import dataset_step
+from jobs.core import dataset_step
+from jobs.core.weights import resolve_weights
 from trainforge.errors import DatasetError
 from trainforge.filelock import file_lock
-from trainforge.weights import resolve_weights
 
 log = logging.getLogger(__name__)
 

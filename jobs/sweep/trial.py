@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jobs.core import adapter, dataset_step
+from jobs.core.steps import configure_logging
 from jobs.sweep.node import node_dataset, node_weights
 from jobs.sweep.space import TIME_ATTR, trial_params
-from jobs.train import adapter, dataset_step
-from jobs.train.steps import configure_logging
 from trainforge.access import AccessRules
 from trainforge.errors import HyperparameterMismatch, TrainingFailed
 from trainforge.reporting import JobReporter

@@ -15,10 +15,10 @@ from typing import Any
 
 from ray.tune import Callback
 
+from jobs.core.ray_cluster import storage_for
 from jobs.sweep.results import TrialRecord
 from jobs.sweep.space import MODE, SweepPlan, param_space, scheduler, searcher, trial_resources
 from jobs.sweep.trial import TrialContext, run_trial
-from jobs.train.ray_runner import storage_for
 from trainforge.constants import ENV_TUNE_SNAPSHOT_WARNING_S
 from trainforge.errors import SweepFailed, TrainforgeError
 from trainforge.reporting import JobReporter

@@ -22,8 +22,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs.train import dataset_step
-from jobs.train.artifacts import JobArtifacts
+from jobs.core import dataset_step
+from jobs.core.artifacts import JobArtifacts
 from trainforge import aliases, lifecycle, promotion
 from trainforge.errors import ObjectNotFound
 from trainforge.layout import job_prefix
@@ -121,29 +121,27 @@ def evaluate_pair(name: str, versions: tuple[str, str], *, models_uri: str,
         NotComparable: the versions detect different classes.
         ModelNotFound: a version is not published.
     """
-    from jobs.train import adapter
+    from jobs.core import adapter
 
     local = work_dir / "promote"
     shutil.rmtree(local, ignore_errors=True)
     split = "test" if dataset_step.has_split(data_yaml, "test") else "val"
-    settings: dict[str, Any] = {"split": split, "imgsz": imgsz, "batch": batch,
-                                "device": _device()}
+    settings = adapter.EvalSettings(data_yaml, split, imgsz, batch, _device())
     evaluations = []
     try:
         for role, version in zip(("challenger", "champion"), versions, strict=True):
             weights = _download(resolve(f"registry://{name}@{version}", models_uri),
                                 local / role / "best.pt")
-            evaluation = adapter.evaluate(weights, data_yaml, out_dir=local / role / "val",
-                                          plots=False, **settings)
+            evaluation = adapter.evaluate(weights, settings, local / role / "val")
             evaluations.append({"version": version, "metrics": evaluation.metrics,
                                 "per_class": evaluation.per_class})
     finally:
         shutil.rmtree(local, ignore_errors=True)
     comparison = promotion.compare(*evaluations)
     comparison["model"] = name
-    comparison["settings"] = settings
+    comparison["settings"] = {k: v for k, v in settings.to_json().items() if k != "data_yaml"}
     comparison["source"] = "both versions evaluated in one process on the same split"
-    return comparison, settings
+    return comparison, comparison["settings"]
 
 
 def _compare_with(spec: JobSpec, version: str, champion: str, *, models_uri: str,
@@ -202,7 +200,7 @@ def promote_step(spec: JobSpec, version: str, *, models_uri: str, data_yaml: Pat
                  work_dir: Path, artifacts: JobArtifacts, reporter: JobReporter,
                  dataset_fingerprint: str) -> None:
     """The job step after ``publish`` (train and sweep alike); nothing without ``promote:``."""
-    from jobs.train.steps import step
+    from jobs.core.steps import step
 
     if spec.promote is None:
         return

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from jobs.train.adapter import Evaluation
+from jobs.core.adapter import Evaluation
 from trainforge.spec import JobSpec
 
 REPORT_SCHEMA_VERSION = 1

@@ -17,15 +17,15 @@ from typing import Any
 
 import yaml
 
-from jobs.train import adapter, dataset_step
-from jobs.train.artifacts import JobArtifacts
+from jobs.core import adapter, dataset_step
+from jobs.core.artifacts import JobArtifacts
+from jobs.core.steps import configure_logging, step
+from jobs.core.weights import resolve_weights
 from jobs.train.report import build_report
-from jobs.train.steps import configure_logging, step
 from trainforge.access import AccessRules
 from trainforge.errors import DatasetError, TrainingFailed
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec
-from trainforge.weights import resolve_weights
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +116,10 @@ def run_worker(cfg: WorkerConfig) -> None:
             out.text = f"epochs {info.epoch + 1}-{info.epochs} resumed from {resume}"
     split = "test" if dataset_step.has_split(data_yaml, "test") else "val"
     with step("evaluate") as out:
-        evaluation = adapter.evaluate(outputs.best, data_yaml, split=split,
-                                      imgsz=spec.train.imgsz, batch=spec.train.batch,
-                                      device=device, out_dir=work / "eval", plots=cfg.plots)
+        settings = adapter.EvalSettings(data_yaml, split, spec.train.imgsz, spec.train.batch,
+                                        device)
+        evaluation = adapter.evaluate(outputs.best, settings, work / "eval", plots=cfg.plots,
+                                      verbose=True)
         out.text = (f"best.pt on {split}: mAP50={evaluation.metrics['mAP50']:.4f} "
                     f"mAP50-95={evaluation.metrics['mAP50-95']:.4f}")
     report = build_report(
@@ -198,7 +199,7 @@ def _finished_run(last: Path, run_dir: Path, info: adapter.CheckpointInfo
 def upload_outputs(artifacts: JobArtifacts, outputs: adapter.RunOutputs,
                    evaluation: adapter.Evaluation, report: dict[str, Any]) -> int:
     """Upload a finished run, its evaluation plots and report.json to ``jobs/<id>/train/``
-    (what :func:`jobs.train.publish.publish_result` publishes); returns the file count."""
+    (what :func:`jobs.export.publish.publish_result` publishes); returns the file count."""
     files = {name: outputs.run_dir / name for name in ("results.csv", "args.yaml")}
     files.update({"best.pt": outputs.best, "last.pt": outputs.last})
     files.update({p.name: p for p in outputs.plots()})

@@ -25,16 +25,8 @@ from services.api.schemas import EventOut
 from services.api.state import AppState
 from services.store import dispatch
 from services.store import jobs as repo
-from trainforge.errors import NotFound, ObjectNotFound, QuotaExceeded
+from trainforge.errors import NotFound, ObjectNotFound, TooManyStreams
 from trainforge.layout import attempt_log_key
-
-
-class TooManyStreams(QuotaExceeded):
-    """A bearer token has ``stream_max_per_token`` streams open already (429)."""
-
-    code = "too_many_streams"
-    #: Seconds a client should wait (Retry-After): a slot frees whenever a stream ends.
-    retry_after_s = 5
 
 
 @dataclass

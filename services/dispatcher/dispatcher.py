@@ -306,6 +306,18 @@ class Dispatcher:
         for assignment in flights:
             self._poll(assignment)
 
+    def _output_tail(self, handle: str, lines: int = 20) -> str:
+        """The end of a failed run's output as the backend kept it: the only account of a job
+        that died before it could report its own failure (or ship its log)."""
+        try:
+            output = self.backend.logs(handle)
+        except Exception as exc:
+            DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="logs").inc()
+            log.warning("reading the output of %s failed: %s", handle, exc)
+            return ""
+        tail = "\n".join(output.strip().splitlines()[-lines:])[-2000:]
+        return f"; last output:\n{tail}" if tail else ""
+
     def _poll(self, assignment: Assignment) -> None:
         job, attempt = assignment.job, assignment.attempt
         handle = attempt.handle
@@ -325,13 +337,15 @@ class Dispatcher:
             return
         if status.state is BackendState.PENDING:
             return
+        message = status.message or status.state.value.lower()
+        if status.state is BackendState.UNKNOWN:
+            message = f"the backend has no record of run {handle}"
+        elif status.state is BackendState.FAILED and job.error is None:
+            message += self._output_tail(handle)
         with self.db.transaction() as session:
             if status.state is BackendState.RUNNING:
                 dispatch.mark_running(session, job.id, attempt.number)
                 return
-            message = status.message or status.state.value.lower()
-            if status.state is BackendState.UNKNOWN:
-                message = f"the backend has no record of run {handle}"
             dispatch.settle(
                 session,
                 job.id,

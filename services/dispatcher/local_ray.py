@@ -6,7 +6,7 @@ lifetime: started on the first launch (a server that runs no job never starts Ra
 when the server exits, its session logs under ``$TRAINFORGE_HOME/ray``. The local backend
 points each job at it (``RAY_ADDRESS``, the head's token, ``TRAINFORGE_LOCAL_RAY=1``); the job
 then connects in about a second and treats the head as its own machine
-(jobs/train/ray_runner.py). The head requires Ray's token authentication with a token made
+(jobs/core/ray_cluster.py). The head requires Ray's token authentication with a token made
 for it, so no other process on the machine can run code on it.
 
 The head runs with the same environment allow-list as the jobs themselves

@@ -6,9 +6,12 @@ import functools
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from services.store.settings import StoreSettings
+
+#: What ``TRAINFORGE_DISPATCHER_LOCAL_MODULE`` may name: the test suite's stand-in job.
+STAND_IN_MODULES = frozenset({"tests.standin"})
 
 
 class DispatcherSettings(StoreSettings):
@@ -42,7 +45,8 @@ class DispatcherSettings(StoreSettings):
         None, description="LocalBackend state; default $TRAINFORGE_HOME/dispatcher"
     )
     dispatcher_local_module: str | None = Field(
-        None, description="LocalBackend: run this module instead of jobs.<kind>"
+        None, description="LocalBackend: run the test suite's stand-in job (tests.standin) "
+        "instead of jobs.<kind>; nothing else is accepted"
     )
     dispatcher_warm_ray: bool = Field(
         True,
@@ -50,6 +54,17 @@ class DispatcherSettings(StoreSettings):
         "(started with the first job); false: each job starts a Ray of its own",
     )
     migrate_on_startup: bool = True
+
+    @field_validator("dispatcher_local_module")
+    @classmethod
+    def _only_the_test_stand_in(cls, value: str | None) -> str | None:
+        # Whatever module this names runs as every job, with the job's token and data: only
+        # the test suite's stand-in (which ships in no package or image) may replace jobs.<kind>.
+        if value is not None and value not in STAND_IN_MODULES:
+            raise ValueError(f"{value!r} is not a job module trainforge runs; jobs run as "
+                             "jobs.<kind>, and only the test suite may set "
+                             f"{', '.join(sorted(STAND_IN_MODULES))}")
+        return value
 
     @property
     def resolved_state_dir(self) -> Path:

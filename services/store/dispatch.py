@@ -37,16 +37,14 @@ from sqlalchemy.orm import Session
 from services.store.domain import Attempt, Job
 from services.store.jobs import _event, to_domain, transition, utcnow
 from services.store.tables import AttemptRow, JobRow
+from trainforge.errors import non_retryable_codes
 from trainforge.states import JobState
 
 log = logging.getLogger(__name__)
 
-#: Error codes a retry cannot fix: the job fails at once whatever its retries.
-NON_RETRYABLE_ERRORS = frozenset({
-    "spec_invalid", "spec_tampered", "location_invalid", "access_denied",
-    "dataset_invalid", "dataset_not_found", "dataset_unsafe", "weights_unavailable",
-    "weights_unsafe", "model_not_found", "resources_unavailable", "retries_exhausted",
-})
+#: Error codes a retry cannot fix: the job fails at once whatever its retries (each error
+#: class says whether it is retryable: trainforge/errors.py).
+NON_RETRYABLE_ERRORS = non_retryable_codes()
 
 #: States in which a job's current attempt may have a run on a backend.
 LAUNCHED_STATES = (JobState.STARTING.value, JobState.RUNNING.value, JobState.CANCELLING.value)

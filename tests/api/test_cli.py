@@ -32,9 +32,9 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Co
 
 @pytest.fixture()
 def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """`trainforge serve` on a free port, running jobs with jobs.standin."""
+    """`trainforge serve` on a free port, running jobs with tests.standin."""
     home = tmp_path / "home"
-    env = _env(home, TRAINFORGE_DISPATCHER_LOCAL_MODULE="jobs.standin",
+    env = _env(home, TRAINFORGE_DISPATCHER_LOCAL_MODULE="tests.standin",
                TRAINFORGE_DISPATCHER_POLL_INTERVAL_S="0.2",
                TRAINFORGE_DISPATCHER_RETRY_DELAY_S="0",
                # The embedded team reads local paths by default; the specs here name S3.

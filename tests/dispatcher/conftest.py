@@ -56,7 +56,7 @@ def submit(api_server: ApiServer, team_headers: dict[str, str]) -> Callable[...,
 
 @pytest.fixture()
 def local_backend(tmp_path: Path) -> LocalBackend:
-    return LocalBackend(tmp_path / "state", module="jobs.standin", env=standin_env(),
+    return LocalBackend(tmp_path / "state", module="tests.standin", env=standin_env(),
                         kill_grace_s=2.0)
 
 

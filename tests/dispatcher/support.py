@@ -68,7 +68,7 @@ def drive(dispatcher: Dispatcher, done: Callable[[], bool], *, timeout_s: float 
 
 
 def run_markers(artifacts: Path, job_id: str) -> dict[int, int]:
-    """How many times each attempt of a job really started (jobs.standin's markers)."""
+    """How many times each attempt of a job really started (tests.standin's markers)."""
     counts: dict[int, int] = {}
     for marker in (artifacts / "jobs" / job_id / "attempts").glob("*/runs/*"):
         attempt = int(marker.parent.parent.name)

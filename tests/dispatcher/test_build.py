@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from services.dispatcher.backends.local import LocalBackend
 from services.dispatcher.build import make_backend
@@ -14,10 +15,26 @@ from trainforge.errors import BackendConfigError
 
 def test_local_backend_with_its_state_dir_and_module(tmp_path: Path) -> None:
     settings = DispatcherSettings(home=tmp_path, secret_key="s" * 32,
-                                  dispatcher_local_module="jobs.standin")
+                                  dispatcher_local_module="tests.standin")
     backend = make_backend(settings)
     assert isinstance(backend, LocalBackend)
-    assert backend.state_dir == tmp_path / "dispatcher" and backend.module == "jobs.standin"
+    assert backend.state_dir == tmp_path / "dispatcher" and backend.module == "tests.standin"
+
+
+@pytest.mark.parametrize("module", ["jobs.train", "os", "attacker.payload", "tests.standin.x"])
+def test_only_the_test_stand_in_may_replace_the_job_modules(tmp_path: Path, module: str) -> None:
+    with pytest.raises(ValidationError, match="is not a job module trainforge runs"):
+        DispatcherSettings(home=tmp_path, secret_key="s" * 32, dispatcher_local_module=module)
+
+
+def test_the_stand_in_ships_in_no_package() -> None:
+    import tomllib
+
+    repo = Path(__file__).resolve().parents[2]
+    config = tomllib.loads((repo / "pyproject.toml").read_text())
+    packages = config["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"]
+    assert "tests" not in packages
+    assert not [p for p in packages if list((repo / p).rglob("standin*"))]
 
 
 def test_kuberay_backend_is_wired_and_says_what_it_misses(

@@ -6,7 +6,7 @@ Two layers:
   simulated crash at the points between its commits, a fresh instance takes over, and a
   recording backend (idempotent by (job, attempt), like every real backend) counts starts;
 - real processes: ``python -m services.dispatcher`` and a dispatcher that SIGKILLs itself in
-  each window, with LocalBackend and jobs.standin, counted by the runs' own markers.
+  each window, with LocalBackend and tests.standin, counted by the runs' own markers.
 """
 
 from __future__ import annotations
@@ -156,7 +156,7 @@ def _dispatcher_env(database_url: str, api: ApiServer, state_dir: Path, home: Pa
         "TRAINFORGE_API_URL": api.url,
         "TRAINFORGE_ARTIFACTS_URI": f"file://{api.artifacts}",
         "TRAINFORGE_DISPATCHER_STATE_DIR": str(state_dir),
-        "TRAINFORGE_DISPATCHER_LOCAL_MODULE": "jobs.standin",
+        "TRAINFORGE_DISPATCHER_LOCAL_MODULE": "tests.standin",
         "TRAINFORGE_DISPATCHER_POLL_INTERVAL_S": "0.1",
         "TRAINFORGE_DISPATCHER_RETRY_DELAY_S": "0",
         "TRAINFORGE_DISPATCHER_METRICS_PORT": str(metrics_port),

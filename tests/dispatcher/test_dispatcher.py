@@ -1,4 +1,4 @@
-"""The dispatcher end to end: real job store, real API, LocalBackend running jobs.standin."""
+"""The dispatcher end to end: real job store, real API, LocalBackend running tests.standin."""
 
 from __future__ import annotations
 
@@ -19,6 +19,19 @@ from tests.dispatcher.support import (
 from trainforge.states import JobState
 
 SWEEP = {"kind": "sweep", "sweep": {"trials": 2, "space": {"lr0": {"loguniform": [1e-4, 0.1]}}}}
+
+
+def test_a_job_that_dies_before_reporting_fails_with_its_last_output(
+    dispatcher: Dispatcher, db: Database, api_server: ApiServer,
+    submit: Callable[..., str], team_headers: dict[str, str],
+) -> None:
+    crashed = submit("crash", retries=0)
+    drive(dispatcher, lambda: all(j.state.terminal for j in jobs(db, crashed)))
+    (job,) = jobs(db, crashed)
+    assert job.state is JobState.FAILED and job.error is not None
+    assert job.error.code == "run_failed"
+    assert "last output:" in job.error.message
+    assert "ImportError: stand-in crashed before it could report" in job.error.message
 
 
 def _states(api: ApiServer, headers: dict[str, str], job_id: str) -> list[str]:

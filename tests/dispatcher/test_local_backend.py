@@ -40,7 +40,7 @@ def _wait(backend: LocalBackend, handle: str, timeout_s: float = 60) -> BackendS
 
 @pytest.fixture()
 def backend(tmp_path: Path) -> LocalBackend:
-    return LocalBackend(tmp_path / "state", module="jobs.standin", env=standin_env(),
+    return LocalBackend(tmp_path / "state", module="tests.standin", env=standin_env(),
                         kill_grace_s=1.0)
 
 
@@ -48,7 +48,7 @@ def test_runs_the_module_with_the_request_env_and_reports_success(
     backend: LocalBackend, tmp_path: Path
 ) -> None:
     request = _request(tmp_path, "job-ok", "ok")
-    assert backend.command(request)[1:3] == ["-m", "jobs.standin"]
+    assert backend.command(request)[1:3] == ["-m", "tests.standin"]
     assert LocalBackend(tmp_path).command(request)[2] == "jobs.train"  # production module
     handle = backend.launch(request)
     assert _wait(backend, handle) is BackendState.SUCCEEDED
@@ -72,7 +72,7 @@ def test_launch_is_idempotent_while_running_after_exit_and_across_instances(
     for thread in threads:
         thread.join()
     # Another process's view of the same state directory (a restarted dispatcher).
-    other = LocalBackend(backend.state_dir, module="jobs.standin", env=standin_env())
+    other = LocalBackend(backend.state_dir, module="tests.standin", env=standin_env())
     assert other.launch(request) == "job-once/1"
     assert _wait(backend, "job-once/1") is BackendState.SUCCEEDED
     assert other.launch(request) == "job-once/1"  # after the exit too

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +26,8 @@ LOCAL_ACCESS = AccessRules.build(TEAM, TeamAccess(datasets=("file:///",), weight
                                  local_paths=True, reserved={}).to_env()
 
 
-def _run(spec: dict[str, Any], tmp_path: Path, sink: EventSink, pushgateway: str,
-         job_id: str) -> subprocess.CompletedProcess[str]:
+def _command(spec: dict[str, Any], tmp_path: Path, sink: EventSink, pushgateway: str,
+             job_id: str) -> tuple[list[str], dict[str, str]]:
     spec_file = tmp_path / "spec.yaml"
     spec_file.write_text(yaml.safe_dump(spec))
     env = {
@@ -39,8 +41,14 @@ def _run(spec: dict[str, Any], tmp_path: Path, sink: EventSink, pushgateway: str
         "TRAINFORGE_API_URL": f"http://127.0.0.1:{sink.server_address[1]}",
         "TRAINFORGE_JOB_TOKEN": "job-token", "TRAINFORGE_PUSHGATEWAY_URL": pushgateway,
     }
-    return subprocess.run([sys.executable, "-m", "jobs.export", "--spec", f"file://{spec_file}"],
-                          env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    return [sys.executable, "-m", "jobs.export", "--spec", f"file://{spec_file}"], env
+
+
+def _run(spec: dict[str, Any], tmp_path: Path, sink: EventSink, pushgateway: str,
+         job_id: str) -> subprocess.CompletedProcess[str]:
+    command, env = _command(spec, tmp_path, sink, pushgateway, job_id)
+    return subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
 
 
 def _states(sink: EventSink) -> list[tuple[str, str | None]]:
@@ -102,4 +110,27 @@ def test_a_spec_of_another_kind_is_refused(shapes_dataset: Path, tmp_path: Path,
     done = _run(spec, tmp_path, event_sink, pushgateway, "job-kind")
     assert done.returncode == 1
     assert _states(event_sink) == [("FAILED", "spec_invalid")]
-    assert "jobs.export runs kind 'export' specs, got kind train" in done.stdout + done.stderr
+    assert "kind is 'train'; run it with python -m jobs.train" in done.stdout + done.stderr
+
+
+@pytest.mark.slow
+def test_a_cancelled_export_exits_143_with_its_log_shipped(
+    trained: Trained, tmp_path: Path, event_sink: EventSink, pushgateway: str
+) -> None:
+    """SIGTERM, as the dispatcher cancels, ends the export like any job: no FAILED claim."""
+    spec = {"kind": "export", "name": "shapes", "dataset": {"uri": f"file://{trained.dataset}"},
+            "model": {"base": f"file://{trained.weights}"}, "export": {"formats": ["onnx"]}}
+    command, env = _command(spec, tmp_path, event_sink, pushgateway, "job-cancel")
+    proc = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 120
+    while ("RUNNING", None) not in _states(event_sink):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[0]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output = proc.communicate(timeout=120)[0]
+    assert proc.returncode == 143, output[-3000:]
+    assert _states(event_sink) == [("RUNNING", None)]
+    log = (tmp_path / "artifacts" / "jobs" / "job-cancel" / "attempts" / "1" / "log.txt")
+    assert "cancelled (SIGTERM)" in log.read_text()
+    assert not (tmp_path / "models" / TEAM / "shapes" / "job-cancel").exists()

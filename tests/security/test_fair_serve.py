@@ -1,5 +1,5 @@
 """`trainforge serve`'s defaults share the machine: two jobs at once, one per team, so a second
-team's job runs while the first team's long job does (a real server process, jobs.standin)."""
+team's job runs while the first team's long job does (a real server process, tests.standin)."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.train import adapter
+from jobs.core import adapter
 from tests.security.malicious import (  # noqa: F401  (genuine_checkpoints: a fixture)
     GenuineCheckpoints,
     genuine_checkpoints,

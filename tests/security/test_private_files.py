@@ -2,7 +2,7 @@
 (the SQLite files, the secret key, the dev token, artifacts, the dispatcher's state, the run's
 work directory) is readable or writable by group or others, whether the home is new or was
 left readable by an older version. The server runs as a real process started with the usual
-umask 022, and the job is jobs.standin (no training).
+umask 022, and the job is tests.standin (no training).
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ class Served:
 
 
 def serve_env(home: Path, dataset: Path) -> dict[str, str]:
-    """`trainforge serve`'s environment: jobs.standin runs, every team may read ``dataset``."""
+    """`trainforge serve`'s environment: tests.standin runs, every team may read ``dataset``."""
     path = os.environ.get("PYTHONPATH", "")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINFORGE_")}
     return {
@@ -48,7 +48,7 @@ def serve_env(home: Path, dataset: Path) -> dict[str, str]:
         "PYTHONPATH": f"{ROOT}:{path}" if path else str(ROOT),
         "YOLO_OFFLINE": "1",
         "TRAINFORGE_HOME": str(home),
-        "TRAINFORGE_DISPATCHER_LOCAL_MODULE": "jobs.standin",
+        "TRAINFORGE_DISPATCHER_LOCAL_MODULE": "tests.standin",
         "TRAINFORGE_DISPATCHER_POLL_INTERVAL_S": "0.2",
         "TRAINFORGE_DISPATCHER_RETRY_DELAY_S": "0",
         # Local datasets for every team (only read by versions with a storage access policy).

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.train import adapter
+from jobs.core import adapter
 from tests.security.malicious import REPO
 
 #: Module prefixes whose globals can run code or reach the system when called by an unpickler.
@@ -45,7 +45,7 @@ from ultralytics.utils import LOGGER
 LOGGER.setLevel(40)
 hardened = sys.argv[2:] == ["hardened"]
 if hardened:
-    from jobs.train import adapter
+    from jobs.core import adapter
     adapter.harden_loading()
 other_tasks = re.compile(r"-(cls|seg|pose|obb|world|worldv2|depth|sem|rtdetr)|yoloe|rtdetr|resnet")
 root = Path(ultralytics.__file__).parent / "cfg" / "models"
@@ -106,7 +106,7 @@ def test_aliases_only_rename_allowed_globals() -> None:
 
 
 def _resolved() -> list[tuple[str, object, str]]:
-    pairs = adapter._allow_list()
+    pairs = adapter.safety._allow_list()
     names = [*adapter.SAFE_GLOBALS, *adapter.SAFE_GLOBAL_ALIASES.values()]
     return [(name, obj, pickled) for name, (obj, pickled) in zip(names, pairs, strict=True)]
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from jobs.train import adapter
+from jobs.core import adapter
 from tests.security.malicious import (  # noqa: F401  (genuine_checkpoints: a fixture)
     REPO,
     GenuineCheckpoints,
@@ -127,7 +127,7 @@ def test_genuine_checkpoints_pass(
 @pytest.mark.parametrize("activation", ["nn.SiLU()", "torch.nn.LeakyReLU(0.1)",
                                         "nn.ReLU(inplace=True)"])
 def test_literal_torch_activations_are_allowed(activation: str) -> None:
-    assert adapter._model_yaml_problem({"activation": activation, "backbone": [],
+    assert adapter.safety._model_yaml_problem({"activation": activation, "backbone": [],
                                         "head": [[-1, 1, "Conv", [16, 3, 2]]]}) is None
 
 
@@ -140,7 +140,7 @@ def test_literal_torch_activations_are_allowed(activation: str) -> None:
     {"backbone": [[-1, 1, "check_requirements", ["pkg"]]]},
 ])
 def test_model_yaml_code_or_non_layers_are_named(cfg: dict[str, object]) -> None:
-    assert adapter._model_yaml_problem(cfg) is not None
+    assert adapter.safety._model_yaml_problem(cfg) is not None
 
 
 def test_unsafe_weights_is_a_weights_error_that_survives_ray() -> None:

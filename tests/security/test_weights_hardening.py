@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from jobs.train import adapter
+from jobs.core import adapter
 from tests.security.malicious import (  # noqa: F401  (genuine_checkpoints: a fixture)
     REPO,
     GenuineCheckpoints,
@@ -84,7 +84,7 @@ def test_a_process_that_cannot_force_weights_only_refuses_to_run() -> None:
             return None
 
     with pytest.raises(RuntimeError, match="ignored TORCH_FORCE_WEIGHTS_ONLY_LOAD"):
-        adapter._prove_weights_only(IgnoresTheVariable)
+        adapter.safety._prove_weights_only(IgnoresTheVariable)
 
 
 def test_model_yaml_code_is_not_evaluated_when_a_model_is_rebuilt(
@@ -109,7 +109,7 @@ def test_a_worker_that_fetched_a_bad_file_refuses_it_before_training(tmp_path: P
     """adapter.train, as a Ray Train worker or a Tune trial calls it, in a fresh process."""
     sentinel = tmp_path / "sentinel"
     weights = reduce_weights(tmp_path / "x.pt", sentinel)
-    code = ("import sys; from pathlib import Path; from jobs.train import adapter\n"
+    code = ("import sys; from pathlib import Path; from jobs.core import adapter\n"
             "adapter.prepare_environment(Path(sys.argv[2]))\n"
             "try:\n"
             "    adapter.train({'model': sys.argv[1], 'data': 'none.yaml'}, None)\n"
@@ -149,7 +149,7 @@ from types import SimpleNamespace
 import torch
 import ray.cloudpickle
 sys.modules["cloudpickle"] = ray.cloudpickle  # Ultralytics' DDP pickler; Ray vendors it
-from jobs.train import adapter
+from jobs.core import adapter
 adapter.prepare_environment(Path(sys.argv[2]))
 adapter.harden_loading()
 import ultralytics.utils.checks
@@ -184,7 +184,7 @@ class RankTrainer:
 trainer = RankTrainer()
 trainer.args = SimpleNamespace(evil=sys.argv[3], report=sys.argv[4])
 trainer.model = torch.nn.Linear(1, 1)
-trainer.callbacks = {"on_fit_epoch_end": [adapter._Callbacks(Hooks()).on_fit_epoch_end]}
+trainer.callbacks = {"on_fit_epoch_end": [adapter.training._Callbacks(Hooks()).on_fit_epoch_end]}
 trainer.resume, trainer.world_size, trainer.save_dir = True, 2, Path(sys.argv[2])
 cmd, file = ul_trainer.generate_ddp_command(trainer)
 Path(sys.argv[1]).write_text(json.dumps({"cmd": cmd, "file": file}))

@@ -17,9 +17,9 @@ from unittest import mock
 
 import pytest
 
+from jobs.core import adapter, dataset_step, ray_cluster
 from jobs.sweep.trial import TrialContext, run_trial
 from jobs.sweep.tuning import trial_error
-from jobs.train import adapter, dataset_step, ray_runner
 from tests.sweep.conftest import sweep_spec
 from tests.train.conftest import REPO
 from trainforge.errors import HyperparameterMismatch
@@ -66,7 +66,7 @@ def test_a_trial_trained_with_another_lr0_fails_with_a_mismatch(
                        models_uri=f"file://{tmp_path}/models", work_root=str(tmp_path / "work"),
                        cache_dir=str(tmp_path / "cache"),
                        dataset_fingerprint=synced.fingerprint)
-    ray_runner.connect(Resources(gpus=0, cpus=1))
+    ray_cluster.connect(Resources(gpus=0, cpus=1))
     try:
         grid = tune.Tuner(
             tune.with_resources(tune.with_parameters(_trial_given_a_wrong_lr0, ctx=ctx),
@@ -77,7 +77,7 @@ def test_a_trial_trained_with_another_lr0_fails_with_a_mismatch(
                                       verbose=0),
         ).fit()
     finally:
-        ray_runner.shutdown()
+        ray_cluster.shutdown()
     (result,) = grid
     assert result.error is not None, "the trial trained with lr0=0.0234 and nobody noticed"
     cause = trial_error(result.error)

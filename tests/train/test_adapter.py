@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import yaml
 
-from jobs.train import adapter, dataset_step
+from jobs.core import adapter, dataset_step
 from tests.train.conftest import make_dataset
 from trainforge.spec import Augment, TrainParams
 

@@ -162,6 +162,26 @@ def test_invalid_dataset_fails_with_its_report_uploaded(
     assert _no_manifest(tmp_path / "models")
 
 
+@pytest.mark.parametrize(("what", "code"), [("dataset", "dataset_not_found"),
+                                            ("model", "model_not_found")])
+def test_a_missing_dataset_or_model_fails_once_with_a_permanent_code(
+    local_runner: JobRunner, tmp_path: Path, what: str, code: str
+) -> None:
+    """The real entrypoint's code for each is one the dispatcher never retries."""
+    from services.store.dispatch import NON_RETRYABLE_ERRORS
+
+    dataset = make_dataset(tmp_path / "ds", train=4, val=2, test=2)
+    spec = tiny_spec(f"file://{tmp_path}/nowhere/" if what == "dataset" else f"file://{dataset}",
+                     model={"base": "registry://shapes@champion"} if what == "model" else
+                     {"base": "yolov8n.yaml"})
+    run = local_runner.run(f"job-no-{what}", spec, timeout=300)
+    assert run.returncode == 1
+    final = local_runner.api.final_state(f"job-no-{what}")
+    assert (final["state"], final["error_code"]) == ("FAILED", code), final
+    assert code in NON_RETRYABLE_ERRORS
+    assert "ray-connect" not in run.output, "refused before any cluster time is spent"
+
+
 def test_invalid_spec_is_refused_with_the_field_named(local_runner: JobRunner) -> None:
     run = local_runner.run("job-spec", {"kind": "train", "name": "x", "dataset": {"uri": "/d"},
                                         "train": {"epochs": 0}}, timeout=120)

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from jobs.train.artifacts import JobArtifacts
+from jobs.core.artifacts import JobArtifacts
 from jobs.train.promote import promote_version
 from trainforge import aliases, lifecycle
 from trainforge.registry import publish

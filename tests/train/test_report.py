@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from jobs.train.adapter import Evaluation
-from jobs.train.publish import manifest_metadata
+from jobs.core.adapter import Evaluation
+from jobs.export.publish import manifest_metadata
 from jobs.train.report import build_report
 from trainforge.spec import parse_spec
 

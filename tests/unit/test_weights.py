@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from jobs.core.weights import resolve_weights
 from trainforge.errors import WeightsError
 from trainforge.registry import publish
-from trainforge.weights import resolve_weights
 
 
 def test_yaml_means_from_scratch(tmp_path: Path) -> None:

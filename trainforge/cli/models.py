@@ -219,7 +219,7 @@ def _evaluated_comparison(root: str, name: str, first: str, second: str, dataset
     import tempfile
     from pathlib import Path
 
-    from jobs.train.adapter import harden_loading, prepare_environment
+    from jobs.core.adapter import harden_loading, prepare_environment
     from jobs.train.promote import evaluate_pair
     from trainforge import promotion
     from trainforge.datasets import sync, write_local_data_yaml

@@ -66,7 +66,10 @@ class Backend(Protocol):
         """Stop the run; cancelling a finished or unknown run is not an error."""
         ...
 
-    def logs(self, handle: str) -> str: ...
+    def logs(self, handle: str) -> str:
+        """What the backend kept of a run's output ("" when nothing): the dispatcher adds its
+        tail to the failure of a run that died without reporting why."""
+        ...
 
 
 def entrypoint_command(kind: JobKind, spec_uri: str) -> list[str]:

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from jobs.train.artifacts import JobArtifacts
+from jobs.core.artifacts import JobArtifacts
 from trainforge.errors import ExportGateFailed, TrainingFailed
 from trainforge.registry import Published, publish
 from trainforge.reporting import JobReporter

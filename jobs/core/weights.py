@@ -77,13 +77,13 @@ def _check_model_yaml(path: Path, base: str) -> None:
 
 
 def _stock(name: str, dest_dir: Path) -> str:
-    from ultralytics.utils.downloads import attempt_download_asset
+    from jobs.core import adapter
 
     local = dest_dir / name
     if local.is_file():
         return str(local)
     try:
-        path = Path(attempt_download_asset(name))
+        path = adapter.download_stock(name)
     except Exception as exc:  # Ultralytics raises bare Exceptions for network problems
         path = Path(name)
         log.debug("stock download failed: %s", exc)

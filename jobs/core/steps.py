@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-log = logging.getLogger("jobs.train.steps")
+log = logging.getLogger("jobs.core.steps")
 
 
 class Outcome:

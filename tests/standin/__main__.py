@@ -10,7 +10,9 @@ The spec's ``name`` selects other behaviours tests need:
 - contains ``fail``: reports FAILED (error code ``standin_failure``) and exits 3;
 - contains ``invalid``: reports FAILED with ``dataset_invalid`` (not retryable) and exits 2;
 - contains ``flaky``: fails on attempt 1, succeeds on later attempts;
-- contains ``sleep``: reports RUNNING then sleeps (up to 10 minutes) until it is cancelled.
+- contains ``sleep``: reports RUNNING then sleeps (up to 10 minutes) until it is cancelled;
+- contains ``crash``: writes a traceback-like line to stderr and exits 4 without reporting
+  anything (a job that dies before it can post its failure).
 
 Every run also writes ``jobs/<id>/attempts/<n>/runs/<pid>-<random>`` so that tests can count
 how many times an attempt really started.
@@ -31,7 +33,7 @@ from trainforge.reporting import JobReporter
 from trainforge.spec import JobKind, JobSpec, load_spec
 from trainforge.storage import ObjectStore, join_key, open_location
 
-log = logging.getLogger("jobs.standin")
+log = logging.getLogger("tests.standin")
 
 
 def _artifacts(job_id: str) -> tuple[ObjectStore, str] | None:
@@ -50,6 +52,9 @@ def run(spec: JobSpec, reporter: JobReporter, job_id: str, attempt: int) -> int:
                           f"{os.getpid()}-{secrets.token_hex(4)}")
         store.put(marker, b"started\n")
     log.info("stand-in job %s attempt %d: %s (%s)", job_id, attempt, spec.name, spec.kind)
+    if "crash" in spec.name:
+        print("ImportError: stand-in crashed before it could report", file=sys.stderr)
+        return 4
     if "invalid" in spec.name:
         reporter.state("FAILED", "data.yaml: names missing", error_code="dataset_invalid")
         return 2
