@@ -113,7 +113,8 @@ model: {base: "file://$WORK/best.pt"}
 export: {formats: [onnx, engine], half: true, int8: true}
 EOF
 set +e
-TRAINFORGE_HOME="$WORK/home" TRAINFORGE_JOB_ID=gpu-check-1 \
+# Run by hand (no TRAINFORGE_JOB_ID): team dev with the operator's rights, a local-… version.
+TRAINFORGE_HOME="$WORK/home" \
   TRAINFORGE_MODELS_URI="file://$WORK/models" TRAINFORGE_ARTIFACTS_URI="file://$WORK/artifacts" \
   "$VPY" -m jobs.export --spec "file://$WORK/spec.yaml"
 export_rc=$?
@@ -125,8 +126,9 @@ step "results"
 import json, sys
 from pathlib import Path
 work = Path(sys.argv[1])
-manifest = json.loads((work / "models/gpu-check/gpu-check-1/manifest.json").read_text())
-report = json.loads((work / "models/gpu-check/gpu-check-1/report.json").read_text())["export"]
+(version,) = (work / "models/dev/gpu-check").iterdir()
+manifest = json.loads((version / "manifest.json").read_text())
+report = json.loads((version / "report.json").read_text())["export"]
 env = report["environment"]
 print(f"GPU {env['gpu']}, TensorRT {env['tensorrt']}, torch {env['torch']}, "
       f"onnxruntime {env['onnxruntime']}, imgsz {report['imgsz']}, eval on "
@@ -144,7 +146,7 @@ for key, r in report["formats"].items():
           f"  {r.get('artifact') or ''}  {r.get('reason') or ''}")
 print("published:", ", ".join(a["name"] for a in manifest["artifacts"]))
 EOF
-"$VPY" -m trainforge models verify "file://$WORK/models/gpu-check/gpu-check-1/"
+"$VPY" -m trainforge models verify "gpu-check@latest" --models-uri "file://$WORK/models"
 
 step "pytest -m gpu tests/export/test_gpu.py"
 "$VPY" -m pytest -q -m gpu tests/export/test_gpu.py -p no:cacheprovider -s

@@ -171,7 +171,7 @@ def test_an_export_job_refuses_malicious_weights(
     assert (failed["state"], failed["error_code"]) == ("FAILED", "weights_unsafe"), failed
     assert f"weights {uri}" in failed["reason"] and ATTACKS[attack].says in failed["reason"]
     log = tmp_path / "artifacts" / layout.attempt_log_key(run.job_id, 1)
-    assert "export failed (weights_unsafe)" in log.read_text()
+    assert f"job {run.job_id} FAILED [weights_unsafe]" in log.read_text()
     assert "ONNX" not in output and not (tmp_path / "models").exists(), "nothing was exported"
     assert not sentinel.exists(), "the payload ran inside the job"
 
