@@ -5,7 +5,9 @@ sha256 is not the one the API recorded); check its dataset and weights against t
 storage access policy; sync the dataset into the team's node-local cache (keyed by
 fingerprint); validate it strictly; write a local data.yaml;
 resolve the base weights; train on Ray Train (checkpoints and per-epoch progress go out
-while it runs, a restart resumes); evaluate best.pt on the test split; publish the model.
+while it runs, a restart resumes); evaluate best.pt on the test split; publish the model;
+with a ``promote`` section, let it take the alias only if it beats the current version
+(jobs/train/promote.py). The shared skeleton around these steps is jobs/core/runtime.py.
 
 Exit status 0 means the model is published. Otherwise the job posted a FAILED StateEvent
 with an ``error_code`` (when it could reach the API) and exits 1; a cancelled job (SIGTERM)
