@@ -113,9 +113,9 @@ def promote_version(
 
 def evaluate_pair(name: str, versions: tuple[str, str], *, models_uri: str,
                   data_yaml: Path, imgsz: int, batch: int, work_dir: Path
-                  ) -> tuple[dict[str, Any], dict[str, Any]]:
+                  ) -> dict[str, Any]:
     """Evaluate two published versions (challenger, champion) on one split with identical
-    settings, in this process; returns the comparison (figures, no verdict) and the settings.
+    settings, in this process; returns the comparison (figures and settings, no verdict).
 
     Raises:
         NotComparable: the versions detect different classes.
@@ -141,7 +141,7 @@ def evaluate_pair(name: str, versions: tuple[str, str], *, models_uri: str,
     comparison["model"] = name
     comparison["settings"] = {k: v for k, v in settings.to_json().items() if k != "data_yaml"}
     comparison["source"] = "both versions evaluated in one process on the same split"
-    return comparison, comparison["settings"]
+    return comparison
 
 
 def _compare_with(spec: JobSpec, version: str, champion: str, *, models_uri: str,
@@ -149,9 +149,9 @@ def _compare_with(spec: JobSpec, version: str, champion: str, *, models_uri: str
     """Evaluate both versions on the job's held-out split; the comparison and the verdict."""
     assert spec.promote is not None
     try:
-        comparison, _ = evaluate_pair(spec.name, (version, champion), models_uri=models_uri,
-                                      data_yaml=data_yaml, imgsz=spec.train.imgsz,
-                                      batch=spec.train.batch, work_dir=work_dir)
+        comparison = evaluate_pair(spec.name, (version, champion), models_uri=models_uri,
+                                   data_yaml=data_yaml, imgsz=spec.train.imgsz,
+                                   batch=spec.train.batch, work_dir=work_dir)
     except promotion.NotComparable as exc:
         return ({"error": str(exc)}, promotion.Verdict(False, f"kept {champion}: {exc}", []))
     manifest = find_manifest(models_uri, spec.name, version) or {}

@@ -237,9 +237,9 @@ def _evaluated_comparison(root: str, name: str, first: str, second: str, dataset
         synced = sync(dataset, work / "cache")
         data_yaml = write_local_data_yaml(synced.path, work / "data.yaml")
         try:
-            comparison, _ = evaluate_pair(name, (versions[0], versions[1]), models_uri=root,
-                                          data_yaml=data_yaml, imgsz=size, batch=batch,
-                                          work_dir=work)
+            comparison = evaluate_pair(name, (versions[0], versions[1]), models_uri=root,
+                                       data_yaml=data_yaml, imgsz=size, batch=batch,
+                                       work_dir=work)
         except promotion.NotComparable as exc:
             raise _fail(f"error: {exc}") from None
     comparison["dataset"] = {"uri": dataset, "fingerprint": synced.fingerprint,
