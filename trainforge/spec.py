@@ -49,6 +49,8 @@ __all__ = [
 
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 MEMORY_PATTERN = r"^[1-9][0-9]*(Mi|Gi|Ti)$"
+#: Most training workers (data-parallel ranks) a job, or a sweep trial, may ask for.
+MAX_WORKERS = 64
 
 
 class _Strict(BaseModel):
@@ -402,10 +404,63 @@ class PromotePolicy(_Strict):
 
 
 class Resources(_Strict):
-    gpus: int = Field(1, ge=0, le=8, description="GPUs for the training worker (one node)")
+    """Where a job trains: ``workers`` data-parallel training processes (Ray Train workers,
+    DDP ranks), each with ``gpus_per_worker`` GPUs, ``cpus`` CPUs and ``memory``.
+
+    A worker is one process driving one device, as in PyTorch DDP: ``gpus_per_worker`` is 0
+    (CPU, gloo) or 1 (NCCL). ``train.batch`` is the global batch: each worker takes
+    ``batch // workers`` images per step, as in Ultralytics' own multi-GPU training (so a
+    multiple of ``workers`` uses all of it).
+
+    Specs written before ``workers`` existed say ``gpus: N``; they keep working and mean the
+    same N GPUs: ``gpus: 0`` or ``1`` is one worker with that many, ``gpus: N > 1`` is N
+    one-GPU workers (Ultralytics used to run those N ranks in processes of its own).
+    """
+
+    workers: int = Field(1, ge=1, le=MAX_WORKERS,
+                         description="data-parallel training workers (DDP ranks)")
+    gpus_per_worker: int = Field(
+        1, ge=0, le=1, description="GPUs of each worker: 0 (CPU) or 1; for N GPUs ask for "
+                                   "N workers")
     gpu_type: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
-    cpus: int = Field(8, ge=1, le=256)
-    memory: str = Field("32Gi", pattern=MEMORY_PATTERN)
+    cpus: int = Field(8, ge=1, le=256, description="CPUs of each worker")
+    memory: str = Field("32Gi", pattern=MEMORY_PATTERN, description="memory of each worker")
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: schema["properties"].update(
+        gpus={"type": "integer", "minimum": 0, "maximum": MAX_WORKERS, "deprecated": True,
+              "description": "older form: N GPUs; read as workers and gpus_per_worker"}))
+
+    @field_validator("gpus_per_worker", mode="before")
+    @classmethod
+    def _one_device_per_worker(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+            raise ValueError(f"gpus_per_worker is {value}, but a worker is one training process "
+                             "driving one GPU; for N GPUs ask for workers: N with "
+                             "gpus_per_worker: 1")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_gpus(cls, data: Any) -> Any:
+        """Read the old ``gpus: N`` (N GPUs of one job) as workers × gpus_per_worker."""
+        if not isinstance(data, dict) or "gpus" not in data:
+            return data
+        clash = sorted({"workers", "gpus_per_worker"} & set(data))
+        if clash:
+            raise ValueError(f"gpus is the older form of workers and gpus_per_worker; "
+                             f"drop gpus or {' and '.join(clash)}")
+        data = dict(data)
+        gpus = data.pop("gpus")
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or not 0 <= gpus <= MAX_WORKERS:
+            raise ValueError(f"gpus must be a whole number from 0 to {MAX_WORKERS}, "
+                             f"not {gpus!r}")
+        data["workers"], data["gpus_per_worker"] = (gpus, 1) if gpus > 1 else (1, gpus)
+        return data
+
+    @property
+    def total_gpus(self) -> int:
+        """GPUs the job holds while it trains (what team limits count)."""
+        return self.workers * self.gpus_per_worker
 
 
 class JobSpec(_Strict):
@@ -435,6 +490,14 @@ class JobSpec(_Strict):
                 f"sweep.grace_period ({self.sweep.grace_period}) exceeds train.epochs "
                 f"({self.train.epochs}), the most epochs a trial runs; lower it"
             )
+        workers = self.resources.workers if self.kind is JobKind.TRAIN else 1
+        if self.train.batch < workers:
+            raise ValueError(
+                f"train.batch ({self.train.batch}) is the global batch, split across "
+                f"resources.workers ({workers}): it needs one image per worker at least")
+        if workers > 1 and self.train.rect:
+            raise ValueError("train.rect needs one worker: rectangular batches cannot be "
+                             "split across data-parallel workers")
         if self.kind is JobKind.EXPORT:
             if self.promote is not None:
                 raise ValueError("a promote section needs a job that trains (kind train or "

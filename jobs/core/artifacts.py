@@ -1,7 +1,7 @@
 """One job's corner of the artifacts store, addressed by trainforge.layout keys.
 
-Holds URIs only (no client), so it pickles into Ray workers and Ultralytics' multi-GPU
-processes; each process opens its own cached client on first use.
+Holds URIs only (no client), so it pickles into Ray workers; each process opens its own
+cached client on first use.
 """
 
 from __future__ import annotations

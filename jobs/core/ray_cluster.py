@@ -16,7 +16,7 @@ import jobs
 import trainforge
 from trainforge import layout
 from trainforge.constants import ENV_LOCAL_RAY, ENV_RAY_ADDRESS, ENV_S3_ENDPOINT_URL
-from trainforge.errors import ClusterUnavailable
+from trainforge.errors import ClusterUnavailable, ResourcesUnavailable
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec, Resources
 from trainforge.storage import join_key, parse_uri
@@ -68,8 +68,9 @@ def connect(resources: Resources) -> Cluster:
         else:
             # address="local": never attach to another Ray found on this machine. A new
             # local Ray picks free ports itself (never 6379).
+            # Logical CPUs: at least one per worker, however few cores the machine has.
             ray.init(address="local", include_dashboard=False,
-                     num_cpus=max(os.cpu_count() or 1, resources.cpus),
+                     num_cpus=max(os.cpu_count() or 1, resources.cpus * resources.workers),
                      object_store_memory=_LOCAL_OBJECT_STORE_BYTES, log_to_driver=True,
                      runtime_env={"worker_process_setup_hook": quiet_local_ray_worker})
             where = "a local Ray"
@@ -85,39 +86,52 @@ def connect(resources: Resources) -> Cluster:
 
 
 def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> JobSpec:
-    """The spec to run on ``cluster``: on a private local Ray with fewer GPUs than the spec
-    asks for (a laptop, a CPU-only box running ``trainforge serve``), the job uses what this
-    machine has, down to the CPU, and says so in its events; elsewhere it is the spec as is
-    (a cluster's own scheduler, and the KubeRay backend's node pools, decide there).
+    """The spec to run on ``cluster``: on a local Ray (a laptop, a CPU-only box running
+    ``trainforge serve``) the job uses what this machine has and says so in its events;
+    elsewhere it is the spec as is (a cluster's own scheduler, and the KubeRay backend's node
+    pools, decide there).
 
-    The GPUs of a sweep's trials (``sweep.gpus_per_trial``) drop to 0 on a machine without a
-    GPU; a fraction of a GPU per trial stays as it is where there is one.
+    Locally, each worker's CPUs shrink to the machine's share; with fewer GPUs than workers
+    the job trains on the CPU (no GPU at all: as many CPU workers), or on as many one-GPU
+    workers as there are GPUs (``train.batch`` stays the global batch). A sweep's trials drop
+    their GPUs (``sweep.gpus_per_trial``) on a machine without one.
+
+    Raises:
+        ResourcesUnavailable: the machine has fewer CPUs than the job has workers.
     """
     if not cluster.local:
         return spec
-    if spec.resources.cpus > cluster.cpus > 0:
-        # A worker asking for more CPUs than the machine's Ray has would wait forever.
-        log.info("resources.cpus=%d, this machine's Ray has %d: the worker takes %d",
-                 spec.resources.cpus, cluster.cpus, cluster.cpus)
-        spec = spec.model_copy(update={
-            "resources": spec.resources.model_copy(update={"cpus": cluster.cpus})})
-    wanted = spec.resources.gpus
+    res = spec.resources
+    if res.workers > cluster.cpus > 0:
+        raise ResourcesUnavailable(
+            f"resources.workers={res.workers}, but this machine's Ray has {cluster.cpus} CPUs: "
+            "each worker needs one at least; ask for fewer workers")
+    cpus = min(res.cpus, max(1, cluster.cpus // res.workers)) if cluster.cpus else res.cpus
+    if cpus != res.cpus:
+        # Workers asking for more CPUs than the machine's Ray has would wait forever.
+        log.info("resources.cpus=%d per worker, this machine's Ray has %d for %d worker(s): "
+                 "each takes %d", res.cpus, cluster.cpus, res.workers, cpus)
+        res = res.model_copy(update={"cpus": cpus})
     per_trial = spec.sweep.gpus_per_trial if spec.sweep is not None else 0.0
-    if wanted <= cluster.gpus and (per_trial == 0 or cluster.gpus > 0):
-        return spec
-    gpus = min(wanted, cluster.gpus)
-    update: dict[str, Any] = {"resources": spec.resources.model_copy(update={"gpus": gpus})}
-    if spec.sweep is not None and cluster.gpus == 0:
-        update["sweep"] = spec.sweep.model_copy(update={"gpus_per_trial": 0.0})
-    on = f"{gpus} GPU(s)" if gpus else "the CPU"
-    reporter.message(
-        f"the spec asks for resources.gpus={wanted}"
-        + (f" (sweep.gpus_per_trial={per_trial:g})" if spec.sweep is not None else "")
-        + f" but this machine has {cluster.gpus}: training on {on} instead (only a job on the "
-        "embedded server's local Ray adapts to its machine; on a cluster set resources.gpus "
-        "to what its nodes have)",
-        requested_gpus=wanted, gpus=gpus,
-    )
+    update: dict[str, Any] = {"resources": res}
+    if res.total_gpus > cluster.gpus or (per_trial > 0 and cluster.gpus == 0):
+        workers = min(res.workers, cluster.gpus) if cluster.gpus else res.workers
+        res = res.model_copy(update={"workers": workers,
+                                     "gpus_per_worker": 1 if cluster.gpus else 0})
+        update["resources"] = res
+        if spec.sweep is not None and cluster.gpus == 0:
+            update["sweep"] = spec.sweep.model_copy(update={"gpus_per_trial": 0.0})
+        asked = spec.resources
+        on = f"{res.workers} worker(s) with one GPU each" if cluster.gpus else \
+            f"the CPU ({res.workers} worker(s))"
+        reporter.message(
+            f"the spec asks for {asked.workers} worker(s) with {asked.gpus_per_worker} GPU each"
+            + (f" (sweep.gpus_per_trial={per_trial:g})" if spec.sweep is not None else "")
+            + f" but this machine has {cluster.gpus} GPU(s): training on {on} instead (only a "
+            "job on a local Ray adapts to its machine; on a cluster ask for what its nodes "
+            "have)",
+            requested_gpus=asked.total_gpus, gpus=res.total_gpus, workers=res.workers,
+        )
     return spec.model_copy(update=update)
 
 

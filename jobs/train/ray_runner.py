@@ -1,42 +1,41 @@
-"""Ray Train around the training worker: one TorchTrainer worker holds all of the job's GPUs
-(Ultralytics runs its own multi-GPU data parallelism inside it). Ray restarts the worker up to
-``spec.retries`` times; a restarted worker resumes from the job's last checkpoint in the
-artifacts store. Connecting to Ray is jobs/core/ray_cluster.py's.
+"""Ray Train around the training worker: ``resources.workers`` TorchTrainer workers, one
+data-parallel rank each, in a process group Ray Train sets up (NCCL on GPUs, gloo on CPUs);
+Ultralytics' trainer runs as one rank in each (jobs/core/adapter/distributed.py). When any
+worker dies, Ray restarts the whole group, up to what the job's budget of runs has left, and
+every rank resumes from the job's last checkpoint in the artifacts store. Connecting to Ray
+is jobs/core/ray_cluster.py's.
 """
 
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from jobs.core.artifacts import JobArtifacts
 from jobs.core.ray_cluster import storage_for
 from jobs.train.worker import WorkerConfig, ray_train_loop
 from trainforge.errors import TrainforgeError, TrainingFailed
+from trainforge.spec import Resources
 
 log = logging.getLogger(__name__)
 
 
 def run(cfg: WorkerConfig) -> None:
-    """Train on Ray: one worker, the spec's resources, and as many restarts as the job's budget
-    of ``retries + 1`` training runs has left (jobs/train/worker.py counts them).
+    """Train on Ray: the spec's workers and resources, and as many group restarts as the
+    job's budget of ``retries + 1`` training runs has left (jobs/train/worker.py counts them).
 
     Raises:
-        TrainforgeError: the worker's own error (its code kept) once retries are spent.
+        TrainforgeError: a worker's own error (its code kept) once retries are spent.
         TrainingFailed: any other failure of the run.
     """
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train import FailureConfig, RunConfig
     from ray.train.torch import TorchTrainer
 
-    resources = cfg.spec.resources
-    per_worker: dict[str, float] = {"CPU": float(resources.cpus)}
-    if resources.gpus:
-        per_worker["GPU"] = float(resources.gpus)
     storage_path, filesystem = storage_for(cfg.artifacts_uri, cfg.job_id)
     trainer = TorchTrainer(
         ray_train_loop,
         train_loop_config={"worker": cfg},
-        scaling_config=ScalingConfig(num_workers=1, use_gpu=resources.gpus > 0,
-                                     resources_per_worker=per_worker),
+        scaling_config=scaling_config(cfg.spec.resources),
         run_config=RunConfig(
             name=cfg.job_id,
             storage_path=storage_path,
@@ -54,6 +53,17 @@ def run(cfg: WorkerConfig) -> None:
             raise cause from None
         raise TrainingFailed(f"training failed after {cfg.spec.retries} retries: "
                              f"{_first_line(exc)}") from None
+
+
+def scaling_config(resources: Resources) -> Any:
+    """Ray Train's ScalingConfig for a job's ``resources``: one worker per rank."""
+    from ray.train import ScalingConfig
+
+    per_worker: dict[str, float] = {"CPU": float(resources.cpus)}
+    if resources.gpus_per_worker:
+        per_worker["GPU"] = float(resources.gpus_per_worker)
+    return ScalingConfig(num_workers=resources.workers, use_gpu=resources.gpus_per_worker > 0,
+                         resources_per_worker=per_worker)
 
 
 def _worker_error(exc: BaseException) -> TrainforgeError | None:

@@ -65,6 +65,9 @@ def build_report(
             "epochs_requested": spec.train.epochs,
             "epochs_completed": len(epochs),
             "resumed_at_epoch": resumed_at,
+            # train.batch is the global batch, split evenly across the data-parallel workers.
+            "workers": spec.resources.workers,
+            "batch_per_worker": spec.train.batch // spec.resources.workers,
             "last_epoch": epochs[-1] if epochs else {},
             "hyperparameters": hyperparameters,
         },

@@ -23,6 +23,7 @@ from jobs.core.steps import configure_logging, step
 from jobs.core.weights import resolve_weights
 from jobs.train.report import build_report
 from trainforge.access import AccessRules
+from trainforge.datasets.fingerprint import sha256_file
 from trainforge.errors import DatasetError, TrainingFailed
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec
@@ -57,26 +58,46 @@ class WorkerConfig:
 
 
 def ray_train_loop(config: dict[str, Any]) -> None:
-    """``train_loop_per_worker`` for Ray Train's TorchTrainer."""
+    """``train_loop_per_worker`` for Ray Train's TorchTrainer: every worker (rank) runs it."""
     configure_logging()
     run_worker(config["worker"])
+
+
+@dataclass(frozen=True)
+class Rank:
+    """Where this process stands in the job's group of training workers."""
+
+    rank: int  # 0 trains, and also evaluates, uploads and reports
+    size: int
+    device: str  # Ultralytics' device: "cpu", or this rank's own GPU index
+
+    @property
+    def lead(self) -> bool:
+        return self.rank == 0
+
+    def work_dir(self, cfg: WorkerConfig) -> Path:
+        # Ranks on one node keep apart: each deletes and rewrites its own run directory.
+        return cfg.work_dir if self.lead else cfg.work_dir / f"rank-{self.rank}"
 
 
 def run_worker(cfg: WorkerConfig) -> None:
     """Prepare this node, train (resuming if a checkpoint exists), evaluate, upload.
 
+    Every rank syncs the dataset, fetches the same checkpoint and trains its share of each
+    batch; rank 0 alone claims the run, posts events, evaluates and uploads.
+
     Raises:
         TrainforgeError: a step failed for a reason the job can name (weights, dataset…).
     """
-    work = cfg.work_dir
+    me = _rank(cfg.spec)
+    work = me.work_dir(cfg)
     adapter.prepare_environment(work / "ultralytics")
     artifacts = JobArtifacts(cfg.artifacts_uri, cfg.job_id)
-    reporter = JobReporter.from_env()
+    reporter = JobReporter.from_env() if me.lead else None
     spec = cfg.spec
     if cfg.access is not None:  # this node reads on its own: the same rules as the entrypoint
         cfg.access.check_spec(spec.dataset.uri, spec.model.base)
-    reporter.message("training worker started", pid=os.getpid(), host=socket.gethostname(),
-                     attempt=cfg.attempt)
+    _announce(me, reporter, cfg.attempt, spec.train.batch)
     with step("worker-dataset") as out:
         data_root = _local_dataset(cfg)
         data_yaml = dataset_step.write_local_data_yaml(data_root, work / "data.yaml")
@@ -84,40 +105,47 @@ def run_worker(cfg: WorkerConfig) -> None:
     with step("resume-check") as out:
         resume = _fetch_checkpoint(artifacts, work / "resume")
         info = adapter.read_checkpoint(resume) if resume else None
+        _same_checkpoint_everywhere(me, resume)
         out.text = f"checkpoint after epoch {info.epoch}" if info else "none: a fresh run"
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # a restarted worker starts from the store
-    device = adapter.device_for(spec.resources.gpus)
     with step("train") as out:
-        if info is None or info.epoch < info.epochs:
+        if reporter is not None and (info is None or info.epoch < info.epochs):
             _claim_run(artifacts, spec, reporter, cfg.attempt)
         if resume is None or info is None:
             weights = resolve_weights(spec.model.base, work / "weights",
                                       models_uri=cfg.models_uri)
             outputs = adapter.train(
                 adapter.train_overrides(spec.train, data_yaml=data_yaml, model=weights,
-                                        run_dir=run_dir, device=device, plots=cfg.plots),
+                                        run_dir=run_dir, device=me.device, plots=cfg.plots),
                 EpochHooks(artifacts, cfg.attempt))
             out.text = f"{spec.train.epochs} epochs from {weights}"
         elif info.epoch >= info.epochs:
+            if not me.lead:
+                return  # nothing left to train; rank 0 publishes what the earlier try trained
             outputs = _finished_run(resume, run_dir, info)
             out.text = f"all {info.epochs} epochs were done by an earlier try"
         else:
             if not info.resumable:
                 raise TrainingFailed(f"checkpoint {resume} holds no optimizer state; delete "
                                      f"{artifacts.uri(artifacts.checkpoint())} to start over")
-            reporter.message(f"resuming from epoch {info.epoch + 1}",
-                             resumed_epoch=info.epoch + 1, attempt=cfg.attempt)
+            if reporter is not None:
+                reporter.message(f"resuming from epoch {info.epoch + 1}",
+                                 resumed_epoch=info.epoch + 1, attempt=cfg.attempt,
+                                 workers=me.size)
             adapter.write_results_csv(info.results, run_dir / "results.csv")
             outputs = adapter.train(
                 {"model": str(resume), **adapter.resume_overrides(
-                    data_yaml=data_yaml, run_dir=run_dir, device=device, plots=cfg.plots)},
+                    data_yaml=data_yaml, run_dir=run_dir, device=me.device, plots=cfg.plots)},
                 EpochHooks(artifacts, cfg.attempt))
             out.text = f"epochs {info.epoch + 1}-{info.epochs} resumed from {resume}"
+    if not me.lead:
+        shutil.rmtree(work, ignore_errors=True)
+        return
     split = "test" if dataset_step.has_split(data_yaml, "test") else "val"
     with step("evaluate") as out:
         settings = adapter.EvalSettings(data_yaml, split, spec.train.imgsz, spec.train.batch,
-                                        device)
+                                        me.device)
         evaluation = adapter.evaluate(outputs.best, settings, work / "eval", plots=cfg.plots,
                                       verbose=True)
         out.text = (f"best.pt on {split}: mAP50={evaluation.metrics['mAP50']:.4f} "
@@ -133,6 +161,64 @@ def run_worker(cfg: WorkerConfig) -> None:
         count = upload_outputs(artifacts, outputs, evaluation, report)
         out.text = f"{count} files to {artifacts.uri(artifacts.train_output(''))}"
     shutil.rmtree(work / "resume", ignore_errors=True)
+
+
+def _rank(spec: JobSpec) -> Rank:
+    """This process's rank and device in the process group Ray Train set up (rank 0 of 1
+    without one)."""
+    size = adapter.distributed.world_size()
+    if size == 1:
+        return Rank(0, 1, adapter.device_for(spec.resources.gpus_per_worker))
+    device = "cpu"
+    if spec.resources.gpus_per_worker:
+        import ray.train.torch
+
+        # Ray Train shows a node's workers all of their GPUs (for NCCL) and names this one's.
+        device = str(ray.train.torch.get_device().index)
+    return Rank(adapter.distributed.world_rank(), size, device)
+
+
+def _announce(me: Rank, reporter: JobReporter | None, attempt: int, batch: int) -> None:
+    """Rank 0 posts one "training worker started" event per rank (pid, host, device), and
+    says so when the global batch does not split evenly."""
+    here = {"rank": me.rank, "pid": os.getpid(), "host": socket.gethostname(),
+            "device": me.device}
+    peers = _all_gather(me, here)
+    if reporter is None:
+        return
+    for peer in peers:
+        reporter.message("training worker started", attempt=attempt, workers=me.size, **peer)
+    if batch % me.size:
+        reporter.message(
+            f"train.batch {batch} over {me.size} workers: {batch // me.size} images per worker, "
+            f"{batch // me.size * me.size} per step (use a multiple of {me.size} to train "
+            f"with all {batch})", batch=batch, workers=me.size)
+
+
+def _same_checkpoint_everywhere(me: Rank, resume: Path | None) -> None:
+    """Every rank must resume from the same last.pt (or none): compare their sha256.
+
+    Raises:
+        TrainingFailed: the ranks fetched different checkpoints.
+    """
+    if me.size == 1:
+        return
+    digest = sha256_file(resume) if resume is not None else None
+    seen = _all_gather(me, digest)
+    if len(set(seen)) > 1:
+        raise TrainingFailed(f"the training workers fetched different checkpoints ({seen}); "
+                             "retry the job")
+
+
+def _all_gather(me: Rank, value: Any) -> list[Any]:
+    """``value`` of every rank, in rank order (just ``[value]`` for a single worker)."""
+    if me.size == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * me.size
+    dist.all_gather_object(gathered, value)
+    return gathered
 
 
 def _claim_run(artifacts: JobArtifacts, spec: JobSpec, reporter: JobReporter,
@@ -213,9 +299,9 @@ def upload_outputs(artifacts: JobArtifacts, outputs: adapter.RunOutputs,
 
 
 class EpochHooks:
-    """Per-epoch side effects: checkpoint upload, API progress, Ray metrics, one log line.
+    """Per-epoch side effects: checkpoint upload, API progress, a Ray metric, one log line.
 
-    Plain attributes only: Ultralytics pickles it into its multi-GPU worker processes.
+    They run on rank 0 only (see :class:`jobs.core.adapter.TrainingHooks`).
     """
 
     def __init__(self, artifacts: JobArtifacts, attempt: int) -> None:
@@ -235,26 +321,24 @@ class EpochHooks:
                  m.get("metrics/mAP50-95(B)", float("nan")), m.get("train/box_loss", float("nan")),
                  m.get("epoch_seconds", float("nan")), m.get("images_per_second", float("nan")))
         JobReporter.from_env().progress(result.epoch, result.epochs, m, attempt=self.attempt)
-        _ray_report(self.artifacts.job_id, result)
+        _ray_metric(self.artifacts.job_id, result)
 
 
 _GAUGES: dict[str, Any] = {}
 
 
-def _ray_report(job_id: str, result: adapter.EpochResult) -> None:
-    """Report to Ray Train and as Ray metrics, when running in a Ray Train worker.
+def _ray_metric(job_id: str, result: adapter.EpochResult) -> None:
+    """Set the epoch's metrics as a Ray metric, when running in a Ray worker.
 
-    Ultralytics' multi-GPU mode runs the epoch loop in its own child processes, which are not
-    Ray workers: there only the API and the log get the epoch.
+    Not ``ray.train.report``: Ray Train makes it a barrier that every rank must reach, and
+    only rank 0 has the epoch's metrics (checkpoints go to the artifacts store directly).
     """
     import ray
 
     if not ray.is_initialized():
         return
-    import ray.train
     from ray.util.metrics import Gauge
 
-    ray.train.report({**result.metrics, "epoch": result.epoch})
     if "gauge" not in _GAUGES:
         _GAUGES["gauge"] = Gauge("trainforge_train_epoch_metric",
                                  description="Last finished epoch's metrics of a training job",

@@ -78,9 +78,10 @@ class Idempotency:
 
 
 def gpus_requested(spec: JobSpec) -> int:
-    """GPUs the job may hold at once: ``resources.gpus``, or for a sweep, concurrent trials ×
-    GPUs per trial (all trials when the spec sets no concurrency limit) if that is more."""
-    gpus = spec.resources.gpus
+    """GPUs the job may hold at once: ``workers × gpus_per_worker``, or for a sweep, concurrent
+    trials × GPUs per trial (all trials when the spec sets no concurrency limit) if that is
+    more."""
+    gpus = spec.resources.total_gpus
     if spec.kind is JobKind.SWEEP and spec.sweep is not None:
         concurrent = spec.sweep.max_concurrent_trials or spec.sweep.trials
         gpus = max(gpus, math.ceil(spec.sweep.gpus_per_trial * concurrent))
@@ -96,8 +97,8 @@ def check_job_limits(spec: JobSpec, team: str, limits: TeamLimits) -> None:
     gpus = gpus_requested(spec)
     if gpus > limits.max_gpus_per_job:
         raise LimitExceeded(
-            f"the job asks for {gpus} GPUs (resources.gpus, or for sweeps concurrent trials × "
-            f"sweep.gpus_per_trial); team {team!r} may use at most "
+            f"the job asks for {gpus} GPUs (resources.workers × gpus_per_worker, or for sweeps "
+            f"concurrent trials × sweep.gpus_per_trial); team {team!r} may use at most "
             f"{limits.max_gpus_per_job} per job"
         )
     if spec.sweep is not None and spec.sweep.trials > limits.max_sweep_trials:

@@ -35,7 +35,7 @@ from trainforge.errors import BackendConfigError, ResourcesUnavailable
 from trainforge.spec import JobKind, JobSpec, parse_spec
 
 _DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
-POOL_MAX_GPUS = {"a10g": 4, "h100": 8, "cpu": 0}  # and the spec's own limit of 8
+POOL_MAX_GPUS = {"a10g": 4, "h100": 8, "cpu": 0}
 
 job_ids = st.one_of(
     st.uuids().map(str),
@@ -52,8 +52,14 @@ def job_specs(draw: st.DrawFn) -> JobSpec:
     """Valid JobSpecs whose resources fit one of the configured node pools."""
     gpu_type = draw(st.sampled_from([None, "a10g", "h100", "cpu"]))
     pool = gpu_type or "a10g"
-    resources = {
-        "gpus": draw(st.integers(0, POOL_MAX_GPUS[pool])),
+    max_gpus = POOL_MAX_GPUS[pool]
+    resources: dict[str, Any] = draw(st.one_of(
+        # The older form: N GPUs, read as N one-GPU workers (or one worker on the CPU).
+        st.builds(lambda gpus: {"gpus": gpus}, st.integers(0, max_gpus)),
+        st.builds(lambda workers, gpw: {"workers": workers, "gpus_per_worker": gpw},
+                  st.integers(1, 64), st.integers(0, min(1, max_gpus))),
+    ))
+    resources |= {
         "cpus": draw(st.integers(1, 256)),
         "memory": f"{draw(st.integers(1, 4096))}{draw(st.sampled_from(['Mi', 'Gi', 'Ti']))}",
     }
@@ -64,6 +70,7 @@ def job_specs(draw: st.DrawFn) -> JobSpec:
         "kind": kind.value,
         "name": "detector",
         "dataset": {"uri": "s3://datasets/ppe/v3/"},
+        "train": {"batch": 64},  # one image per worker at least
         "resources": resources,
         "retries": draw(st.integers(0, 10)),
         "timeout_minutes": draw(st.integers(1, 7 * 24 * 60)),
@@ -116,13 +123,14 @@ def test_every_generated_rayjob_is_valid(
     [group] = cluster["workerGroupSpecs"]
     pool = spec.resources.gpu_type or "a10g"
     assert group["groupName"] == pool
-    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == 1
+    workers = spec.resources.workers
+    assert group["replicas"] == group["minReplicas"] == group["maxReplicas"] == workers
     worker_pod = group["template"]["spec"]
     limits = worker_pod["containers"][0]["resources"]["limits"]
     assert limits["cpu"] == str(spec.resources.cpus)
     assert limits["memory"] == spec.resources.memory
-    if spec.resources.gpus:
-        assert limits["nvidia.com/gpu"] == str(spec.resources.gpus)
+    if spec.resources.gpus_per_worker:
+        assert limits["nvidia.com/gpu"] == "1"
     else:
         assert "nvidia.com/gpu" not in limits
     assert worker_pod.get("nodeSelector", {}) == CONFIG["nodePools"][pool].get("nodeSelector", {})
@@ -131,6 +139,22 @@ def test_every_generated_rayjob_is_valid(
     assert shm["emptyDir"]["medium"] == "Memory"
     queue = obj["metadata"]["labels"][KUEUE_QUEUE_LABEL]
     assert queue == ("vision-queue" if team == "vision" else "shared-queue")
+
+
+def test_three_workers_are_three_one_gpu_pods_of_one_fixed_group(builder: RayJobBuilder) -> None:
+    spec = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"}, "train": {"batch": 48},
+                       "resources": {"workers": 3, "gpus_per_worker": 1, "gpu_type": "h100",
+                                     "cpus": 12, "memory": "64Gi"}})
+    obj = builder.build(launch_request(spec, "j-3"))
+    assert manifest_errors(obj, all_versions=True) == []
+    cluster = obj["spec"]["rayClusterSpec"]
+    assert cluster["enableInTreeAutoscaling"] is False  # Kueue admits all three pods or none
+    [group] = cluster["workerGroupSpecs"]
+    assert (group["groupName"], group["replicas"], group["minReplicas"],
+            group["maxReplicas"]) == ("h100", 3, 3, 3)
+    [container] = group["template"]["spec"]["containers"]
+    assert container["resources"]["requests"] == container["resources"]["limits"] == {
+        "cpu": "12", "memory": "64Gi", "nvidia.com/gpu": "1"}
 
 
 def test_generated_rayjob_valid_for_every_kubernetes_release(builder: RayJobBuilder) -> None:
@@ -198,17 +222,25 @@ def test_unknown_gpu_type_is_refused_naming_the_pools(builder: RayJobBuilder) ->
         builder.build(launch_request(spec, "j1"))
 
 
-def test_more_gpus_than_a_node_has_is_refused(builder: RayJobBuilder) -> None:
+def test_an_older_spec_with_more_gpus_than_a_node_has_spreads_over_nodes(
+    builder: RayJobBuilder,
+) -> None:
+    """``gpus: 5`` used to be refused on 4-GPU nodes (one worker held them all); it is now
+    five one-GPU workers, which Kubernetes places on two nodes or more."""
     spec = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"},
                        "resources": {"gpus": 5, "gpu_type": "a10g"}})
-    with pytest.raises(ResourcesUnavailable, match="at most 4 GPUs"):
-        builder.build(launch_request(spec, "j1"))
+    obj = builder.build(launch_request(spec, "j1"))
+    assert manifest_errors(obj) == []
+    [group] = obj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert group["replicas"] == 5
+    limits = group["template"]["spec"]["containers"][0]["resources"]["limits"]
+    assert limits["nvidia.com/gpu"] == "1"
 
 
 def test_gpus_on_a_cpu_pool_are_refused(builder: RayJobBuilder) -> None:
     spec = parse_spec({"name": "d", "dataset": {"uri": "s3://d/"},
                        "resources": {"gpus": 1, "gpu_type": "cpu"}})
-    with pytest.raises(ResourcesUnavailable, match="pool 'cpu' have 0"):
+    with pytest.raises(ResourcesUnavailable, match="pool 'cpu' have 0 GPUs"):
         builder.build(launch_request(spec, "j1"))
 
 

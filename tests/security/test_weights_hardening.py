@@ -8,7 +8,6 @@ themselves before they load anything.
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import subprocess
@@ -131,86 +130,14 @@ def test_unsafe_weights_from_a_worker_keeps_its_code() -> None:
     assert isinstance(found, UnsafeWeights) and found.code == "weights_unsafe"
 
 
-def test_ddp_ranks_are_not_launched_without_the_callbacks_that_harden_them() -> None:
+def test_ultralytics_cannot_launch_ranks_of_its_own() -> None:
+    """Its torchrun ranks would unpickle a state file in full and train outside Ray Train's
+    process group: data-parallel ranks are Ray Train workers only."""
     import ultralytics.engine.trainer
 
+    from jobs.core import adapter
+
+    adapter.harden_loading()
     ul_trainer: Any = ultralytics.engine.trainer  # untyped
-    trainer = SimpleNamespace(callbacks={"on_train_start": [print]})
-    with pytest.raises(RuntimeError, match="refusing to start Ultralytics' DDP ranks"):
-        ul_trainer.generate_ddp_command(trainer)
-
-
-#: Builds Ultralytics' real DDP launch (command and rank script) for a stand-in trainer, the
-#: way BaseTrainer.train does for gpus > 1; writes {"cmd", "file"} to argv[1].
-_LAUNCH = r"""
-import json, sys
-from pathlib import Path
-from types import SimpleNamespace
-import torch
-import ray.cloudpickle
-sys.modules["cloudpickle"] = ray.cloudpickle  # Ultralytics' DDP pickler; Ray vendors it
-from jobs.core import adapter
-adapter.prepare_environment(Path(sys.argv[2]))
-adapter.harden_loading()
-import ultralytics.utils.checks
-ultralytics.utils.checks.check_requirements = lambda *a, **k: True  # would pip-install it
-import ultralytics.engine.trainer as ul_trainer
-
-
-class Hooks:
-    def on_epoch(self, result): pass
-    def on_checkpoint(self, epoch, last, best): pass
-
-
-class RankTrainer:
-    # Defined in __main__, so it travels by value: its train() runs in the rank and reports.
-    def __init__(self, cfg=None, overrides=None, _callbacks=None):
-        self.overrides = overrides
-
-    def train(self):
-        import os
-        import torch
-        import ultralytics.data.dataset as ds
-        report = {"forced": os.environ.get("TORCH_FORCE_WEIGHTS_ONLY_LOAD"),
-                  "label_cache_loader": ds.load_dataset_cache_file.__name__}
-        try:
-            torch.load(self.overrides["evil"], weights_only=False)
-            report["evil"] = "loaded"
-        except Exception as exc:
-            report["evil"] = type(exc).__name__
-        Path(self.overrides["report"]).write_text(json.dumps(report))
-
-
-trainer = RankTrainer()
-trainer.args = SimpleNamespace(evil=sys.argv[3], report=sys.argv[4])
-trainer.model = torch.nn.Linear(1, 1)
-trainer.callbacks = {"on_fit_epoch_end": [adapter.training._Callbacks(Hooks()).on_fit_epoch_end]}
-trainer.resume, trainer.world_size, trainer.save_dir = True, 2, Path(sys.argv[2])
-cmd, file = ul_trainer.generate_ddp_command(trainer)
-Path(sys.argv[1]).write_text(json.dumps({"cmd": cmd, "file": file}))
-"""
-
-
-def test_a_ddp_rank_loads_its_state_then_hardens_itself(tmp_path: Path) -> None:
-    sentinel = tmp_path / "sentinel"
-    evil = reduce_weights(tmp_path / "evil.pt", sentinel)
-    launch, report = tmp_path / "launch.json", tmp_path / "report.json"
-    done = subprocess.run(
-        [sys.executable, "-c", _LAUNCH, str(launch), str(tmp_path / "ul"), str(evil),
-         str(report)], env=_env(tmp_path), cwd=REPO, capture_output=True, text=True,
-        timeout=300, check=False)
-    assert done.returncode == 0, done.stderr[-3000:]
-    cmd, script = json.loads(launch.read_text()).values()
-    assert cmd[:5] == ["env", "-u", "TORCH_FORCE_WEIGHTS_ONLY_LOAD", sys.executable, "-m"]
-    # The rank as torch.distributed.run would start it: the launcher's environment (that of
-    # the hardened trainer process), through the command's own `env -u` prefix.
-    rank_env = {**_env(tmp_path), "TORCH_FORCE_WEIGHTS_ONLY_LOAD": "1"}
-    without_prefix = subprocess.run([sys.executable, script], env=rank_env, cwd=tmp_path,
-                                    capture_output=True, text=True, timeout=300, check=False)
-    assert without_prefix.returncode != 0, "control: the state file needs a full unpickle"
-    rank = subprocess.run([*cmd[:3], sys.executable, script], env=rank_env, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300, check=False)
-    assert rank.returncode == 0, rank.stderr[-3000:]
-    assert json.loads(report.read_text()) == {
-        "forced": "1", "label_cache_loader": "_no_dataset_cache", "evil": "UnpicklingError"}
-    assert not sentinel.exists()
+    with pytest.raises(RuntimeError, match="own multi-GPU launch is disabled"):
+        ul_trainer.generate_ddp_command(SimpleNamespace(world_size=2))

@@ -317,5 +317,16 @@ def local_runner(tmp_path: Path, recording_api: RecordingAPI) -> JobRunner:
                      models_uri=f"file://{tmp_path}/models", api=recording_api)
 
 
+@pytest.fixture()
+def cluster_runner(tmp_path: Path, recording_api: RecordingAPI, ray_head: RayHead) -> JobRunner:
+    """Jobs on the session's Ray head (RAY_ADDRESS), artifacts and models on local disk.
+
+    RAY_AUTH_MODE matches the head's (no token), whatever this process's environment says.
+    """
+    return JobRunner(home=tmp_path / "home", artifacts_uri=f"file://{tmp_path}/artifacts",
+                     models_uri=f"file://{tmp_path}/models", api=recording_api,
+                     env={"RAY_ADDRESS": ray_head.address, "RAY_AUTH_MODE": "disabled"})
+
+
 def read_yaml(path: Path) -> Any:
     return yaml.safe_load(path.read_text())

@@ -206,8 +206,9 @@ def test_a_spec_without_resources_trains_on_what_this_machine_has(
     run = local_runner.run("job-nogpu", spec)
     assert run.returncode == 0, run.output[-5000:]
     assert local_runner.api.final_state("job-nogpu")["state"] == "SUCCEEDED"
-    (adapted,) = local_runner.api.message("job-nogpu", "the spec asks for resources.gpus")
-    assert adapted["data"] == {"requested_gpus": max(have + 1, 1), "gpus": have}
+    (adapted,) = local_runner.api.message("job-nogpu", "the spec asks for")
+    assert adapted["data"] == {"requested_gpus": max(have + 1, 1), "gpus": have,
+                               "workers": max(have, 1)}
     assert "training on" in adapted["message"]
 
 

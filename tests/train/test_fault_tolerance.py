@@ -63,17 +63,6 @@ def _explain(run_output: str, ray_head: RayHead) -> str:
             + "\n".join(rays[:40]))
 
 
-@pytest.fixture()
-def cluster_runner(tmp_path: Path, recording_api: RecordingAPI, ray_head: RayHead) -> JobRunner:
-    """Jobs on the session's Ray head (RAY_ADDRESS), artifacts and models on local disk.
-
-    RAY_AUTH_MODE matches the head's (no token), whatever this process's environment says.
-    """
-    return JobRunner(home=tmp_path / "home", artifacts_uri=f"file://{tmp_path}/artifacts",
-                     models_uri=f"file://{tmp_path}/models", api=recording_api,
-                     env={"RAY_ADDRESS": ray_head.address, "RAY_AUTH_MODE": "disabled"})
-
-
 def _results_epochs(tmp_path: Path, job: str) -> list[int]:
     path = tmp_path / "artifacts" / layout.train_output_prefix(job) / "results.csv"
     with path.open() as fh:

@@ -1,16 +1,18 @@
 """The one package that talks to Ultralytics (the train, sweep and export jobs all use it).
 
 Modules: ``environment`` (offline, private settings), ``safety`` (loading weights and labels),
-``training`` (the trainer), ``evaluation`` (``YOLO.val``), ``export`` (``YOLO.export``, the
-latency runner). Callers import the names below from the package.
+``training`` (the trainer), ``distributed`` (the trainer as a rank of Ray Train's process
+group), ``evaluation`` (``YOLO.val``), ``export`` (``YOLO.export``, the latency runner).
+Callers import the names below from the package.
 
 * :func:`train_overrides` turns a job spec's typed ``train`` section into trainer arguments,
   key by key from an explicit list: no user dict reaches Ultralytics unchecked.
 * :func:`read_effective_hyperparameters` reads back what a trainer really used (its
   ``args.yaml``), so a caller can prove a run matches its spec.
 * :class:`TrainingHooks` receives per-epoch metrics and every saved checkpoint through
-  Ultralytics' callbacks registry; the trainer itself is never subclassed or patched
-  (:func:`harden_loading` replaces a few of Ultralytics' loading functions, listed there).
+  Ultralytics' callbacks registry; the trainer itself is not patched (:func:`harden_loading`
+  replaces a few of Ultralytics' loading functions, listed there), and it is subclassed in
+  one place only: ``distributed`` runs it as one rank of a Ray Train worker group.
 * :func:`evaluate` scores weights on one split (per-class AP and the confusion matrix).
 * :func:`harden_loading` and :func:`check_weights`: how weights and dataset files are read.
 
@@ -18,8 +20,8 @@ Loading is hardened because a ``.pt`` file is a pickle, and the user chooses ``m
 (``file://``, ``s3://``, ``registry://``, a plain path): Ultralytics loads checkpoints with
 ``torch.load(weights_only=False)``, so a crafted file used to run its own code inside the job
 (and could read the job's secrets). :func:`harden_loading` runs in every job process before
-Ultralytics loads anything (each function here calls it; Ray Train workers, Ray Tune trials
-and Ultralytics' multi-GPU ranks are processes of their own and call it too):
+Ultralytics loads anything (each function here calls it; Ray Train workers and Ray Tune
+trials are processes of their own and call it too):
 
 * ``TORCH_FORCE_WEIGHTS_ONLY_LOAD=1``: torch reads it at every ``torch.load`` and then uses its
   restricted unpickler whatever the caller passed, so Ultralytics' ``weights_only=False``
@@ -48,6 +50,7 @@ Ultralytics is imported lazily: importing this package costs nothing, and
 """
 
 
+from jobs.core.adapter import distributed
 from jobs.core.adapter.environment import download_stock, prepare_environment, private_settings
 from jobs.core.adapter.evaluation import EvalSettings, Evaluation, SettingsChanged, evaluate
 from jobs.core.adapter.export import (
@@ -97,6 +100,7 @@ __all__ = [
     "check_weights",
     "checkpoint_input",
     "device_for",
+    "distributed",
     "download_stock",
     "evaluate",
     "export",

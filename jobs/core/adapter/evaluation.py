@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from jobs.core.adapter import distributed
 from jobs.core.adapter.environment import private_settings
 from jobs.core.adapter.safety import harden_loading
 
@@ -114,11 +115,12 @@ def evaluate(weights: Path, settings: EvalSettings, out_dir: Path, *, plots: boo
     model.add_callback("on_val_end", capture)
     extra = {} if settings.workers is None else {"workers": settings.workers}
     started = time.perf_counter()
-    result = model.val(
-        data=str(settings.data_yaml), split=settings.split, imgsz=settings.imgsz,
-        batch=settings.batch, conf=settings.conf, iou=settings.iou, rect=settings.rect,
-        device=settings.device, plots=plots, save_json=False, verbose=verbose,
-        project=str(out_dir.parent), name=out_dir.name, exist_ok=True, **extra)
+    with distributed.single_process():  # rank 0 of a finished data-parallel run: alone now
+        result = model.val(
+            data=str(settings.data_yaml), split=settings.split, imgsz=settings.imgsz,
+            batch=settings.batch, conf=settings.conf, iou=settings.iou, rect=settings.rect,
+            device=settings.device, plots=plots, save_json=False, verbose=verbose,
+            project=str(out_dir.parent), name=out_dir.name, exist_ok=True, **extra)
     seconds = time.perf_counter() - started
     _check_like_for_like(settings, seen)
     box = result.box

@@ -11,7 +11,6 @@ import os
 import pickle
 import re
 import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -134,8 +133,8 @@ def harden_loading() -> None:
     What it replaces in Ultralytics, process-wide: ``load_dataset_cache_file`` and
     ``save_dataset_cache_file`` (in ``ultralytics.data.dataset``, which imported them by name,
     and ``ultralytics.data.utils``); ``ultralytics.nn.tasks._SafeLoad.restricted`` (always
-    true) and ``ultralytics.nn.tasks.SAFE_LOAD`` (false); and it wraps
-    ``ultralytics.engine.trainer.generate_ddp_command`` (see :func:`_ddp_command`).
+    true) and ``ultralytics.nn.tasks.SAFE_LOAD`` (false); and it disables
+    ``ultralytics.engine.trainer.generate_ddp_command`` (see :func:`_no_ddp_spawn`).
 
     Raises:
         RuntimeError: this torch or Ultralytics lacks what the hardening relies on; the job must
@@ -212,8 +211,9 @@ def _patch_ultralytics() -> None:
     # That opt-in (ULTRALYTICS_SAFE_LOAD) would add its own, wider allow-list per checkpoint
     # (any nn.Module under ultralytics.nn, a guarded getattr): SAFE_GLOBALS stays the only one.
     ul_tasks.SAFE_LOAD = False
-    if not getattr(ul_trainer.generate_ddp_command, "_trainforge", False):
-        ul_trainer.generate_ddp_command = _ddp_command(ul_trainer.generate_ddp_command)
+    # Ranks come from Ray Train (distributed.py); a torchrun of Ultralytics' own would start
+    # outside it.
+    ul_trainer.generate_ddp_command = _no_ddp_spawn
 
 
 def _always_restricted(cls: Any) -> bool:
@@ -236,27 +236,16 @@ def _skip_dataset_cache(prefix: str, path: Any, x: dict[str, Any], version: str)
     x["version"] = version  # the original adds it in place, and its callers pop it afterwards
 
 
-def _ddp_command(generate: Callable[[Any], tuple[list[str], str]]
-                 ) -> Callable[[Any], tuple[list[str], str]]:
-    """Wrap Ultralytics' ``generate_ddp_command`` so multi-GPU ranks start and then harden.
+def _no_ddp_spawn(trainer: Any) -> tuple[list[str], str]:
+    """Stands in for Ultralytics' ``generate_ddp_command``: its ranks would unpickle a state
+    file with a full unpickle and train outside Ray Train's process group.
 
-    A rank first unpickles the job's own DDP state file (trainer class, model, callbacks:
-    written by this process, and needing a full unpickle), so the launcher starts without the
-    forced weights-only load; unpickling :class:`_Callbacks` then calls :func:`harden_loading`
-    in the rank before it loads any weights or labels.
+    Raises:
+        RuntimeError: always; data-parallel training runs as Ray Train workers
+            (``resources.workers``, jobs/core/adapter/distributed.py).
     """
-    def generate_hardened(trainer: Any) -> tuple[list[str], str]:
-        from jobs.core.adapter.training import _Callbacks  # training imports this module
-
-        callbacks = [c for cs in getattr(trainer, "callbacks", {}).values() for c in cs]
-        if not any(isinstance(getattr(c, "__self__", None), _Callbacks) for c in callbacks):
-            raise RuntimeError("refusing to start Ultralytics' DDP ranks: without trainforge's "
-                               "callbacks in their state they would load weights unhardened")
-        cmd, file = generate(trainer)
-        return ["env", "-u", _FORCE_WEIGHTS_ONLY, *cmd], file
-
-    generate_hardened._trainforge = True  # type: ignore[attr-defined]
-    return generate_hardened
+    raise RuntimeError("Ultralytics' own multi-GPU launch is disabled in trainforge: ask for "
+                       "resources.workers (one GPU each) and Ray Train runs the ranks")
 
 
 def _prove_weights_only(torch: Any) -> None:

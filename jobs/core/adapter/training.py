@@ -12,6 +12,7 @@ from typing import Any, Protocol
 
 import yaml
 
+from jobs.core.adapter import distributed
 from jobs.core.adapter.environment import private_settings
 from jobs.core.adapter.safety import check_weights, harden_loading, load_checked
 from trainforge.spec import Augment, TrainParams
@@ -40,7 +41,7 @@ if _unknown:  # a spec field nobody maps would be silently ignored: refuse to im
 
 
 def device_for(gpus: int) -> str:
-    """Ultralytics' ``device`` for a worker holding ``gpus`` GPUs (indices are worker-local)."""
+    """Ultralytics' ``device`` for a process holding ``gpus`` GPUs (indices are its own)."""
     return ",".join(str(i) for i in range(gpus)) if gpus > 0 else "cpu"
 
 
@@ -131,7 +132,8 @@ class EpochResult:
 
 
 class TrainingHooks(Protocol):
-    """What a caller learns while Ultralytics trains. Runs in the training process (rank 0).
+    """What a caller learns while Ultralytics trains. Runs in the training process, and in a
+    data-parallel run on rank 0 only (where Ultralytics validates and saves).
 
     A hooks object may also define ``on_train_start(run_dir: Path) -> None``: it runs once the
     trainer has written ``run_dir/args.yaml`` and before any data is loaded, so raising there
@@ -146,22 +148,13 @@ class TrainingHooks(Protocol):
 
 
 class _Callbacks:
-    """Bridges Ultralytics' callback events to :class:`TrainingHooks`.
-
-    Holds only the hooks object, so it pickles into Ultralytics' multi-GPU worker processes.
-    """
+    """Bridges Ultralytics' callback events to :class:`TrainingHooks`."""
 
     def __init__(self, hooks: TrainingHooks) -> None:
         self.hooks = hooks
         self._train_started = 0.0
         self._train_seconds = 0.0
         self._epoch_pending = False
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        # A multi-GPU rank unpickles this from the job's own DDP state file (see _ddp_command):
-        # from here on the rank loads weights and labels as hardened as the job itself.
-        self.__dict__.update(state)
-        harden_loading()
 
     def register(self, model: Any) -> None:
         model.add_callback("on_pretrain_routine_start", self.on_pretrain_routine_start)
@@ -190,8 +183,8 @@ class _Callbacks:
                                  Path(trainer.best) if improved else None)
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
-        if not self._epoch_pending:
-            return
+        if not self._epoch_pending or distributed.world_rank() != 0:
+            return  # every rank runs this callback; only rank 0 holds the epoch's metrics
         self._epoch_pending = False
         values: dict[str, Any] = {
             **trainer.label_loss_items(trainer.tloss, prefix="train"),
@@ -250,6 +243,9 @@ def train(overrides: Mapping[str, Any], hooks: TrainingHooks) -> RunOutputs:
     weights = str(args.pop("model"))
     if weights.endswith(".pt") and Path(weights).is_file():
         check_weights(Path(weights))
+    if distributed.world_size() > 1:  # one rank of a Ray Train group: no torchrun of its own
+        distributed.check_rank_constants()
+        args["trainer"] = distributed.trainer_class()
     model = YOLO(weights)
     _Callbacks(hooks).register(model)
     model.train(**args)

@@ -1,8 +1,9 @@
 """KubeRay backend: one RayJob (with its own short-lived RayCluster) per job attempt.
 
 The RayJob runs the same entrypoint as every other backend (``python -m jobs.<kind> --spec
-URI``) as a Ray job driver on the head pod; the training worker (one node with up to 8 GPUs, as
-``trainforge.spec.Resources`` defines it) is the single pod of a worker group on the node pool
+URI``) as a Ray job driver on the head pod; each training worker (a data-parallel rank with
+``gpus_per_worker`` GPUs, ``cpus`` and ``memory``, as ``trainforge.spec.Resources`` defines
+it) is one pod of a fixed-size worker group (``replicas = resources.workers``) on the node pool
 that ``resources.gpu_type`` names. KubeRay submits it from a small Kubernetes Job
 (``K8sJobMode``), deletes the cluster when the job ends (``shutdownAfterJobFinishes``), retries
 it ``backoffLimit`` times on a fresh cluster, and fails it after ``activeDeadlineSeconds``.
@@ -125,11 +126,12 @@ class RayJobBuilder:
                 f"resources.gpu_type {name!r} is not a node pool of this cluster; "
                 f"use one of: {', '.join(sorted(self.config.node_pools))}"
             )
-        if pool.max_gpus_per_worker is not None and resources.gpus > pool.max_gpus_per_worker:
+        if pool.max_gpus_per_worker is not None and \
+                resources.gpus_per_worker > pool.max_gpus_per_worker:
             raise ResourcesUnavailable(
-                f"resources.gpus={resources.gpus} per worker, but nodes of pool {name!r} have "
-                f"{pool.max_gpus_per_worker}; ask for at most {pool.max_gpus_per_worker} GPUs "
-                "or a gpu_type whose nodes have more"
+                f"resources.gpus_per_worker={resources.gpus_per_worker}, but nodes of pool "
+                f"{name!r} have {pool.max_gpus_per_worker} GPUs; ask for "
+                f"gpus_per_worker: {pool.max_gpus_per_worker} or a gpu_type with GPUs"
             )
         return name, pool
 
@@ -169,8 +171,9 @@ class RayJobBuilder:
             labels[LABEL_TEAM] = request.team
         if queue is not None:
             labels[KUEUE_QUEUE_LABEL] = queue
-        # One training worker per job (Resources: one node, up to 8 GPUs); a fixed group size.
-        workers = 1
+        # One pod per training worker (a data-parallel rank with its GPU, CPUs and memory);
+        # a fixed group size, so Kueue admits the whole job or none of it.
+        workers = request.resources.workers
         return {
             "apiVersion": "ray.io/v1",
             "kind": "RayJob",
@@ -315,7 +318,7 @@ class RayJobBuilder:
 
     def _worker_template(self, request: LaunchRequest, pool: NodePool) -> dict[str, Any]:
         res = request.resources
-        gpus = {pool.gpu_resource: str(res.gpus)} if res.gpus > 0 else {}
+        gpus = {pool.gpu_resource: str(res.gpus_per_worker)} if res.gpus_per_worker else {}
         container = self._ray_container("ray-worker", request, str(res.cpus), res.memory, gpus)
         shm = _shm_size(res.memory, pool.shm_size)
         extra: dict[str, Any] = {"volumes": [self._shm_volume(shm)]}
@@ -437,8 +440,9 @@ class KubeRayBackend:
             logger.info("RayJob %s already exists; launch is a no-op", handle)
             return handle
         logger.info(
-            "created RayJob %s for job %s attempt %d (%d GPU(s) on pool %s)",
-            handle, request.job_id, request.attempt, request.resources.gpus,
+            "created RayJob %s for job %s attempt %d (%d worker(s), %d GPU(s) on pool %s)",
+            handle, request.job_id, request.attempt, request.resources.workers,
+            request.resources.total_gpus,
             body["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["groupName"],
         )
         return handle
