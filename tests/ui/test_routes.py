@@ -200,7 +200,7 @@ def _hostile_job(client: TestClient, db: Database, artifacts_dir: Path) -> str:
                 headers=_bearer(token))
     log = artifacts_dir / "jobs" / "jhostile0001" / "attempts" / "1" / "log.txt"
     log.parent.mkdir(parents=True)
-    log.write_text("epoch 1 </pre><script>alert(3)</script>\n")
+    log.write_text("\x1b[36m(worker)\x1b[0m epoch 1 </pre><script>alert(3)</script>\n")
     report = artifacts_dir / "jobs" / "jhostile0001" / "train" / "report.json"
     report.parent.mkdir(parents=True)
     report.write_text(json.dumps({"evaluation": {"split": "test", "metrics": {"mAP50": 0.5},
@@ -222,7 +222,7 @@ def test_untrusted_text_is_escaped(
         assert "<b>bold" not in html, path
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in pages["/ui/jobs"]
     assert "&lt;img src=x onerror=alert(2)&gt;" in pages[f"/ui/jobs/{job_id}"]
-    assert "&lt;/pre&gt;&lt;script&gt;alert(3)" in pages[f"/ui/jobs/{job_id}/log"]
+    assert "(worker) epoch 1 &lt;/pre&gt;&lt;script&gt;alert(3)" in pages[f"/ui/jobs/{job_id}/log"]
     assert "&lt;b&gt;bold&lt;/b&gt;" in pages[f"/ui/jobs/{job_id}"]
     # The page's JSON for the charts cannot close its <script> either.
     assert "</script>" not in pages[f"/ui/jobs/{job_id}"].split('id="job-data">')[1].split(

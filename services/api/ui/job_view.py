@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ LOG_TAIL_BYTES = 64 * 1024
 _EVENT_PAGES = 20  # × 1000 events: more than any job writes; bounds a pathological one
 _IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 REPORT_NAME = "train/report.json"
+_TERMINAL_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 @dataclass(frozen=True)
@@ -123,13 +125,10 @@ def job_page(state: AppState, team: str, job_id: str) -> JobPage:
     listed = artifacts.list_artifacts(state, team, job_id, "").items
     names = {a.name for a in listed}
     report = read_report(state, job_id) if REPORT_NAME in names else None
-    plots = [a.name for a in listed if a.name.startswith("train/") and is_image(a.name)]
+    # The run's plots (curves, confusion matrices); its sample batches (JPEGs) stay artifacts.
+    plots = [a.name for a in listed if a.name.startswith("train/") and a.name.endswith(".png")]
     return JobPage(job=job, events=events, curves=curves(events), artifacts=listed,
                    plots=plots, report=report, trials=sweep_trials(job, report))
-
-
-def is_image(name: str) -> bool:
-    return image_type(name) is not None
 
 
 def image_type(name: str) -> str | None:
@@ -155,7 +154,8 @@ def log_tail(state: AppState, team: str, job_id: str) -> tuple[str, bool]:
     text = streams.read_log(state, target, offset).decode("utf-8", errors="replace")
     if offset:
         text = text.split("\n", 1)[-1]  # start at a whole line
-    return text, not job.state.terminal
+    # Ray colours its workers' prefixes: terminal escapes are noise in a page.
+    return _TERMINAL_ESCAPES.sub("", text), not job.state.terminal
 
 
 @dataclass(frozen=True)

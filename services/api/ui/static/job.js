@@ -29,7 +29,7 @@
     var opts = {
       width: width(el), height: height(el), series: series,
       scales: { x: { time: false }, y: unitRange ? { range: [0, 1] } : { auto: true } },
-      axes: [{ label: "epoch" }, {}],
+      axes: [{ label: "epoch", incrs: [1, 2, 5, 10, 20, 50, 100, 200, 500] }, {}],
       legend: { live: false }
     };
     var plot = new uPlot(opts, columns(names, curves), el);
