@@ -102,7 +102,7 @@ def test_a_team_watches_its_job_train_and_reads_its_report(browser: Any, tmp_pat
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
         try:
-            _watch(browser, api, url, log, job_id, dev_token, other_token, data, requests)
+            _as_two_teams(browser, api, url, log, job_id, dev_token, other_token, data, requests)
         finally:  # a failed check must not leave the server waiting on a training job
             api.post(f"/v1/jobs/{job_id}/cancel")
     assert requests, "the browser made no request"
@@ -110,13 +110,17 @@ def test_a_team_watches_its_job_train_and_reads_its_report(browser: Any, tmp_pat
     assert not foreign, foreign
 
 
-def _watch(browser: Any, api: httpx.Client, url: str, log: Path, job_id: str, dev_token: str,
-           other_token: str, data: Path, requests: list[str]) -> None:
+def _as_two_teams(browser: Any, api: httpx.Client, url: str, log: Path, job_id: str,
+                  dev_token: str, other_token: str, data: Path, requests: list[str]) -> None:
+    """Team dev's pages at desktop and phone width, then another team's view of the job."""
     api.post("/v1/schedules", json={"cron": "0 3 * * *", "paused": True,
                                     "spec": {**SPEC, "dataset": {"uri": f"file://{data}/"}}})
 
     context = browser.new_context(viewport={"width": 1280, "height": 800})
     context.on("request", lambda request: requests.append(request.url))
+    failed: list[str] = []  # a missing script, style, image or favicon of team dev's pages
+    context.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400
+               else None)
     page = _sign_in(context, url, dev_token, shot="login.png")
 
     _wait_for_state(api, job_id, {"RUNNING"}, log, timeout_s=180)
@@ -164,6 +168,8 @@ def _watch(browser: Any, api: httpx.Client, url: str, log: Path, job_id: str, de
     phone = browser.new_context(viewport={"width": 390, "height": 844},
                                 storage_state=context.storage_state())
     phone.on("request", lambda request: requests.append(request.url))
+    phone.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400
+             else None)
     small = phone.new_page()
     small.goto(f"{url}/ui/jobs/{job_id}")
     # Wide tables scroll inside their own box; the page itself never scrolls sideways.
@@ -181,3 +187,4 @@ def _watch(browser: Any, api: httpx.Client, url: str, log: Path, job_id: str, de
     assert other.locator("#job-data, #chart-map, #log").count() == 0  # nothing of the job
     intruder.close()
     context.close()
+    assert not failed, failed

@@ -15,7 +15,7 @@ from services.api.ui.rendering import CONTENT_SECURITY_POLICY
 from services.store import Database, tokens
 from services.store import jobs as repo
 from services.store.domain import NewJob
-from tests.api.support import claim_all, submit
+from tests.api.support import SPEC, claim_all, submit
 from tests.ui.support import ORIGIN, csrf_of, parse, sign_in
 from trainforge.spec import JobKind
 
@@ -312,3 +312,33 @@ def test_dataset_check_renders_the_validation_report(
     refused = client.post("/ui/datasets", data={"uri": "s3://elsewhere/x/", "csrf": csrf},
                           headers={"Origin": ORIGIN})
     assert refused.status_code == 403 and 'class="alert"' in refused.text
+
+
+def test_sweep_page_shows_live_trials_then_the_reports_table_and_scatter(
+    client: TestClient, vision: str, db: Database, artifacts_dir: Path
+) -> None:
+    sweep = {**SPEC, "name": "ppe-sweep", "kind": "sweep",
+             "sweep": {"trials": 3, "space": {"lr0": {"loguniform": [1e-4, 1e-1]}}}}
+    job = submit(client, _bearer(vision), spec=sweep)
+    token = claim_all(db)[job["id"]]
+    client.post(f"/internal/v1/jobs/{job['id']}/events", headers=_bearer(token),
+                json={"type": "progress", "epoch": 2, "epochs": 3, "trial": "t_001",
+                      "metrics": {"metrics/mAP50-95(B)": 0.42}})
+    sign_in(client, vision)
+    live = client.get(f"/ui/jobs/{job['id']}").text
+    assert "t_001" in live and ">0.420<" in live
+    trials = [{"trial_id": f"t_00{i}", "config": {"lr0": lr0, "optimizer": "SGD"},
+               "status": "finished", "epochs_run": epochs, "best_map50_95": score,
+               "stopped_early": epochs < 3, "error": None}
+              for i, (lr0, epochs, score) in enumerate(
+                  ((0.0002, 1, 0.12), (0.003, 3, 0.44), (0.05, 3, 0.31)), start=1)]
+    report = artifacts_dir / "jobs" / job["id"] / "train" / "report.json"
+    report.parent.mkdir(parents=True)
+    report.write_text(json.dumps({"sweep": {"trials": trials}}))
+    html = client.get(f"/ui/jobs/{job['id']}").text
+    table = html.split('id="trials"')[1].split("</table>")[0]
+    assert table.count("<tr>") == 4  # the header and one row a trial
+    assert "<code>lr0</code>=0.0002" in table and ">yes<" in table  # t_001 stopped early
+    svg = html.split("<svg")[1].split("</svg>")[0]
+    assert svg.count("<circle") == 3 and svg.count('class="stopped"') == 1
+    assert "(log scale)" in svg  # 0.0002 … 0.05 spans more than 20×
