@@ -188,10 +188,11 @@ def install(app: FastAPI, pages: ErrorPages | None = None) -> None:
                            instance=request.url.path)
         errors = _field_errors(exc)
         detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5])
+        detail = detail or "the request does not validate"
         if (render := _page(request)) is not None:
             return render(request, exc, 422, "validation_failed", detail)
-        return problem(422, "validation_failed", detail or "the request does not validate",
-                       instance=request.url.path, errors=errors)
+        return problem(422, "validation_failed", detail, instance=request.url.path,
+                       errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:

@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.api.ui.rendering import CONTENT_SECURITY_POLICY
@@ -48,8 +49,8 @@ def test_login_sets_a_strict_http_only_cookie_without_the_token(
     assert client.get("/ui/jobs").status_code == 200
 
 
-def test_login_over_https_marks_the_cookie_secure(app: object, vision: str) -> None:
-    with TestClient(app, base_url="https://testserver") as secure:  # type: ignore[arg-type]
+def test_login_over_https_marks_the_cookie_secure(app: FastAPI, vision: str) -> None:
+    with TestClient(app, base_url="https://testserver") as secure:
         response = secure.post("/ui/login", data={"token": vision},
                                headers={"Origin": "https://testserver"},
                                follow_redirects=False)
@@ -108,13 +109,13 @@ def test_cancel_through_the_dashboard_cancels_the_job(
 @pytest.mark.parametrize("case", ["no token", "wrong token", "other session's token",
                                   "other origin", "no origin"])
 def test_a_form_without_this_sessions_csrf_token_changes_nothing(
-    client: TestClient, app: object, make_token: Callable[[str], str], case: str
+    client: TestClient, app: FastAPI, make_token: Callable[[str], str], case: str
 ) -> None:
     vision = make_token("vision")
     job = submit(client, _bearer(vision))
     sign_in(client, vision)
     good = csrf_of(client, f"/ui/jobs/{job['id']}")
-    with TestClient(app) as other:  # type: ignore[arg-type]
+    with TestClient(app) as other:
         sign_in(other, make_token("vision"))
         foreign = csrf_of(other, "/ui/jobs")
     data, headers = {"csrf": good}, {"Origin": ORIGIN}
