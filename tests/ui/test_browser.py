@@ -9,6 +9,7 @@ page land in test-artifacts/ui/ (git-ignored) for a person to look at.
 
 from __future__ import annotations
 
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -116,7 +117,9 @@ def _as_two_teams(browser: Any, api: httpx.Client, url: str, log: Path, job_id: 
     api.post("/v1/schedules", json={"cron": "0 3 * * *", "paused": True,
                                     "spec": {**SPEC, "dataset": {"uri": f"file://{data}/"}}})
 
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    # A zone other than the server's UTC: the pages must show times in the browser's own.
+    context = browser.new_context(viewport={"width": 1280, "height": 800},
+                                  timezone_id="Europe/Berlin", locale="en-US")
     context.on("request", lambda request: requests.append(request.url))
     failed: list[str] = []  # a missing script, style, image or favicon of team dev's pages
     context.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400
@@ -155,6 +158,16 @@ def _as_two_teams(browser: Any, api: httpx.Client, url: str, log: Path, job_id: 
 
     page.goto(f"{url}/ui/models/shapes-ui?challenger={job_id}&champion={job_id}")
     assert page.locator("#per-class-deltas tbody tr").count() == 3
+    page.goto(f"{url}/ui/jobs")
+    created_at = page.locator("#jobs-table time").first
+    assert created_at.get_attribute("datetime").endswith("+00:00")
+    assert re.search(r"GMT\+[12]\b", created_at.inner_text())  # Berlin: CET or CEST
+    page.select_option("#f-state", "FAILED")  # htmx swaps the table, under the CSP
+    page.wait_for_function("() => document.querySelector('#jobs-table').textContent"
+                           ".includes('match these filters')", timeout=30_000)
+    assert "state=FAILED" in page.url
+    page.select_option("#f-state", "SUCCEEDED")
+    page.wait_for_selector(f"#jobs-table a[href='/ui/jobs/{job_id}']", timeout=30_000)
     page.goto(f"{url}/ui/models")
     page.screenshot(path=str(SHOTS / "models.png"))
     page.goto(f"{url}/ui/schedules")
