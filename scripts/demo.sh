@@ -2,7 +2,8 @@
 # `make demo`: a synthetic dataset → the embedded service → a fine-tuning job through the CLI
 # (progress bar) → the held-out test scores and where the artifacts are. Everything lives under
 # .demo/: the service's home (TRAINFORGE_HOME) and, beside it, the dataset (a job never reads
-# trainforge's own home as data); each run starts from a clean one.
+# trainforge's own home as data); each run starts from a clean one. It ends with the job's
+# dashboard URL; DEMO_KEEP_SERVING=1 keeps the demo's server up to open it at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 demo=$PWD/.demo
@@ -37,3 +38,14 @@ job=$(awk '/^submitted /{print $2; exit}' <<<"$out")
 
 echo "== 4/4 results on the held-out test split"
 $tf models report "shapes-demo@$job"
+
+token_file="$TRAINFORGE_HOME/dev-token"
+if [[ ${DEMO_KEEP_SERVING:-0} == 1 ]]; then
+  echo "== the dashboard (DEMO_KEEP_SERVING=1: this server stays up until Ctrl-C)"
+  echo "open $TRAINFORGE_URL/ui/jobs/$job and sign in with the token in $token_file"
+  wait $server
+  exit 0
+fi
+echo "== the dashboard: this demo's server stops now; serve the same home again and open the job"
+echo "  TRAINFORGE_HOME=$TRAINFORGE_HOME $tf serve --port 8000"
+echo "  http://127.0.0.1:8000/ui/jobs/$job   (sign in with the token in $token_file)"

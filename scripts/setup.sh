@@ -7,6 +7,9 @@ need_debs=()
 command -v promtool >/dev/null || need_debs+=(prometheus)
 command -v prometheus-pushgateway >/dev/null || [[ -x /usr/bin/prometheus-pushgateway ]] \
   || need_debs+=(prometheus-pushgateway)
+# The dashboard's browser tests (tests/ui/test_browser.py) drive Debian's chromium through
+# Playwright; `playwright install` is never run (it downloads a browser build).
+[[ -x /usr/bin/chromium ]] || need_debs+=(chromium fonts-dejavu-core)
 if ((${#need_debs[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian packages: ${need_debs[*]}"

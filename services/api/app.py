@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from services.api import errors, log_redaction
+from services.api import errors, log_redaction, ui
 from services.api.body_limit import BodyLimitMiddleware
 from services.api.health import StoreProbe
 from services.api.metrics import HttpMetricsMiddleware, registry_for
@@ -69,10 +69,11 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.metrics_registry = registry_for(state.db)
     app.state.store_probe = StoreProbe(state)
     app.state.stream_slots = StreamSlots(settings.stream_max_per_token)
-    errors.install(app)
+    errors.install(app, pages=ui.ErrorPages())
     for router in (jobs.router, schedules.router, models.router, downloads.router,
                    datasets.router, internal.router, health.router):
         app.include_router(router)
+    ui.install(app)  # the dashboard at /ui/ (docs/dashboard.md)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]

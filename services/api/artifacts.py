@@ -131,6 +131,20 @@ def open_download(
             f"the download link expires more than {state.settings.download_url_ttl_s} s from "
             "now, later than links are issued for; list the artifacts again for a fresh link"
         )
+    return open_artifact(state, job_id, name)
+
+
+def open_artifact(state: AppState, job_id: str, name: str) -> tuple[BinaryIO, int]:
+    """Open ``jobs/<id>/<name>`` for a caller already allowed to read the job (a signed link,
+    or the dashboard after its team check).
+
+    Returns:
+        A reader (the caller closes it) and the object's size.
+
+    Raises:
+        NotFound: no such object, or a name that would leave the job's prefix.
+        StorageError: the object store failed (503).
+    """
     if name.startswith("/") or ".." in name.split("/"):
         raise NotFound(f"job {job_id} has no artifact {name!r}")
     key = state.key(job_prefix(job_id) + name)

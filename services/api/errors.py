@@ -9,11 +9,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from trainforge.aliases import AliasConflict
@@ -107,6 +107,12 @@ def problem(
 
 def error_response(exc: TrainforgeError, instance: str | None = None) -> JSONResponse:
     """The problem+json response for a domain error (used by handlers and middleware)."""
+    status, detail, headers = _described(exc, instance)
+    return problem(status, exc.code, detail, instance=instance, headers=headers)
+
+
+def _described(exc: TrainforgeError, instance: str | None) -> tuple[int, str, dict[str, str]]:
+    """A domain error's status, the detail a client may read, and its headers."""
     status = status_for(exc)
     detail = exc.message
     headers: dict[str, str] = {}
@@ -121,7 +127,17 @@ def error_response(exc: TrainforgeError, instance: str | None = None) -> JSONRes
         # operator reads it in the log; the client learns only that the store is down.
         log.warning("object store unavailable on %s (%s): %s", instance, exc.code, exc.message)
         detail = "the object store is unavailable; retry later (the server logged the cause)"
-    return problem(status, exc.code, detail, instance=instance, headers=headers)
+    return status, detail, headers
+
+
+class ErrorPages(Protocol):
+    """Renders the errors of the routes under ``prefix`` for people instead of programs (the
+    dashboard's HTML pages): same statuses and details, another body."""
+
+    prefix: str
+
+    def __call__(self, request: Request, exc: Exception, status: int, code: str,
+                 detail: str) -> Response: ...
 
 
 def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
@@ -150,28 +166,40 @@ def _field_errors(exc: RequestValidationError) -> list[dict[str, str]]:
     return errors
 
 
-def install(app: FastAPI) -> None:
-    """Register the handlers on ``app``."""
+def install(app: FastAPI, pages: ErrorPages | None = None) -> None:
+    """Register the handlers on ``app``; errors under ``pages.prefix`` are rendered by it."""
+
+    def _page(request: Request) -> ErrorPages | None:
+        return pages if pages is not None and request.url.path.startswith(pages.prefix) \
+            else None
 
     @app.exception_handler(TrainforgeError)
-    async def _domain(request: Request, exc: TrainforgeError) -> JSONResponse:
+    async def _domain(request: Request, exc: TrainforgeError) -> Response:
+        if (render := _page(request)) is not None:
+            status, detail, _ = _described(exc, request.url.path)
+            return render(request, exc, status, exc.code, detail)
         return error_response(exc, request.url.path)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _validation(request: Request, exc: RequestValidationError) -> Response:
         if any(e.get("type") == "json_invalid" for e in exc.errors()):
             # Not parseable at all (400), as opposed to parsed but invalid (422).
             return problem(400, "malformed_body", "the request body is not valid JSON",
                            instance=request.url.path)
         errors = _field_errors(exc)
         detail = "; ".join(f"{e['path']}: {e['message']}" for e in errors[:5])
-        return problem(422, "validation_failed", detail or "the request does not validate",
-                       instance=request.url.path, errors=errors)
+        detail = detail or "the request does not validate"
+        if (render := _page(request)) is not None:
+            return render(request, exc, 422, "validation_failed", detail)
+        return problem(422, "validation_failed", detail, instance=request.url.path,
+                       errors=errors)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+    async def _http(request: Request, exc: StarletteHTTPException) -> Response:
         code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
+        if (render := _page(request)) is not None:
+            return render(request, exc, exc.status_code, code, detail)
         return problem(exc.status_code, code, detail, instance=request.url.path,
                        headers=exc.headers)
 

@@ -208,16 +208,25 @@ def list_page(
     kind: JobKind | None,
     limit: int,
     cursor: str | None,
+    name: str | None = None,
 ) -> JobPage:
+    """A page of the team's jobs, newest first (``name``: the dashboard's filter by model)."""
     before = decode_cursor(cursor) if cursor else None
     with state.db.transaction() as session:
         jobs, next_seq = repo.list_jobs(
-            session, team, states=states, kind=kind, limit=limit, before_seq=before
+            session, team, states=states, kind=kind, name=name, limit=limit, before_seq=before
         )
     return JobPage(
         items=[JobOut.from_domain(j) for j in jobs],
         next_cursor=encode_cursor(next_seq) if next_seq is not None else None,
     )
+
+
+def best_scores(state: AppState, page: JobPage, metric: str) -> dict[str, float]:
+    """Each listed job's best ``metric`` over its epochs and trials (a page from
+    :func:`list_page`, hence the caller team's jobs only)."""
+    with state.db.transaction() as session:
+        return repo.best_metrics(session, [j.id for j in page.items], metric)
 
 
 def cancel(state: AppState, team: str, job_id: str) -> JobOut:

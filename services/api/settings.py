@@ -35,6 +35,10 @@ class ApiSettings(StoreSettings):
         "token, per API process; one more gets 429",
     )
     download_url_ttl_s: int = Field(900, ge=1, le=900, description="download links (≤ 15 min)")
+    ui_session_ttl_s: int = Field(
+        8 * 3600, ge=60, le=7 * 24 * 3600, description="how long a dashboard sign-in lasts "
+        "(/ui/; the session cookie is signed with a key derived from secret_key)",
+    )
 
 
 @functools.cache

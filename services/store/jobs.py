@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -121,10 +122,11 @@ def list_jobs(
     *,
     states: Collection[JobState] = (),
     kind: JobKind | None = None,
+    name: str | None = None,
     limit: int = 50,
     before_seq: int | None = None,
 ) -> tuple[list[Job], int | None]:
-    """A page of a team's jobs, newest first.
+    """A page of a team's jobs, newest first (``name``: only jobs of that model name).
 
     Returns:
         The jobs and the cursor of the next page (``None`` on the last page).
@@ -134,6 +136,8 @@ def list_jobs(
         query = query.where(JobRow.state.in_([s.value for s in states]))
     if kind is not None:
         query = query.where(JobRow.kind == kind.value)
+    if name is not None:
+        query = query.where(JobRow.name == name)
     if before_seq is not None:
         query = query.where(JobRow.seq < before_seq)
     rows, next_seq = page(session, query.order_by(JobRow.seq.desc()), limit,
@@ -179,6 +183,24 @@ def count_by_state(session: Session) -> dict[JobState, int]:
     for state, n in session.execute(select(JobRow.state, func.count()).group_by(JobRow.state)):
         counts[JobState(state)] = int(n)
     return counts
+
+
+def best_metrics(session: Session, job_ids: Collection[str], metric: str) -> dict[str, float]:
+    """The highest finite ``metric`` that any progress event (any trial) of each job reported:
+    a job's best epoch, which its latest metrics are not."""
+    best: dict[str, float] = {}
+    if not job_ids:
+        return best
+    rows = session.execute(
+        select(EventRow.job_id, EventRow.data)
+        .where(EventRow.job_id.in_(list(job_ids)), EventRow.type == "progress")
+    )
+    for job_id, data in rows:
+        value = ((data or {}).get("metrics") or {}).get(metric)
+        if isinstance(value, int | float) and math.isfinite(value) \
+                and value > best.get(job_id, -math.inf):
+            best[job_id] = float(value)
+    return best
 
 
 def list_events(

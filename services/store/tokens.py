@@ -94,6 +94,19 @@ def authenticate(session: Session, presented: str) -> ApiToken:
     return _domain(row)
 
 
+def live_token(session: Session, token_id: str) -> ApiToken:
+    """The unrevoked token with this id (a dashboard session names the token it was opened
+    with by id; the session's own signature proves the secret was presented then).
+
+    Raises:
+        Unauthenticated: unknown or revoked.
+    """
+    row = session.get(ApiTokenRow, token_id) if _ID_PATTERN.fullmatch(token_id) else None
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("invalid or revoked token")
+    return _domain(row)
+
+
 def revoke_token(session: Session, token: str) -> ApiToken:
     """Revoke by token id or by the full token. Revoking twice is not an error.
 
