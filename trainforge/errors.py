@@ -169,6 +169,20 @@ class Unauthenticated(TrainforgeError):
     code = "unauthenticated"
 
 
+class SignInRequired(Unauthenticated):
+    """The dashboard has no session for the request: none, expired, forged, or its token was
+    revoked (the dashboard then shows its sign-in page)."""
+
+    code = "sign_in_required"
+
+
+class CsrfRejected(TrainforgeError):
+    """A dashboard form that changes something came without the session's CSRF token, or
+    from another origin; nothing was changed."""
+
+    code = "csrf_rejected"
+
+
 class JobStateConflict(TrainforgeError):
     """The request does not fit the job's current state (e.g. cancelling a finished job)."""
 

@@ -20,6 +20,7 @@ from trainforge.aliases import AliasConflict
 from trainforge.errors import (
     AccessDenied,
     BackendError,
+    CsrfRejected,
     DatasetError,
     DownloadLinkInvalid,
     IdempotencyKeyReused,
@@ -49,6 +50,7 @@ PROBLEM_JSON = "application/problem+json"
 ERROR_STATUS: Mapping[type[TrainforgeError], int] = {
     Unauthenticated: 401,
     AccessDenied: 403,
+    CsrfRejected: 403,
     DownloadLinkInvalid: 403,
     LimitExceeded: 403,
     JobNotFound: 404,

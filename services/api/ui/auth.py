@@ -12,19 +12,7 @@ from fastapi import Depends, Request
 from services.api.state import AppState, get_state
 from services.api.ui import session
 from services.store import tokens
-from trainforge.errors import AccessDenied, Unauthenticated
-
-
-class SignInRequired(Unauthenticated):
-    """No session, or one that expired, was forged or whose token was revoked."""
-
-    code = "sign_in_required"
-
-
-class CsrfRejected(AccessDenied):
-    """A state-changing form without this session's CSRF token, or sent from another origin."""
-
-    code = "csrf_rejected"
+from trainforge.errors import CsrfRejected, SignInRequired, Unauthenticated
 
 
 @dataclass(frozen=True)
