@@ -250,8 +250,10 @@ class SweepParams(_Strict):
     max_concurrent_trials: int | None = Field(
         None, ge=1, le=256, description="default: GPUs available / GPUs per trial"
     )
-    gpus_per_trial: float = Field(1.0, ge=0.0, le=8.0)
-    cpus_per_trial: float = Field(2.0, gt=0.0, le=64.0)
+    gpus_per_trial: float = Field(1.0, ge=0.0, le=8.0, description="GPUs of each trial worker")
+    cpus_per_trial: float = Field(2.0, gt=0.0, le=64.0, description="CPUs of each trial worker")
+    workers_per_trial: int = Field(1, ge=1, le=MAX_WORKERS,
+                                   description="data-parallel workers of each trial")
     space: dict[str, Domain] = Field(min_length=1)
 
     @field_validator("space")
@@ -491,6 +493,17 @@ class JobSpec(_Strict):
                 f"({self.train.epochs}), the most epochs a trial runs; lower it"
             )
         workers = self.resources.workers if self.kind is JobKind.TRAIN else 1
+        if self.sweep is not None:
+            workers = self.sweep.workers_per_trial
+            if workers > 1 and 0 < self.sweep.gpus_per_trial < 1:
+                raise ValueError("a data-parallel trial's workers need a whole GPU each: "
+                                 "gpus_per_trial 0 or 1 with workers_per_trial > 1")
+            smallest = _smallest_batch(self.sweep.space.get("batch"), self.train.batch)
+            if smallest < workers:
+                raise ValueError(
+                    f"a trial's batch ({smallest}) is the global batch, split across "
+                    f"sweep.workers_per_trial ({workers}): it needs one image per worker at "
+                    "least")
         if self.train.batch < workers:
             raise ValueError(
                 f"train.batch ({self.train.batch}) is the global batch, split across "
@@ -511,6 +524,15 @@ class JobSpec(_Strict):
 
     def to_json(self) -> str:
         return self.model_dump_json(indent=2)
+
+
+def _smallest_batch(domain: Domain | None, default: int) -> int:
+    """The smallest ``batch`` a sweep's trials may train with."""
+    if domain is None:
+        return default
+    if domain.randint is not None:
+        return domain.randint[0]
+    return min(int(v) for v in domain.choice or [default])
 
 
 def format_validation_error(error: ValidationError) -> str:

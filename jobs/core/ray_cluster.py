@@ -97,7 +97,8 @@ def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> Jo
     their GPUs (``sweep.gpus_per_trial``) on a machine without one.
 
     Raises:
-        ResourcesUnavailable: the machine has fewer CPUs than the job has workers.
+        ResourcesUnavailable: the machine has fewer CPUs than the job has workers, or than
+            one data-parallel sweep trial needs.
     """
     if not cluster.local:
         return spec
@@ -106,6 +107,12 @@ def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> Jo
         raise ResourcesUnavailable(
             f"resources.workers={res.workers}, but this machine's Ray has {cluster.cpus} CPUs: "
             "each worker needs one at least; ask for fewer workers")
+    if spec.sweep is not None and \
+            spec.sweep.cpus_per_trial * spec.sweep.workers_per_trial > cluster.cpus > 0:
+        raise ResourcesUnavailable(
+            f"a trial needs sweep.workers_per_trial × cpus_per_trial = "
+            f"{spec.sweep.workers_per_trial} × {spec.sweep.cpus_per_trial:g} CPUs, but this "
+            f"machine's Ray has {cluster.cpus}; ask for fewer workers or CPUs per trial")
     cpus = min(res.cpus, max(1, cluster.cpus // res.workers)) if cluster.cpus else res.cpus
     if cpus != res.cpus:
         # Workers asking for more CPUs than the machine's Ray has would wait forever.

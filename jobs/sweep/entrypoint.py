@@ -110,7 +110,8 @@ def _sweep_of(spec: JobSpec) -> SweepParams:
 def _connect(spec: JobSpec, sweep: SweepParams) -> ray_cluster.Cluster:
     """Ray, sized for one trial when it is a private local Ray."""
     needs = spec.resources.model_copy(update={
-        "workers": 1, "gpus_per_worker": 1 if sweep.gpus_per_trial > 0 else 0,
+        "workers": sweep.workers_per_trial,
+        "gpus_per_worker": 1 if sweep.gpus_per_trial > 0 else 0,
         "cpus": math.ceil(sweep.cpus_per_trial),
     })
     return ray_cluster.connect(needs)

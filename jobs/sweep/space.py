@@ -75,8 +75,16 @@ def scheduler(sweep: SweepParams, *, max_epochs: int) -> Any:
     return FIFOScheduler()  # type: ignore[no-untyped-call]
 
 
-def trial_resources(sweep: SweepParams) -> dict[str, float]:
-    """What one trial reserves on the cluster, in ``tune.with_resources`` terms."""
+def trial_resources(sweep: SweepParams) -> Any:
+    """What one trial reserves on the cluster, in ``tune.with_resources`` terms: one bundle
+    per worker of a data-parallel trial (the trial's own process takes the first)."""
+    if sweep.workers_per_trial > 1:
+        from ray import tune
+
+        bundle = {"CPU": sweep.cpus_per_trial}
+        if sweep.gpus_per_trial > 0:
+            bundle["GPU"] = sweep.gpus_per_trial
+        return tune.PlacementGroupFactory([bundle] * sweep.workers_per_trial)
     resources = {"cpu": sweep.cpus_per_trial}
     if sweep.gpus_per_trial > 0:
         resources["gpu"] = sweep.gpus_per_trial
@@ -87,16 +95,19 @@ def default_concurrency(sweep: SweepParams, cluster: Mapping[str, float]) -> int
     """Trials run at once when the spec does not say: as many as the cluster fits.
 
     GPU trials are bounded by GPUs ÷ gpus_per_trial (and by CPUs ÷ cpus_per_trial, since a
-    trial needs both); on a CPU-only sweep by CPUs ÷ cpus_per_trial. Never more than the
-    number of trials, never less than one.
+    trial needs both); on a CPU-only sweep by CPUs ÷ cpus_per_trial; a data-parallel trial
+    counts ``workers_per_trial`` times. Never more than the number of trials, never less
+    than one.
 
     Args:
         sweep: the spec's sweep section.
         cluster: ``ray.cluster_resources()``.
     """
-    fits = math.floor(cluster.get("CPU", 0) / sweep.cpus_per_trial + 1e-9)
+    workers = sweep.workers_per_trial
+    fits = math.floor(cluster.get("CPU", 0) / (sweep.cpus_per_trial * workers) + 1e-9)
     if sweep.gpus_per_trial > 0:
-        fits = min(fits, math.floor(cluster.get("GPU", 0) / sweep.gpus_per_trial + 1e-9))
+        fits = min(fits, math.floor(
+            cluster.get("GPU", 0) / (sweep.gpus_per_trial * workers) + 1e-9))
     return max(1, min(fits, sweep.trials))
 
 
@@ -124,6 +135,8 @@ class SweepPlan:
             sched = f"FIFO ({self.max_epochs} epochs each)"
         per_trial = f"{s.cpus_per_trial:g} CPU" + (f" + {s.gpus_per_trial:g} GPU"
                                                     if s.gpus_per_trial else "")
+        if s.workers_per_trial > 1:
+            per_trial = f"{s.workers_per_trial} data-parallel workers of {per_trial}"
         return (f"{s.trials} trials over {', '.join(sorted(s.space))}; {s.searcher} search, "
                 f"{sched}, {self.concurrency} at once, {per_trial} each; "
                 f"best by {s.metric} ({MODE})")

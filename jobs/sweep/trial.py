@@ -9,6 +9,7 @@ trial id), with a checkpoint, so that a restored sweep continues the trial where
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -20,6 +21,7 @@ from typing import Any
 
 from jobs.core import adapter, dataset_step
 from jobs.core.steps import configure_logging
+from jobs.sweep import ranks
 from jobs.sweep.node import node_dataset, node_weights
 from jobs.sweep.space import TIME_ATTR, trial_params
 from trainforge.access import AccessRules
@@ -63,7 +65,8 @@ class TrialContext:
 
 
 def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
-    """Ray Tune trainable: train ``config`` (resuming from Tune's checkpoint if there is one).
+    """Ray Tune trainable: train ``config`` (resuming from Tune's checkpoint if there is one),
+    in this process, or as rank 0 of ``sweep.workers_per_trial`` ranks (jobs/sweep/ranks.py).
 
     Args:
         config: the sampled ``{hyperparameter: value}`` of this trial.
@@ -73,12 +76,38 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         HyperparameterMismatch: the trainer would train with other values than ``config``.
         TrainforgeError: the dataset or the weights are unavailable.
     """
+    import ray
     from ray import tune
 
     configure_logging()
     trial_id = tune.get_context().get_trial_id()
+    checkpoint = tune.get_checkpoint()
+    sweep = ctx.spec.sweep
+    if sweep is None or sweep.workers_per_trial == 1:
+        train_trial(config, ctx, trial_id, checkpoint)
+        shutil.rmtree(ctx.work_dir / "trials" / trial_id, ignore_errors=True)
+        return
+    group = ranks.rendezvous(sweep.workers_per_trial, gpus=sweep.gpus_per_trial > 0)
+    others = ranks.start_other_ranks(
+        group, functools.partial(train_trial, config, ctx, trial_id, checkpoint),
+        cpus=sweep.cpus_per_trial, gpus=sweep.gpus_per_trial)
+    group.join(0)
+    try:
+        train_trial(config, ctx, trial_id, checkpoint)
+        ray.get(others)  # a rank's own error, if one failed after rank 0 finished
+    finally:
+        group.leave()
+    shutil.rmtree(ctx.work_dir / "trials" / trial_id, ignore_errors=True)
+
+
+def train_trial(config: dict[str, Any], ctx: TrialContext, trial_id: str, checkpoint: Any,
+                rank: int = 0) -> None:
+    """Train one trial as ``rank`` (0, the one that reports, unless the trial is
+    data-parallel): its node's dataset, Tune's checkpoint restored, Ultralytics' trainer."""
     params = trial_params(ctx.spec.train, config)
     trial_dir = ctx.work_dir / "trials" / trial_id
+    if rank:
+        trial_dir = trial_dir / f"rank-{rank}"  # ranks on one node keep apart
     shutil.rmtree(trial_dir, ignore_errors=True)  # a restarted trial starts from its checkpoint
     # One settings dir per job and node: Tune may run several trials in one process, and
     # Ultralytics reads its settings once per process.
@@ -91,7 +120,7 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     data = node_dataset(ctx.spec.dataset.uri, Path(ctx.cache_dir), ctx.dataset_fingerprint)
     data_yaml = dataset_step.write_local_data_yaml(data.path, trial_dir / "data.yaml")
     run_dir = trial_dir / "run"
-    resumed_at = _restore(tune.get_checkpoint(), run_dir)
+    resumed_at = _restore(checkpoint, run_dir)
     if resumed_at is not None and resumed_at > params.epochs:
         log.info("trial %s: all %d epochs were done before the restart", trial_id, params.epochs)
         return
@@ -103,13 +132,26 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         overrides = adapter.train_overrides(params, data_yaml=data_yaml, model=weights,
                                             run_dir=run_dir, device=ctx.device,
                                             plots=ctx.plots)
-    hooks = TrialHooks(trial_id=trial_id, params=params, sampled=dict(config),
-                       attempt=ctx.attempt, staging=trial_dir / "staging",
-                       started={"bytes_downloaded": data.bytes_downloaded,
-                                "dataset_cached": data.cached, "resumed_at_epoch": resumed_at,
-                                "host": socket.gethostname(), "pid": os.getpid()})
+    here = {"pid": os.getpid(), "host": socket.gethostname()}
+    everyone = ranks.peers(here) if adapter.distributed.world_size() > 1 else [here]
+    hooks: adapter.TrainingHooks = TrialHooks(
+        trial_id=trial_id, params=params, sampled=dict(config), attempt=ctx.attempt,
+        staging=trial_dir / "staging",
+        started={"bytes_downloaded": data.bytes_downloaded, "dataset_cached": data.cached,
+                 "resumed_at_epoch": resumed_at, **here, "workers": len(everyone),
+                 "pids": ",".join(str(p["pid"]) for p in everyone)},
+    ) if rank == 0 else _OtherRank()
     adapter.train(overrides, hooks)
-    shutil.rmtree(trial_dir, ignore_errors=True)
+
+
+class _OtherRank:
+    """Hooks of a data-parallel trial's other ranks: rank 0 reports and checkpoints."""
+
+    def on_epoch(self, result: adapter.EpochResult) -> None:
+        pass
+
+    def on_checkpoint(self, epoch: int, last: Path, best: Path | None) -> None:
+        pass
 
 
 def _restore(checkpoint: Any, run_dir: Path) -> int | None:

@@ -72,8 +72,9 @@ def run(plan: SweepPlan, ctx: TrialContext, artifacts_uri: str,
                 else plan.concurrency,
                 # A finished trial's process takes the next one (no new Python, torch and
                 # Ultralytics imports); Tune starts a fresh one when the old trial's thread
-                # does not end within seconds (a trial stopped mid-epoch).
-                reuse_actors=True,
+                # does not end within seconds (a trial stopped mid-epoch). A data-parallel
+                # trial's rank 0 needs a fresh process: Ultralytics reads its rank on import.
+                reuse_actors=plan.sweep.workers_per_trial == 1,
             ),
             run_config=tune.RunConfig(
                 name=EXPERIMENT, storage_path=storage_path, storage_filesystem=filesystem,

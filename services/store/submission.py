@@ -79,12 +79,13 @@ class Idempotency:
 
 def gpus_requested(spec: JobSpec) -> int:
     """GPUs the job may hold at once: ``workers × gpus_per_worker``, or for a sweep, concurrent
-    trials × GPUs per trial (all trials when the spec sets no concurrency limit) if that is
-    more."""
+    trials × workers per trial × GPUs per trial worker (all trials when the spec sets no
+    concurrency limit) if that is more."""
     gpus = spec.resources.total_gpus
     if spec.kind is JobKind.SWEEP and spec.sweep is not None:
-        concurrent = spec.sweep.max_concurrent_trials or spec.sweep.trials
-        gpus = max(gpus, math.ceil(spec.sweep.gpus_per_trial * concurrent))
+        sweep = spec.sweep
+        concurrent = sweep.max_concurrent_trials or sweep.trials
+        gpus = max(gpus, math.ceil(sweep.gpus_per_trial * sweep.workers_per_trial * concurrent))
     return gpus
 
 
@@ -98,7 +99,8 @@ def check_job_limits(spec: JobSpec, team: str, limits: TeamLimits) -> None:
     if gpus > limits.max_gpus_per_job:
         raise LimitExceeded(
             f"the job asks for {gpus} GPUs (resources.workers × gpus_per_worker, or for sweeps "
-            f"concurrent trials × sweep.gpus_per_trial); team {team!r} may use at most "
+            "concurrent trials × sweep.workers_per_trial × gpus_per_trial); team "
+            f"{team!r} may use at most "
             f"{limits.max_gpus_per_job} per job"
         )
     if spec.sweep is not None and spec.sweep.trials > limits.max_sweep_trials:

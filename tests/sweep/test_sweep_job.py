@@ -163,3 +163,29 @@ def test_a_killed_sweep_resumes_without_rerunning_finished_trials(
         len(v) for (_, attempt), v in second.items() if attempt == 2)
     print(f"resume: {len(finished)} trial(s) finished before the kill; epochs trained in all "
           f"{trained} for {3 * epochs} in the table")
+
+
+def test_data_parallel_trials_train_on_two_workers_each(
+        sweep_runner: JobRunner, tiny_dataset: Path, recording_api: RecordingAPI) -> None:
+    """Two trials with ``workers_per_trial: 2`` (gloo, one CPU each), one after the other on
+    this machine: each trial is two processes, rank 0 alone reports its epochs to the API and
+    Tune, and the best one is published like any sweep's."""
+    job = "sweep-ddp"
+    epochs = 2
+    spec = sweep_spec(str(tiny_dataset), train={"epochs": epochs},
+                      sweep={"trials": 2, "scheduler": "fifo", "workers_per_trial": 2})
+    run = sweep_runner.run(job, spec, timeout=900)
+    assert run.returncode == 0, run.output[-6000:]
+    assert recording_api.final_state(job)["state"] == "SUCCEEDED"
+
+    starts = _trial_starts(recording_api, job)
+    assert len(starts) == 2, "one start message per trial, from its rank 0"
+    for start in starts:
+        pids = start["data"]["pids"].split(",")
+        assert start["data"]["workers"] == 2 and len(set(pids)) == 2, start["data"]
+        assert str(start["data"]["pid"]) == pids[0], "the trial's own process is rank 0"
+    progress = _progress(recording_api, job)
+    assert sorted(progress.values()) == [[1, 2], [1, 2]], "each epoch reported once, by rank 0"
+    assert "1 at once, 2 data-parallel workers of 1 CPU each" in run.output, "the plan"
+    models = Path(sweep_runner.models_uri.removeprefix("file://"))
+    assert list(models.glob(f"*/shapes/{job}/manifest.json")), "the best trial is published"

@@ -30,7 +30,7 @@ SHOTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "ui"
 SPEC: dict[str, Any] = {
     "name": "shapes-ui", "model": {"base": "yolov8n.yaml"}, "retries": 0,
     "resources": {"gpus": 0, "cpus": 1},
-    "train": {"epochs": 8, "imgsz": 64, "batch": 8, "workers": 0, "warmup_epochs": 0,
+    "train": {"epochs": 8, "imgsz": 64, "batch": 8, "nbs": 8, "workers": 0, "warmup_epochs": 0,
               "optimizer": "SGD", "lr0": 0.02, "amp": False, "seed": 0,
               "augment": {"mosaic": 0.0, "close_mosaic": 0}},
 }

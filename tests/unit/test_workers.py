@@ -108,3 +108,37 @@ def test_more_workers_than_local_cpus_is_refused() -> None:
 def test_a_cluster_takes_the_spec_as_it_is() -> None:
     asked = spec({"workers": 16, "cpus": 8})
     assert fit_to_cluster(asked, Cluster("ray", gpus=0, cpus=2, local=False), Messages()) is asked
+
+
+def sweep(**params: Any) -> JobSpec:
+    return parse_spec({"kind": "sweep", "name": "d", "dataset": {"uri": "s3://d/"},
+                       "sweep": {"space": {"lr0": {"uniform": [0.001, 0.1]}}, **params}})
+
+
+def test_a_data_parallel_trial_needs_whole_gpus_and_an_image_per_worker() -> None:
+    assert sweep(workers_per_trial=4, gpus_per_trial=1).sweep is not None
+    with pytest.raises(SpecError, match="need a whole GPU each"):
+        sweep(workers_per_trial=2, gpus_per_trial=0.5)
+    with pytest.raises(SpecError, match=r"a trial's batch \(8\) is the global batch"):
+        sweep(workers_per_trial=16, space={"batch": {"choice": [8, 32]}})
+
+
+def test_data_parallel_trials_reserve_a_bundle_per_worker_and_count_in_limits() -> None:
+    from jobs.sweep.space import default_concurrency, trial_resources
+
+    four = sweep(workers_per_trial=4, gpus_per_trial=1, cpus_per_trial=2, trials=8).sweep
+    assert four is not None
+    assert trial_resources(four).bundles == [{"CPU": 2, "GPU": 1}] * 4
+    assert default_concurrency(four, {"CPU": 64, "GPU": 8}) == 2  # 8 GPUs / (4 × 1)
+    one = four.model_copy(update={"workers_per_trial": 1})
+    assert trial_resources(one) == {"cpu": 2, "gpu": 1}
+    assert gpus_requested(sweep(workers_per_trial=4, trials=3)) == 12
+    with pytest.raises(LimitExceeded, match="asks for 12 GPUs"):
+        check_job_limits(sweep(workers_per_trial=4, trials=3), "vision",
+                         TeamLimits(max_gpus_per_job=8))
+
+
+def test_a_local_machine_refuses_a_trial_larger_than_itself() -> None:
+    with pytest.raises(ResourcesUnavailable, match="a trial needs"):
+        fit_to_cluster(sweep(workers_per_trial=3, gpus_per_trial=0, cpus_per_trial=1),
+                       Cluster("local", gpus=0, cpus=2, local=True), Messages())

@@ -137,7 +137,10 @@ class TrainingHooks(Protocol):
 
     A hooks object may also define ``on_train_start(run_dir: Path) -> None``: it runs once the
     trainer has written ``run_dir/args.yaml`` and before any data is loaded, so raising there
-    refuses a run before it spends an epoch (the sweep checks each trial's arguments there).
+    refuses a run before it spends an epoch (the sweep checks each trial's arguments there);
+    and ``on_epoch_elsewhere(epoch: int) -> None``, which runs on every other rank where rank 0
+    runs :meth:`on_epoch` (for per-epoch steps every rank must take, such as Ray Train's
+    report, a barrier).
     """
 
     def on_epoch(self, result: EpochResult) -> None: ...
@@ -183,9 +186,14 @@ class _Callbacks:
                                  Path(trainer.best) if improved else None)
 
     def on_fit_epoch_end(self, trainer: Any) -> None:
-        if not self._epoch_pending or distributed.world_rank() != 0:
-            return  # every rank runs this callback; only rank 0 holds the epoch's metrics
+        if not self._epoch_pending:
+            return
         self._epoch_pending = False
+        if distributed.world_rank() != 0:  # every rank runs this; only rank 0 has the metrics
+            elsewhere = getattr(self.hooks, "on_epoch_elsewhere", None)
+            if elsewhere is not None:
+                elsewhere(int(trainer.epoch) + 1)
+            return
         values: dict[str, Any] = {
             **trainer.label_loss_items(trainer.tloss, prefix="train"),
             **(trainer.metrics or {}),
