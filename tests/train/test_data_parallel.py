@@ -94,19 +94,20 @@ def test_two_workers_train_like_one(
     assert abs(map1 - map2) <= MAP_TOLERANCE, (map1, map2)
 
 
+@pytest.mark.parametrize("rank", [1, 0])
 def test_a_killed_rank_restarts_the_group_from_the_last_checkpoint(
     cluster_runner: JobRunner, recording_api: RecordingAPI, ddp_dataset: Path, tmp_path: Path,
-    ray_head: RayHead,
+    ray_head: RayHead, rank: int,
 ) -> None:
-    """Rank 1 (not the rank that writes) is killed after epoch 1: Ray Train restarts both
-    workers and they resume at epoch 2 from last.pt."""
-    job = "job-ddp-kill"
+    """One rank (1: one that only trains; 0: the one that writes) is killed after epoch 1:
+    Ray Train restarts both workers and they resume at epoch 2 from last.pt."""
+    job = f"job-ddp-kill-{rank}"
 
-    def rank1_pid() -> int:
+    def rank_pid() -> int:
         started = recording_api.message(job, "training worker started")
-        return int(next(m["data"]["pid"] for m in started if m["data"]["rank"] == 1))
+        return int(next(m["data"]["pid"] for m in started if m["data"]["rank"] == rank))
 
-    killer = KillAfterEpoch(recording_api, job, epoch=1, pid=rank1_pid)
+    killer = KillAfterEpoch(recording_api, job, epoch=1, pid=rank_pid)
     recording_api.on_event = killer
     run = cluster_runner.run(job, _spec(ddp_dataset, 2, epochs=3, retries=1), timeout=900)
 
