@@ -56,7 +56,7 @@ def test_jobs_share_one_warm_ray_head_that_stops_with_the_server(tmp_path: Path)
             assert state == "SUCCEEDED", job_log[-5000:]
             assert "step ray-connect: the embedded server's Ray at 127.0.0.1:" in job_log
             events = client.get(f"/v1/jobs/{job}/events").json()["items"]
-            assert any("but this machine has 0: training on the CPU" in e["reason"]
+            assert any("but this machine has 0 GPU(s): training on the CPU" in e["reason"]
                        for e in events), events
         heads = re.findall(r"local Ray head at (\S+) in", log_path.read_text())
         assert len(heads) == 1, log_path.read_text()[-3000:]
