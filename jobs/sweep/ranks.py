@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from jobs.core import adapter
 from trainforge.errors import TrainingFailed
 
 #: How long a rank waits for the others at the rendezvous and in each collective.
@@ -107,12 +106,3 @@ class _Rank:
             train(rank)
         finally:
             group.leave()
-
-
-def peers(here: dict[str, Any]) -> list[dict[str, Any]]:
-    """``here`` of every rank of the current group, in rank order."""
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * adapter.distributed.world_size()
-    dist.all_gather_object(gathered, here)
-    return gathered

@@ -133,7 +133,7 @@ def train_trial(config: dict[str, Any], ctx: TrialContext, trial_id: str, checkp
                                             run_dir=run_dir, device=ctx.device,
                                             plots=ctx.plots)
     here = {"pid": os.getpid(), "host": socket.gethostname()}
-    everyone = ranks.peers(here) if adapter.distributed.world_size() > 1 else [here]
+    everyone = adapter.distributed.all_gather(here)
     hooks: adapter.TrainingHooks = TrialHooks(
         trial_id=trial_id, params=params, sampled=dict(config), attempt=ctx.attempt,
         staging=trial_dir / "staging",

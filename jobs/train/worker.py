@@ -183,7 +183,7 @@ def _announce(me: Rank, reporter: JobReporter | None, attempt: int, batch: int) 
     says so when the global batch does not split evenly."""
     here = {"rank": me.rank, "pid": os.getpid(), "host": socket.gethostname(),
             "device": me.device}
-    peers = _all_gather(me, here)
+    peers = adapter.distributed.all_gather(here)
     if reporter is None:
         return
     for peer in peers:
@@ -204,21 +204,10 @@ def _same_checkpoint_everywhere(me: Rank, resume: Path | None) -> None:
     if me.size == 1:
         return
     digest = sha256_file(resume) if resume is not None else None
-    seen = _all_gather(me, digest)
+    seen = adapter.distributed.all_gather(digest)
     if len(set(seen)) > 1:
         raise TrainingFailed(f"the training workers fetched different checkpoints ({seen}); "
                              "retry the job")
-
-
-def _all_gather(me: Rank, value: Any) -> list[Any]:
-    """``value`` of every rank, in rank order (just ``[value]`` for a single worker)."""
-    if me.size == 1:
-        return [value]
-    import torch.distributed as dist
-
-    gathered: list[Any] = [None] * me.size
-    dist.all_gather_object(gathered, value)
-    return gathered
 
 
 def _claim_run(artifacts: JobArtifacts, spec: JobSpec, reporter: JobReporter,

@@ -58,6 +58,19 @@ def world_rank() -> int:
     return 0
 
 
+def all_gather(value: Any) -> list[Any]:
+    """``value`` of every rank of this process's group, in rank order (``[value]`` without
+    a group)."""
+    size = world_size()
+    if size == 1:
+        return [value]
+    import torch.distributed as dist
+
+    gathered: list[Any] = [None] * size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def check_rank_constants() -> None:
     """Ultralytics' import-time ``RANK``/``LOCAL_RANK`` must be this rank's.
 
