@@ -37,7 +37,7 @@ schema: setup  ## Regenerate docs/jobspec.schema.json, docs/openapi.json, the er
 	PYTHONPATH=$(CURDIR) $(PY) -m services.api.openapi > docs/openapi.json
 	PYTHONPATH=$(CURDIR) $(PY) scripts/sync_error_codes.py
 
-crds:  ## Refresh the vendored CRD schemas (tests/kubecheck/crds) from their pinned upstream refs.
+crds:  ## Refresh the vendored CRD schemas (tests/fixtures/kubecheck/crds) from their pinned upstream refs.
 	bash scripts/vendor-crds.sh
 
 sync-rules:  ## Copy infra/prometheus/rules.yaml into the Helm chart (a packaged chart is self-contained).

@@ -72,7 +72,8 @@ def accuracy(work: Path) -> float:
     from ultralytics.models.yolo.model import YOLO
 
     from jobs.export import convert, measure
-    from tests.export.conftest import DATASET, TRAIN
+    from tests.fixtures.checkpoints import DETECTOR_DATASET as DATASET
+    from tests.fixtures.checkpoints import DETECTOR_TRAIN as TRAIN
     from trainforge.datasets import synth, write_local_data_yaml
 
     root = synth(work / "shapes", **DATASET)  # type: ignore[arg-type]

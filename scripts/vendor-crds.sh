@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Refreshes tests/kubecheck/crds/ from the pinned upstream refs (tests/kubecheck/crds/README.md)
-# and checks every file against tests/kubecheck/crds/SHA256SUMS; nothing changes on a mismatch.
+# Refreshes tests/fixtures/kubecheck/crds/ from the pinned upstream refs (tests/fixtures/kubecheck/crds/README.md)
+# and checks every file against tests/fixtures/kubecheck/crds/SHA256SUMS; nothing changes on a mismatch.
 #   scripts/vendor-crds.sh              download from GitHub (needs the network)
 #   scripts/vendor-crds.sh --from DIR   copy from DIR (kuberay/…, monitoring/… as here)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-dest=tests/kubecheck/crds
+dest=tests/fixtures/kubecheck/crds
 kuberay=https://raw.githubusercontent.com/ray-project/kuberay/v1.7.0/helm-chart/kuberay-operator/crds
 charts=https://raw.githubusercontent.com/prometheus-community/helm-charts/cf408a290aec489277a94450bb3511432477a53a/charts/kube-prometheus-stack/charts/crds/crds
 declare -A sources=(

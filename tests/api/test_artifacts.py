@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 from services.api import artifacts, create_app
 from services.api.settings import ApiSettings
 from services.store import Database
-from tests.api.support import SECRET, submit
+from tests.fixtures.api import SECRET, submit
 from trainforge.storage import S3Store
 
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from services.store import Database, tokens
-from tests.api.support import SPEC, claim_all, submit
+from tests.fixtures.api import SPEC, claim_all, submit
 
 
 @pytest.mark.parametrize(

@@ -13,7 +13,7 @@ import pytest
 from alembic.script import ScriptDirectory
 
 from services.store.migrate import alembic_config
-from tests.conftest import serve_process
+from tests.fixtures.embedded import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -31,7 +31,8 @@ def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Co
 
 
 @pytest.fixture()
-def served(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+def served(serve_process: ServeProcess, tmp_path: Path
+           ) -> Iterator[tuple[str, dict[str, str]]]:
     """`trainforge serve` on a free port, running jobs with tests.standin."""
     home = tmp_path / "home"
     env = _env(home, TRAINFORGE_DISPATCHER_LOCAL_MODULE="tests.standin",

@@ -10,7 +10,7 @@ import pytest
 
 from services.store import Database
 from services.store import jobs as repo
-from tests.api.support import SPEC
+from tests.fixtures.api import SPEC
 from trainforge.client import ApiError, Client
 from trainforge.spec import parse_spec
 

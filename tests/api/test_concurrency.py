@@ -17,7 +17,7 @@ from sqlalchemy import text
 
 from services.api import jobs as jobs_service
 from services.store import Database
-from tests.api.support import SPEC
+from tests.fixtures.api import SPEC
 
 
 async def _burst(app: FastAPI, headers: dict[str, str], n: int) -> list[httpx.Response]:

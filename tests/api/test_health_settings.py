@@ -12,7 +12,7 @@ from services.api import create_app
 from services.api.settings import ApiSettings
 from services.dispatcher.settings import DispatcherSettings
 from services.store.settings import StoreSettings
-from tests.conftest import free_port
+from tests.fixtures.network import free_port
 
 
 def test_readyz_is_503_when_the_database_is_down(settings: ApiSettings) -> None:

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 
 from services.api.settings import ApiSettings
 from services.store import Database
-from tests.api.support import claim_all, submit
+from tests.fixtures.api import claim_all, submit
 
 ROUTES = [
     ("GET", "/v1/jobs/{id}", {}),

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 
 from services.store import Database, dispatch
 from services.store import jobs as repo
-from tests.api.support import SPEC, claim_all, submit
+from tests.fixtures.api import SPEC, claim_all, submit
 from trainforge.errors import IllegalTransition
 from trainforge.states import ALLOWED_TRANSITIONS, JobState
 

@@ -10,7 +10,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from services.store import Database, dispatch
-from tests.api.support import claim_all, submit
+from tests.fixtures.api import claim_all, submit
 
 PROMTOOL = shutil.which("promtool") or "/usr/bin/promtool"
 

@@ -14,7 +14,7 @@ from services.store import Database
 from services.store import schedules as repo
 from services.store.domain import RunOutcome
 from services.store.schedules import RunRecord
-from tests.api.support import SPEC
+from tests.fixtures.api import SPEC
 
 BODY = {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "spec": SPEC}
 

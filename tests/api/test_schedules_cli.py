@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from services.store import Database
-from tests.api.support import SPEC
-from tests.dispatcher.schedules import Clock, make_dispatcher
+from tests.fixtures.api import SPEC
+from tests.fixtures.schedules import Clock, make_dispatcher
 from trainforge.cli import app
 from trainforge.client import ApiError, Client
 

@@ -36,7 +36,7 @@ from services.api.openapi import document
 from services.api.schemas import JobSubmission, ScheduleCreate
 from services.api.settings import ApiSettings, TeamLimits
 from services.store import Database
-from tests.api.support import SECRET, SPEC, claim_all
+from tests.fixtures.api import SECRET, SPEC, claim_all
 
 EXAMPLES = 50
 CHECKS = [

@@ -11,7 +11,7 @@ from pathlib import Path
 from fastapi.testclient import TestClient
 
 from services.store import Database, dispatch
-from tests.api.support import claim_all, submit
+from tests.fixtures.api import claim_all, submit
 
 
 def _sse(text: str) -> list[dict]:

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from services.api.settings import ApiSettings, TeamLimits
 from services.store import Database
 from services.store import jobs as repo
-from tests.api.support import SPEC, submit
+from tests.fixtures.api import SPEC, submit
 from trainforge.errors import StorageError
 
 PROBLEM = "application/problem+json"

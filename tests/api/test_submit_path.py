@@ -25,7 +25,7 @@ from services.api.schemas import JobSubmission
 from services.api.settings import ApiSettings, TeamLimits
 from services.store import Database, submission
 from services.store import jobs as repo
-from tests.api.support import SPEC, submit
+from tests.fixtures.api import SPEC, submit
 from trainforge.errors import QuotaExceeded
 
 

@@ -3,7 +3,8 @@
 Each values set (defaults and charts/trainforge/ci/*-values.yaml) is rendered with the real helm
 and every object checked: core kinds against the strict Kubernetes schemas of every release
 from 1.30 (kubernetes-validate's bundled files), custom resources against the CRDs in
-tests/kubecheck/crds made strict, KubeRay's controller rules, and Pod Security "restricted".
+tests/fixtures/kubecheck/crds made strict, KubeRay's controller rules, and Pod Security
+"restricted".
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import yaml
 
 from services.dispatcher.backends.kuberay import RayJobBuilder
 from services.dispatcher.backends.kuberay_config import parse_config
-from tests.chart.conftest import (
+from tests.fixtures.chart import (
     NAMESPACE,
     RELEASE,
     VALUE_SETS,
@@ -29,12 +30,12 @@ from tests.chart.conftest import (
     render,
     values_args,
 )
-from tests.k8s.conftest import launch_request
-from tests.kubecheck.crd import crd_errors, is_custom_resource
-from tests.kubecheck.k8s import k8s_errors
-from tests.kubecheck.kuberay_rules import kuberay_errors
-from tests.kubecheck.paths import REPO
-from tests.kubecheck.pss import all_restricted_errors, pod_specs
+from tests.fixtures.kube import launch_request
+from tests.fixtures.kubecheck.crd import crd_errors, is_custom_resource
+from tests.fixtures.kubecheck.k8s import k8s_errors
+from tests.fixtures.kubecheck.kuberay_rules import kuberay_errors
+from tests.fixtures.kubecheck.paths import REPO
+from tests.fixtures.kubecheck.pss import all_restricted_errors, pod_specs
 from trainforge import constants
 from trainforge.spec import parse_spec
 

@@ -10,7 +10,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from tests.chart.conftest import CHART, RELEASE, chart_values, helm
+from tests.fixtures.chart import CHART, RELEASE, chart_values, helm
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())
 BAD_VALUES = sorted((Path(__file__).parent / "bad-values").glob("*.yaml"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
 import pytest
 
 from tests.datasets.corpus import BASE_ARGS, CASES
+from tests.fixtures.s3 import upload_tree
 from trainforge.datasets import synth
 from trainforge.storage import S3Store
 
@@ -39,15 +39,6 @@ def corpus(base_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> dict
         case.mutate(root)
         roots[case.id] = root
     return roots
-
-
-def upload_tree(store: S3Store, root: Path, prefix: str) -> None:
-    """Upload every regular file under root (symlinks are not followed) to prefix/."""
-    files = [p for p in sorted(root.rglob("*")) if p.is_file() and not p.is_symlink()]
-    # put (one request, records the sha256) rather than upload (transfer manager + HEAD).
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda p: store.put(f"{prefix}/{p.relative_to(root).as_posix()}",
-                                          p.read_bytes()), files))
 
 
 @pytest.fixture(scope="session")

@@ -109,7 +109,7 @@ def test_cli_exit_codes_valid_and_usage(base_dataset: Path, tmp_path: Path) -> N
 def test_s3_unsafe_key_is_reported(s3_bucket: str, s3_server: str, base_dataset: Path) -> None:
     import boto3
 
-    from tests.datasets.conftest import upload_tree
+    from tests.fixtures.s3 import upload_tree
     from trainforge.storage import S3Store
 
     upload_tree(S3Store(s3_bucket, endpoint_url=s3_server), base_dataset, "ds")

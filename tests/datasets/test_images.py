@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tests.datasets.conftest import upload_tree
+from tests.fixtures.s3 import upload_tree
 from trainforge.datasets import validate
 from trainforge.datasets.images import HEADER_BYTES, ImageProblem, decode, probe_header
 from trainforge.storage import S3Store

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from tests.datasets.conftest import upload_tree
 from tests.datasets.corpus import _Planted, planted_pickle
+from tests.fixtures.s3 import upload_tree
 from trainforge.datasets import (
     dataset_stats,
     fingerprint,

@@ -13,13 +13,13 @@ from services.api.settings import ApiSettings, TeamLimits
 from services.dispatcher.backends.local import LocalBackend
 from services.dispatcher.dispatcher import Dispatcher
 from services.store import Database, tokens
-from tests.conftest import serve_app
-from tests.dispatcher.support import SECRET, SPEC, ApiServer, config, standin_env
-from tests.jobstore import TEST_POLICY, database_url, db  # noqa: F401 (fixtures)
+from tests.fixtures.dispatcher import SECRET, SPEC, ApiServer, config, standin_env
+from tests.fixtures.jobstore import TEST_POLICY
+from tests.fixtures.network import serve_app
 
 
 @pytest.fixture(scope="session")
-def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory  # noqa: F811
+def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory
                ) -> Iterator[ApiServer]:
     """The API served by uvicorn on a free loopback port (jobs post their events here)."""
     home = tmp_path_factory.mktemp("api-home")
@@ -35,7 +35,7 @@ def api_server(database_url: str, tmp_path_factory: pytest.TempPathFactory  # no
 
 
 @pytest.fixture()
-def team_headers(db: Database) -> dict[str, str]:  # noqa: F811
+def team_headers(db: Database) -> dict[str, str]:
     with db.transaction() as session:
         token = tokens.create_token(session, "vision")[1]
     return {"Authorization": f"Bearer {token}"}
@@ -61,7 +61,7 @@ def local_backend(tmp_path: Path) -> LocalBackend:
 
 
 @pytest.fixture()
-def dispatcher(db: Database, local_backend: LocalBackend,  # noqa: F811
+def dispatcher(db: Database, local_backend: LocalBackend,
                api_server: ApiServer) -> Iterator[Dispatcher]:
     dispatcher = Dispatcher(db, local_backend, config(api_server))
     yield dispatcher

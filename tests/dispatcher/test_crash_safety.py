@@ -31,8 +31,8 @@ from services.store import Database, dispatch
 from services.store import jobs as repo
 from services.store.domain import NewJob
 from services.store.ids import new_job_id
-from tests.conftest import free_port
-from tests.dispatcher.support import ROOT, SECRET, ApiServer, config, drive, jobs, run_markers
+from tests.fixtures.dispatcher import ROOT, SECRET, ApiServer, config, drive, jobs, run_markers
+from tests.fixtures.network import free_port
 from trainforge.spec import JobKind
 from trainforge.states import JobState
 

@@ -9,13 +9,7 @@ import httpx
 
 from services.dispatcher.dispatcher import Dispatcher
 from services.store import Database, dispatch
-from tests.dispatcher.support import (
-    ApiServer,
-    config,
-    drive,
-    jobs,
-    run_markers,
-)
+from tests.fixtures.dispatcher import ApiServer, config, drive, jobs, run_markers
 from trainforge.states import JobState
 
 SWEEP = {"kind": "sweep", "sweep": {"trials": 2, "space": {"lr0": {"loguniform": [1e-4, 0.1]}}}}

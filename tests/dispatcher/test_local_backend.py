@@ -13,7 +13,7 @@ import pytest
 
 from services.dispatcher.backends.base import BackendState, LaunchRequest
 from services.dispatcher.backends.local import LocalBackend
-from tests.dispatcher.support import run_markers, standin_env
+from tests.fixtures.dispatcher import run_markers, standin_env
 from trainforge.spec import JobKind, Resources
 
 

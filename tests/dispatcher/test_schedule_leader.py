@@ -16,7 +16,8 @@ from sqlalchemy import create_engine, text
 
 from services.dispatcher.dispatcher import Dispatcher
 from services.store import Database
-from tests.dispatcher.schedules import (
+from tests.fixtures.jobstore import PG_SERVER
+from tests.fixtures.schedules import (
     Clock,
     add_schedule,
     all_jobs,
@@ -24,7 +25,6 @@ from tests.dispatcher.schedules import (
     fired_once_each,
     runs,
 )
-from tests.jobstore import PG_SERVER
 
 
 def _concurrently(group: list[Dispatcher], loops: int) -> None:

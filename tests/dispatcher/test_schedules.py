@@ -17,7 +17,8 @@ from services.store import Database
 from services.store import jobs as repo
 from services.store.domain import RunOutcome
 from services.store.settings import TeamLimits
-from tests.dispatcher.schedules import (
+from tests.fixtures.dispatcher import SPEC
+from tests.fixtures.schedules import (
     T0,
     Clock,
     add_schedule,
@@ -26,7 +27,6 @@ from tests.dispatcher.schedules import (
     runs,
     schedule,
 )
-from tests.dispatcher.support import SPEC
 from trainforge.datasets import fingerprint, synth
 from trainforge.states import JobState
 

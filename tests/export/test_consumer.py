@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from jobs.export.pipeline import export_and_publish
-from tests.export.conftest import Trained
+from tests.fixtures.checkpoints import Trained
 from trainforge.registry import resolve
 from trainforge.spec import parse_spec
 from trainforge.storage import open_location

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.export.conftest import EventSink, Trained, sample, scrape
+from tests.fixtures.checkpoints import Trained
+from tests.fixtures.export import EventSink, sample, scrape
 from trainforge.access import AccessRules, TeamAccess
 from trainforge.registry import read_manifest, verify
 

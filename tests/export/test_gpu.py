@@ -8,7 +8,7 @@ import pytest
 
 from jobs.export.convert import cuda_gpu, tensorrt_unavailable_reason
 from jobs.export.pipeline import export_and_publish
-from tests.export.conftest import Trained
+from tests.fixtures.checkpoints import Trained
 from trainforge.registry import read_manifest, verify
 from trainforge.spec import parse_spec
 

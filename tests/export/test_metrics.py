@@ -6,7 +6,7 @@ import subprocess
 
 from jobs.export.metrics import ExportMetrics, exposition, push, reference_series
 from jobs.export.results import FormatResult
-from tests.export.conftest import sample, scrape
+from tests.fixtures.export import sample, scrape
 
 PROMTOOL = "/usr/bin/promtool"
 
@@ -66,7 +66,7 @@ def test_a_failed_export_keeps_the_last_success_timestamp(pushgateway: str) -> N
 
 
 def test_an_unreachable_pushgateway_does_not_fail_the_export() -> None:
-    from tests.conftest import free_port
+    from tests.fixtures.network import free_port
 
     assert push(_metrics(True, 1.0, 1.0, ()), f"127.0.0.1:{free_port()}") is False
 

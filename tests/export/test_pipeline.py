@@ -11,7 +11,8 @@ import pytest
 from jobs.export import convert
 from jobs.export.convert import tensorrt_unavailable_reason
 from jobs.export.pipeline import export_and_publish
-from tests.export.conftest import Trained, sample, scrape
+from tests.fixtures.checkpoints import Trained
+from tests.fixtures.export import sample, scrape
 from trainforge.constants import ENV_PUSHGATEWAY_URL
 from trainforge.registry import read_manifest, verify
 from trainforge.spec import JobSpec, parse_spec

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.kubecheck.paths import REPO, find_tool
+from tests.fixtures.kubecheck.paths import REPO, find_tool
 
 DOCKERFILES = ["Dockerfile.api", "Dockerfile.train"]
 

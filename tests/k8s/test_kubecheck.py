@@ -8,9 +8,9 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 
-from tests.chart.conftest import render
-from tests.kubecheck import paths
-from tests.kubecheck.k8s import k8s_errors, versions
+from tests.fixtures.chart import render
+from tests.fixtures.kubecheck import paths
+from tests.fixtures.kubecheck.k8s import k8s_errors, versions
 
 
 def test_missing_schemas_folder_fails_with_a_clear_message(

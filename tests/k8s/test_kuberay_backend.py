@@ -1,4 +1,4 @@
-"""The KubeRay backend's API calls, against the stand-in API server in tests/k8s/fake_kube.py.
+"""The KubeRay backend's API calls, against the stand-in API server in tests/fixtures/fake_kube.py.
 
 The server validates every created RayJob as the real API server (strict CRD schema) and KubeRay
 (controller rules) would; tests play the operator by writing the RayJob's status.
@@ -25,14 +25,8 @@ from services.dispatcher.backends.base import Backend, BackendState
 from services.dispatcher.backends.kubeapi import CustomResource, KubeApi
 from services.dispatcher.backends.kuberay import RAYJOBS, KubeRayBackend
 from services.dispatcher.backends.kuberay_config import KubeRayConfig
-from tests.k8s.conftest import (
-    CONFIG,
-    NAMESPACE,
-    RAY_RESOURCES,
-    cluster_validator,
-    launch_request,
-)
-from tests.k8s.fake_kube import FakeKubeApiServer
+from tests.fixtures.fake_kube import FakeKubeApiServer
+from tests.fixtures.kube import CONFIG, NAMESPACE, RAY_RESOURCES, cluster_validator, launch_request
 from trainforge.constants import ENV_KUBE_API_URL, ENV_KUBERAY_CONFIG
 from trainforge.errors import (
     BackendConfigError,
@@ -172,7 +166,7 @@ def test_missing_crd_is_a_not_found_that_says_so(
 
 
 def test_unreachable_server_is_an_api_error(kube_token: Path) -> None:
-    from tests.conftest import free_port
+    from tests.fixtures.network import free_port
 
     api = KubeApi(f"http://127.0.0.1:{free_port()}", token_file=kube_token, timeout=2)
     with pytest.raises(KubernetesApiError, match="ConnectError"):

@@ -26,11 +26,11 @@ from services.dispatcher.backends.kuberay import (
     status_from_rayjob,
 )
 from services.dispatcher.backends.kuberay_config import KubeRayConfig, parse_config
-from tests.k8s.conftest import CONFIG, launch_request
-from tests.kubecheck.crd import crd_errors
-from tests.kubecheck.k8s import k8s_errors
-from tests.kubecheck.kuberay_rules import kuberay_errors
-from tests.kubecheck.pss import all_restricted_errors, pod_specs
+from tests.fixtures.kube import CONFIG, launch_request
+from tests.fixtures.kubecheck.crd import crd_errors
+from tests.fixtures.kubecheck.k8s import k8s_errors
+from tests.fixtures.kubecheck.kuberay_rules import kuberay_errors
+from tests.fixtures.kubecheck.pss import all_restricted_errors, pod_specs
 from trainforge.errors import BackendConfigError, ResourcesUnavailable
 from trainforge.spec import JobKind, JobSpec, parse_spec
 

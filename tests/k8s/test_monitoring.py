@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kubecheck.paths import REPO, find_tool
+from tests.fixtures.kubecheck.paths import REPO, find_tool
 
 RULES = REPO / "infra" / "prometheus" / "rules.yaml"
 RULES_TEST = REPO / "infra" / "prometheus" / "rules.test.yaml"

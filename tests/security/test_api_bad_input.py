@@ -9,9 +9,6 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.api.conftest import app, auth, live_url, make_token, settings  # noqa: F401
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
-
 EXPORT_SPEC: dict[str, Any] = {
     "kind": "export",
     "name": "ppe-detector",
@@ -34,7 +31,7 @@ def _post_both(url: str, headers: dict[str, str], spec: dict[str, Any]) -> list[
     [[]],
 ])
 def test_unhashable_export_formats_are_422_naming_the_field(
-    live_url: str, auth: dict[str, str], formats: list[Any],  # noqa: F811
+    live_url: str, auth: dict[str, str], formats: list[Any],
 ) -> None:
     spec = {**EXPORT_SPEC, "export": {"formats": formats}}
     for response in _post_both(live_url, auth, spec):
@@ -48,7 +45,7 @@ def test_unhashable_export_formats_are_422_naming_the_field(
 
 
 def test_valid_and_misspelt_export_formats_still_behave(
-    live_url: str, auth: dict[str, str],  # noqa: F811
+    live_url: str, auth: dict[str, str],
 ) -> None:
     ok = _post_both(live_url, auth, {**EXPORT_SPEC, "export": {"formats": ["onnx", "engine"]}})
     assert [r.status_code for r in ok] == [201, 201], [r.text for r in ok]
@@ -68,7 +65,7 @@ def test_valid_and_misspelt_export_formats_still_behave(
                     "model": {"base": "registry://ppe{c}@j01"}}),
 ])
 def test_control_characters_in_locations_are_422(
-    live_url: str, auth: dict[str, str], char: str, field: str,  # noqa: F811
+    live_url: str, auth: dict[str, str], char: str, field: str,
     spec: dict[str, Any],
 ) -> None:
     filled: dict[str, Any] = {"name": "ppe-detector"}

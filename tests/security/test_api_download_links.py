@@ -18,10 +18,8 @@ from services.api import artifacts, create_app
 from services.api.log_redaction import RedactSignatures, redact
 from services.api.settings import ApiSettings
 from services.store import Database
-from tests.api.conftest import app, auth, live_url, make_token, settings  # noqa: F401
-from tests.api.support import SECRET, SPEC
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
-from tests.security.test_api_yaml_bomb import api_env, serve_api
+from tests.fixtures.api import SECRET, SPEC
+from tests.security.support import api_env, serve_api
 
 S3_SECRETS = {
     "X-Amz-Signature": "f00dfeedf00dfeedf00dfeed",
@@ -33,8 +31,8 @@ S3_SECRETS = {
 
 
 def test_signed_urls_leave_no_secret_in_the_access_log(
-    tmp_path: Path, database_url: str, artifacts_dir: Path, db: Database,  # noqa: F811
-    make_token: Callable[[str], str],  # noqa: F811
+    tmp_path: Path, database_url: str, artifacts_dir: Path, db: Database,
+    make_token: Callable[[str], str],
 ) -> None:
     headers = {"Authorization": f"Bearer {make_token('vision')}"}
     env = api_env(tmp_path, database_url, artifacts_dir)
@@ -85,7 +83,7 @@ def test_redaction_covers_our_links_and_s3_presigning(text: str, expected: str) 
 
 
 def test_every_app_installs_the_filter_on_uvicorns_loggers(
-    settings: ApiSettings, db: Database,  # noqa: F811
+    settings: ApiSettings, db: Database,
 ) -> None:
     # `trainforge serve` and `python -m services.api` both build the app with create_app.
     for name in ("uvicorn.access", "uvicorn.error"):
@@ -106,7 +104,7 @@ def test_every_app_installs_the_filter_on_uvicorns_loggers(
         '127.0.0.1:1 - "GET /v1/downloads/j/a?expires=1&signature=REDACTED HTTP/1.1" 200')
 
 
-def _artifact(live_url: str, auth: dict[str, str], artifacts_dir: Path) -> str:  # noqa: F811
+def _artifact(live_url: str, auth: dict[str, str], artifacts_dir: Path) -> str:
     job = httpx.post(f"{live_url}/v1/jobs", json={"spec": SPEC}, headers=auth, timeout=30)
     assert job.status_code == 201, job.text
     job_id: str = job.json()["id"]
@@ -116,7 +114,7 @@ def _artifact(live_url: str, auth: dict[str, str], artifacts_dir: Path) -> str: 
     return job_id
 
 
-def _download(live_url: str, job_id: str, expires: int) -> httpx.Response:  # noqa: F811
+def _download(live_url: str, job_id: str, expires: int) -> httpx.Response:
     name = "train/best.pt"
     signature = artifacts.signature(SECRET, job_id, name, expires)  # the real secret
     return httpx.get(f"{live_url}/v1/downloads/{job_id}/{quote(name)}",
@@ -124,7 +122,7 @@ def _download(live_url: str, job_id: str, expires: int) -> httpx.Response:  # no
 
 
 def test_a_correctly_signed_link_expiring_too_late_is_refused(
-    live_url: str, auth: dict[str, str], artifacts_dir: Path, app: FastAPI,  # noqa: F811
+    live_url: str, auth: dict[str, str], artifacts_dir: Path, app: FastAPI,
 ) -> None:
     ttl = app.state.trainforge.settings.download_url_ttl_s
     job_id = _artifact(live_url, auth, artifacts_dir)
@@ -141,10 +139,10 @@ def test_a_correctly_signed_link_expiring_too_late_is_refused(
 
 
 def test_the_expiry_cap_follows_the_configured_ttl(
-    settings: ApiSettings, db: Database, artifacts_dir: Path,  # noqa: F811
-    make_token: Callable[[str], str],  # noqa: F811
+    settings: ApiSettings, db: Database, artifacts_dir: Path,
+    make_token: Callable[[str], str],
 ) -> None:
-    from tests.conftest import serve_app
+    from tests.fixtures.network import serve_app
 
     settings.download_url_ttl_s = 60
     headers = {"Authorization": f"Bearer {make_token('vision')}"}

@@ -7,9 +7,7 @@ from collections.abc import Callable
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.api.conftest import app, live_url, make_token, settings  # noqa: F401 (fixtures)
-from tests.api.support import SPEC
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
+from tests.fixtures.api import SPEC
 
 TEAMS = ("falcon-secret-proj", "heron-acquisition")
 
@@ -24,7 +22,7 @@ def _submitted_by_kind(text: str) -> dict[tuple[tuple[str, str], ...], float]:
 
 
 def test_metrics_name_no_team_after_two_teams_submit(
-    live_url: str, make_token: Callable[[str], str],  # noqa: F811
+    live_url: str, make_token: Callable[[str], str],
 ) -> None:
     with httpx.Client(base_url=live_url, timeout=30) as client:
         before = client.get("/metrics")

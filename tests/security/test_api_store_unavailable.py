@@ -25,10 +25,8 @@ from services.api import create_app
 from services.api.health import STORE_PROBE_TTL_S
 from services.api.settings import ApiSettings
 from services.store import Database
-from tests.api.conftest import make_token, settings  # noqa: F401 (fixtures)
-from tests.api.support import SPEC, claim_all
-from tests.conftest import free_port, serve_app
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
+from tests.fixtures.api import SPEC, claim_all
+from tests.fixtures.network import free_port, serve_app
 from trainforge.storage import S3Store
 
 UNAVAILABLE = "the object store is unavailable"
@@ -38,7 +36,7 @@ def _submit(client: httpx.Client) -> httpx.Response:
     return client.post("/v1/jobs", json={"spec": SPEC})
 
 
-def _job_with_a_log(client: httpx.Client, db: Database,  # noqa: F811
+def _job_with_a_log(client: httpx.Client, db: Database,
                     put: Callable[[str, bytes], None]) -> str:
     """A submitted, claimed job (attempt 1) with a log and an artifact in the store."""
     created = _submit(client)
@@ -82,8 +80,8 @@ def _assert_every_route_unavailable(client: httpx.Client, job_id: str) -> None:
 
 
 def test_a_store_directory_replaced_by_a_file_is_503_everywhere(
-    settings: ApiSettings, db: Database, artifacts_dir: Path,  # noqa: F811
-    make_token: Callable[[str], str],  # noqa: F811
+    settings: ApiSettings, db: Database, artifacts_dir: Path,
+    make_token: Callable[[str], str],
 ) -> None:
     def put(key: str, data: bytes) -> None:
         path = artifacts_dir / key
@@ -102,8 +100,8 @@ def test_a_store_directory_replaced_by_a_file_is_503_everywhere(
 
 
 def test_a_deleted_bucket_is_503_everywhere(
-    settings: ApiSettings, db: Database, s3_bucket: str,  # noqa: F811
-    make_token: Callable[[str], str],  # noqa: F811
+    settings: ApiSettings, db: Database, s3_bucket: str,
+    make_token: Callable[[str], str],
 ) -> None:
     import boto3
 
@@ -165,8 +163,8 @@ def _fill(directory: Path) -> None:
 
 @pytest.mark.parametrize("condition", ["full", "read-only"])
 def test_a_full_or_read_only_store_refuses_writes_with_503_and_is_not_ready(
-    condition: str, settings: ApiSettings, db: Database, tmp_path: Path,  # noqa: F811
-    make_token: Callable[[str], str],  # noqa: F811
+    condition: str, settings: ApiSettings, db: Database, tmp_path: Path,
+    make_token: Callable[[str], str],
 ) -> None:
     with tmpfs(tmp_path / "store", "1m") as store_dir:
         settings.artifacts_uri = f"file://{store_dir}"

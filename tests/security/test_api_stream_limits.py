@@ -17,10 +17,8 @@ from fastapi import FastAPI
 from services.api import create_app
 from services.api.settings import ApiSettings
 from services.store import Database, tokens
-from tests.api.conftest import make_token, settings  # noqa: F401 (fixtures)
-from tests.api.support import SPEC
-from tests.conftest import serve_app
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
+from tests.fixtures.api import SPEC
+from tests.fixtures.network import serve_app
 
 CAP = 6
 SSE = {"Accept": "text/event-stream"}
@@ -72,7 +70,7 @@ def _client(url: str, token: str) -> Iterator[httpx.Client]:
 
 
 def test_streams_per_token_are_capped_and_released(
-    settings: ApiSettings, db: Database, make_token: Callable[[str], str],  # noqa: F811
+    settings: ApiSettings, db: Database, make_token: Callable[[str], str],
 ) -> None:
     settings.stream_max_per_token = CAP
     settings.stream_poll_s = 0.2

@@ -9,106 +9,19 @@ TRAINFORGE_* variables), so that the peak resident memory of the process serving
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import httpx
 import pytest
 
 from services.store import Database
-from tests.api.conftest import make_token  # noqa: F401 (fixture)
-from tests.api.support import SECRET
-from tests.conftest import free_port
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
-from tests.security.test_yaml_limits import billion_laughs
+from tests.security.support import api_env, billion_laughs, serve_api
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-class ApiProcess:
-    """``python -m services.api`` on a free loopback port, its output in a log file."""
-
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        self.env = {**os.environ, **env, "TRAINFORGE_API_HOST": "127.0.0.1",
-                    "TRAINFORGE_API_PORT": str(self.port), "TRAINFORGE_API_WORKERS": "1",
-                    "PYTHONUNBUFFERED": "1"}
-        self.proc: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    def start(self, timeout_s: float = 90) -> None:
-        self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", "services.api"], cwd=REPO,
-                                     env=self.env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + timeout_s
-        while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the API exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, f"the API did not start:\n{self.log()}"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=15)
-        if self._log is not None:
-            self._log.close()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def peak_rss_mb(self) -> float:
-        """VmHWM: the most resident memory the server process has used since it started."""
-        assert self.proc is not None
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-        raise AssertionError("no VmHWM in /proc/<pid>/status")
-
-
-def api_env(tmp_path: Path, database_url: str, artifacts: Path,  # noqa: F811
-            readable: tuple[str, ...] = ("file:///", "s3://datasets/")) -> dict[str, str]:
-    """TRAINFORGE_* settings of an embedded API on the test job store."""
-    policy = {"default": {"datasets": list(readable), "weights": list(readable)}}
-    return {
-        "TRAINFORGE_EMBEDDED": "true",
-        "TRAINFORGE_HOME": str(tmp_path / "home"),
-        "TRAINFORGE_DATABASE_URL": database_url,
-        "TRAINFORGE_ARTIFACTS_URI": f"file://{artifacts}",
-        "TRAINFORGE_SECRET_KEY": SECRET.decode(),
-        "TRAINFORGE_MIGRATE_ON_STARTUP": "false",  # the database_url fixture migrated it
-        "TRAINFORGE_STORAGE_POLICY": json.dumps(policy),
-        "TRAINFORGE_LOG_LEVEL": "info",
-        "TRAINFORGE_API_ACCESS_LOG": "true",
-    }
-
-
-@contextmanager
-def serve_api(env: dict[str, str], log_path: Path) -> Iterator[ApiProcess]:
-    server = ApiProcess(env, log_path)
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 def dataset_files(data_yaml: str) -> dict[str, bytes]:
@@ -156,8 +69,8 @@ def _s3(bucket: str, endpoint: str) -> Callable[[str, dict[str, bytes]], str]:
 
 @pytest.mark.parametrize("where", ["local", "s3"])
 def test_a_yaml_bomb_is_refused_in_bounded_time_and_memory(
-    where: str, request: pytest.FixtureRequest, tmp_path: Path, database_url: str,  # noqa: F811
-    artifacts_dir: Path, db: Database, make_token: Callable[[str], str],  # noqa: F811
+    where: str, request: pytest.FixtureRequest, tmp_path: Path, database_url: str,
+    artifacts_dir: Path, db: Database, make_token: Callable[[str], str],
 ) -> None:
     assert len(BOMB_YAML) < 1100  # about 1 KB on the wire
     if where == "s3":

@@ -23,7 +23,6 @@ from services.store.dispatch import Assignment
 from services.store.domain import Job, NewJob
 from services.store.ids import new_job_id
 from services.store.settings import StoreSettings, TeamLimits
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
 from trainforge.cli.serve import embedded_limits
 from trainforge.spec import JobKind
 from trainforge.states import JobState
@@ -33,7 +32,7 @@ def _token_sha(job_id: str, attempt: int) -> str:
     return f"{job_id}/{attempt}".ljust(64, "0")[:64]
 
 
-def _queue(db: Database, artifacts: Path, team: str, n: int = 1) -> list[str]:  # noqa: F811
+def _queue(db: Database, artifacts: Path, team: str, n: int = 1) -> list[str]:
     """``n`` QUEUED jobs of ``team`` with real spec files (submitted in this order)."""
     ids = []
     for _ in range(n):
@@ -51,13 +50,13 @@ def _queue(db: Database, artifacts: Path, team: str, n: int = 1) -> list[str]:  
     return ids
 
 
-def _claim(db: Database, limit: int = 8, **kwargs: object) -> list[Assignment]:  # noqa: F811
+def _claim(db: Database, limit: int = 8, **kwargs: object) -> list[Assignment]:
     with db.transaction() as session:
         return dispatch.claim(session, owner="test", backend="test", limit=limit,
                               token_sha256=_token_sha, **kwargs)  # type: ignore[arg-type]
 
 
-def _run(db: Database, job_id: str) -> None:  # noqa: F811
+def _run(db: Database, job_id: str) -> None:
     """Claim ``job_id`` alone (nothing else is queued yet) and make it RUNNING."""
     claimed = _claim(db)
     assert [a.job.id for a in claimed] == [job_id]
@@ -66,7 +65,7 @@ def _run(db: Database, job_id: str) -> None:  # noqa: F811
         dispatch.mark_running(session, job_id, 1)
 
 
-def _jobs(db: Database, ids: list[str]) -> list[Job]:  # noqa: F811
+def _jobs(db: Database, ids: list[str]) -> list[Job]:
     with db.transaction() as session:
         return [repo.get_job(session, i, team=None) for i in ids]
 
@@ -76,7 +75,7 @@ def _limits(**by_team: int | None) -> Callable[[str], int | None]:
 
 
 def test_a_later_team_goes_before_a_busy_teams_backlog(
-    db: Database, artifacts_dir: Path  # noqa: F811
+    db: Database, artifacts_dir: Path
 ) -> None:
     [long_job] = _queue(db, artifacts_dir, "alpha")
     _run(db, long_job)
@@ -89,7 +88,7 @@ def test_a_later_team_goes_before_a_busy_teams_backlog(
 
 
 def test_a_batch_interleaves_teams_fewest_launched_first_ties_to_the_oldest(
-    db: Database, artifacts_dir: Path  # noqa: F811
+    db: Database, artifacts_dir: Path
 ) -> None:
     [long_job] = _queue(db, artifacts_dir, "alpha")
     _run(db, long_job)
@@ -104,7 +103,7 @@ def test_a_batch_interleaves_teams_fewest_launched_first_ties_to_the_oldest(
 
 
 def test_max_running_jobs_keeps_a_teams_jobs_queued_until_one_of_its_runs_ends(
-    db: Database, artifacts_dir: Path  # noqa: F811
+    db: Database, artifacts_dir: Path
 ) -> None:
     limits = _limits(alpha=1, bravo=2)
     [long_job] = _queue(db, artifacts_dir, "alpha")
@@ -122,7 +121,7 @@ def test_max_running_jobs_keeps_a_teams_jobs_queued_until_one_of_its_runs_ends(
 
 
 def test_a_retrying_job_waits_for_its_teams_limit_too(
-    db: Database, artifacts_dir: Path  # noqa: F811
+    db: Database, artifacts_dir: Path
 ) -> None:
     limits = _limits(alpha=1)
     flaky, other = _queue(db, artifacts_dir, "alpha", 2)
@@ -138,7 +137,7 @@ def test_a_retrying_job_waits_for_its_teams_limit_too(
 
 
 def test_max_active_still_bounds_every_team_together(
-    db: Database, artifacts_dir: Path  # noqa: F811
+    db: Database, artifacts_dir: Path
 ) -> None:
     [long_job] = _queue(db, artifacts_dir, "alpha")
     _run(db, long_job)
@@ -150,7 +149,7 @@ def test_max_active_still_bounds_every_team_together(
 
 
 def test_claims_at_the_same_moment_never_overshoot_a_limit(
-    db: Database, artifacts_dir: Path  # noqa: F811
+    db: Database, artifacts_dir: Path
 ) -> None:
     """Dispatcher 1 claims and has not committed yet; dispatcher 2 claims meanwhile. Counting
     alpha's launched jobs before 1 commits, 2 would see room for another alpha job and (SKIP
@@ -210,7 +209,7 @@ def test_claims_at_the_same_moment_never_overshoot_a_limit(
 
 
 def test_many_dispatchers_claiming_together_claim_each_job_once_within_limits(
-    db: Database, artifacts_dir: Path  # noqa: F811
+    db: Database, artifacts_dir: Path
 ) -> None:
     limits = _limits(alpha=2, bravo=3)
     ids = (_queue(db, artifacts_dir, "alpha", 6) + _queue(db, artifacts_dir, "bravo", 6)
@@ -267,7 +266,7 @@ class _Runs:
 
 
 def test_the_dispatcher_applies_each_teams_max_running_jobs_from_its_settings(
-    db: Database, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+    db: Database, artifacts_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("TRAINFORGE_DEFAULT_LIMITS", '{"max_running_jobs": 1}')
     monkeypatch.setenv("TRAINFORGE_TEAM_LIMITS", '{"bravo": {"max_running_jobs": 2}}')

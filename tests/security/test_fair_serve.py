@@ -9,13 +9,14 @@ from pathlib import Path
 
 import httpx
 
-from tests.security.test_private_files import job, served, submit, wait_for
+from tests.fixtures.embedded import ServeProcess
+from tests.security.support import job, served, submit, wait_for
 
 
 def test_a_second_teams_job_runs_beside_a_long_job_and_ahead_of_its_teams_backlog(
-    tmp_path: Path,
+    serve_process: ServeProcess, tmp_path: Path,
 ) -> None:
-    with served(tmp_path, tmp_path / "home") as server:
+    with served(serve_process, tmp_path, tmp_path / "home") as server:
         created = subprocess.run(
             [sys.executable, "-m", "trainforge", "tokens", "create", "--team", "robots"],
             env=server.env, capture_output=True, text=True, timeout=120)

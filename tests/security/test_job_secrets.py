@@ -21,8 +21,8 @@ from services.store import jobs as repo
 from services.store.domain import NewJob
 from services.store.ids import new_job_id
 from services.store.tokens import job_token
-from tests.jobstore import database_url, db, open_access  # noqa: F401 (fixtures)
-from tests.k8s.conftest import CONFIG
+from tests.fixtures.jobstore import open_access
+from tests.fixtures.kube import CONFIG
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobKind, Resources
 from trainforge.storage import open_location
@@ -96,7 +96,7 @@ class SharedSettingsBackend:
 
 
 def test_shared_settings_carry_no_secret_and_the_token_goes_through_the_store(
-    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
         monkeypatch.setenv(name, f"dispatcher-{name.lower()}")

@@ -23,7 +23,6 @@ from services.store import Database, dispatch, tokens
 from services.store import jobs as repo
 from services.store.domain import NewJob
 from services.store.ids import new_job_id
-from tests.jobstore import artifacts_dir, database_url, db  # noqa: F401 (fixtures)
 from trainforge.errors import Unauthenticated
 from trainforge.events import MessageEvent, ProgressEvent
 from trainforge.spec import JobKind
@@ -33,8 +32,8 @@ SECRET = b"job-token-lifetime-test-secret"
 
 
 @pytest.fixture()
-def client(tmp_path: Path, database_url: str, artifacts_dir: Path,  # noqa: F811
-           db: Database) -> Iterator[TestClient]:  # noqa: F811
+def client(tmp_path: Path, database_url: str, artifacts_dir: Path,
+           db: Database) -> Iterator[TestClient]:
     settings = ApiSettings(
         home=tmp_path, embedded=True, database_url=database_url,
         artifacts_uri=f"file://{artifacts_dir}", secret_key=SECRET.decode(),
@@ -48,7 +47,7 @@ def _token_sha(job_id: str, attempt: int) -> str:
     return tokens.sha256_hex(tokens.job_token(SECRET, job_id, attempt))
 
 
-def _queue(db: Database, artifacts: Path, *, max_attempts: int = 1,  # noqa: F811
+def _queue(db: Database, artifacts: Path, *, max_attempts: int = 1,
            team: str = "vision") -> str:
     """A QUEUED job with a real spec file, as the API's submission leaves it."""
     job_id = new_job_id()
@@ -64,7 +63,7 @@ def _queue(db: Database, artifacts: Path, *, max_attempts: int = 1,  # noqa: F81
     return job_id
 
 
-def _claim(db: Database, job_id: str) -> str:  # noqa: F811
+def _claim(db: Database, job_id: str) -> str:
     """Claim (as a dispatcher) and record the launch; returns the attempt's job token."""
     with db.transaction() as session:
         claimed = dispatch.claim(session, owner="test", backend="test", limit=100,
@@ -76,7 +75,7 @@ def _claim(db: Database, job_id: str) -> str:  # noqa: F811
     return tokens.job_token(SECRET, job_id, numbers[job_id])
 
 
-def _settle(db: Database, job_id: str, attempt: int, *, succeeded: bool) -> JobState:  # noqa: F811
+def _settle(db: Database, job_id: str, attempt: int, *, succeeded: bool) -> JobState:
     with db.transaction() as session:
         state = dispatch.settle(session, job_id, attempt, succeeded=succeeded,
                                 message="exited", retry_delay=timedelta(0))
@@ -94,7 +93,7 @@ def _progress(epoch: int, score: float) -> dict[str, Any]:
     return {"type": "progress", "epoch": epoch, "epochs": 3, "metrics": {"m": score}}
 
 
-def _snapshot(db: Database, job_id: str) -> tuple[Any, ...]:  # noqa: F811
+def _snapshot(db: Database, job_id: str) -> tuple[Any, ...]:
     """What a post could change: state, progress, metrics, error, and the event count."""
     with db.transaction() as session:
         job = repo.get_job(session, job_id, team=None)
@@ -102,7 +101,7 @@ def _snapshot(db: Database, job_id: str) -> tuple[Any, ...]:  # noqa: F811
     return job.state, job.progress, job.metrics, job.error, len(events)
 
 
-def _assert_refused(client: TestClient, db: Database, job_id: str, token: str) -> None:  # noqa: F811
+def _assert_refused(client: TestClient, db: Database, job_id: str, token: str) -> None:
     """Every kind of post with ``token`` is 401 and leaves the job exactly as it was."""
     before = _snapshot(db, job_id)
     for event in (_progress(99, 9.9),
@@ -120,7 +119,7 @@ def _assert_refused(client: TestClient, db: Database, job_id: str, token: str) -
 
 
 def test_the_jobs_own_last_reports_pass_then_its_token_dies(
-    client: TestClient, db: Database, artifacts_dir: Path  # noqa: F811
+    client: TestClient, db: Database, artifacts_dir: Path
 ) -> None:
     job_id = _queue(db, artifacts_dir)
     token = _claim(db, job_id)
@@ -139,7 +138,7 @@ def test_the_jobs_own_last_reports_pass_then_its_token_dies(
 
 
 def test_a_reported_failure_keeps_the_token_until_the_dispatcher_settles(
-    client: TestClient, db: Database, artifacts_dir: Path  # noqa: F811
+    client: TestClient, db: Database, artifacts_dir: Path
 ) -> None:
     job_id = _queue(db, artifacts_dir)
     token = _claim(db, job_id)
@@ -159,7 +158,7 @@ def test_a_reported_failure_keeps_the_token_until_the_dispatcher_settles(
 
 
 def test_an_attempt_that_ended_is_refused_before_its_retry_starts_and_after(
-    client: TestClient, db: Database, artifacts_dir: Path  # noqa: F811
+    client: TestClient, db: Database, artifacts_dir: Path
 ) -> None:
     job_id = _queue(db, artifacts_dir, max_attempts=2)
     first = _claim(db, job_id)
@@ -175,7 +174,7 @@ def test_an_attempt_that_ended_is_refused_before_its_retry_starts_and_after(
 
 
 def test_a_cancelled_job_reports_until_its_run_stops_then_its_token_dies(
-    client: TestClient, db: Database, artifacts_dir: Path  # noqa: F811
+    client: TestClient, db: Database, artifacts_dir: Path
 ) -> None:
     job_id = _queue(db, artifacts_dir)
     token = _claim(db, job_id)
@@ -188,7 +187,7 @@ def test_a_cancelled_job_reports_until_its_run_stops_then_its_token_dies(
 
 
 def test_the_store_refuses_a_job_that_ended_after_its_token_was_checked(
-    db: Database, artifacts_dir: Path  # noqa: F811
+    db: Database, artifacts_dir: Path
 ) -> None:
     """The route checks the token, then records the event in another transaction: a job that
     ends in between must not be written to either."""
@@ -215,7 +214,7 @@ def test_the_store_refuses_a_job_that_ended_after_its_token_was_checked(
 
 
 def test_a_wrong_token_learns_nothing_about_the_job(
-    client: TestClient, db: Database, artifacts_dir: Path  # noqa: F811
+    client: TestClient, db: Database, artifacts_dir: Path
 ) -> None:
     job_id = _queue(db, artifacts_dir)
     token = _claim(db, job_id)

@@ -17,20 +17,9 @@ from pathlib import Path
 import pytest
 
 from jobs.core import adapter
-from tests.security.malicious import (  # noqa: F401  (genuine_checkpoints: a fixture)
-    GenuineCheckpoints,
-    genuine_checkpoints,
-    label_cache,
-    unpickles_to_sentinel,
-)
-from tests.train.conftest import (  # noqa: F401  (fixtures, registered by importing them)
-    TEAM,
-    JobRunner,
-    RecordingAPI,
-    make_dataset,
-    recording_api,
-    tiny_spec,
-)
+from tests.fixtures.checkpoints import GenuineCheckpoints
+from tests.fixtures.malicious import label_cache, unpickles_to_sentinel
+from tests.fixtures.training import TEAM, JobRunner, RecordingAPI, make_dataset, tiny_spec
 from trainforge import layout
 
 SPLITS = ("train", "val", "test")
@@ -87,7 +76,7 @@ def test_ultralytics_scans_the_labels_instead_of_loading_a_cache(
 
 @pytest.mark.slow
 def test_a_cache_planted_in_the_synced_copy_is_never_loaded(
-        tmp_path: Path, recording_api: RecordingAPI) -> None:  # noqa: F811
+        tmp_path: Path, recording_api: RecordingAPI) -> None:
     """The node's dataset cache, where one job's files sat for every later job on the same
     dataset version: only the hardened Ultralytics loader stands between them."""
     from trainforge.datasets import sync
@@ -112,7 +101,7 @@ def test_a_cache_planted_in_the_synced_copy_is_never_loaded(
 
 @pytest.mark.slow
 def test_a_cache_planted_in_the_dataset_folder_is_never_loaded(
-        tmp_path: Path, recording_api: RecordingAPI) -> None:  # noqa: F811
+        tmp_path: Path, recording_api: RecordingAPI) -> None:
     """In the user's own folder: the dataset sync leaves it behind, and training succeeds."""
     sentinel = tmp_path / "sentinel"
     source = make_dataset(tmp_path / "ds", train=16, val=8, test=8)
@@ -126,8 +115,8 @@ def test_a_cache_planted_in_the_dataset_folder_is_never_loaded(
 
 @pytest.mark.slow
 def test_an_export_reading_the_dataset_in_place_never_loads_its_cache(
-        tmp_path: Path, recording_api: RecordingAPI,  # noqa: F811
-        genuine_checkpoints: GenuineCheckpoints) -> None:  # noqa: F811
+        tmp_path: Path, recording_api: RecordingAPI,
+        genuine_checkpoints: GenuineCheckpoints) -> None:
     """The export job evaluates best.pt on a file:// dataset where it lies, so Ultralytics
     reads (and used to write) caches in the user's own folder."""
     sentinel = tmp_path / "sentinel"

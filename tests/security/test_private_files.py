@@ -11,89 +11,14 @@ import os
 import sqlite3
 import stat
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
 
 from services.store import tokens
-from tests.conftest import serve_process
+from tests.fixtures.embedded import ServeProcess
+from tests.security.support import Served, job, served, submit, wait_for
 from trainforge.private import PRIVATE_UMASK, private_home, restrict_umask
-
-ROOT = Path(__file__).resolve().parents[2]
-SPEC: dict[str, Any] = {"name": "ppe-detector", "train": {"epochs": 3}}
-
-
-@dataclass
-class Served:
-    url: str
-    home: Path
-    dataset: Path
-    env: dict[str, str]
-
-    def headers(self, token: str | None = None) -> dict[str, str]:
-        token = token or (self.home / "dev-token").read_text().strip()
-        return {"Authorization": f"Bearer {token}"}
-
-
-def serve_env(home: Path, dataset: Path) -> dict[str, str]:
-    """`trainforge serve`'s environment: tests.standin runs, every team may read ``dataset``."""
-    path = os.environ.get("PYTHONPATH", "")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TRAINFORGE_")}
-    return {
-        **env,
-        "PYTHONPATH": f"{ROOT}:{path}" if path else str(ROOT),
-        "YOLO_OFFLINE": "1",
-        "TRAINFORGE_HOME": str(home),
-        "TRAINFORGE_DISPATCHER_LOCAL_MODULE": "tests.standin",
-        "TRAINFORGE_DISPATCHER_POLL_INTERVAL_S": "0.2",
-        "TRAINFORGE_DISPATCHER_RETRY_DELAY_S": "0",
-        # Local datasets for every team (only read by versions with a storage access policy).
-        "TRAINFORGE_STORAGE_POLICY": f'{{"default": {{"datasets": ["file://{dataset}/"]}}}}',
-    }
-
-
-def _usual_umask() -> None:
-    os.umask(0o022)  # what a login shell gives: files 0644, directories 0755
-
-
-@contextmanager
-def served(tmp_path: Path, home: Path) -> Iterator[Served]:
-    """`trainforge serve` on a free loopback port, started with umask 022; stopped after."""
-    dataset = tmp_path / "dataset"
-    dataset.mkdir(exist_ok=True)
-    env = serve_env(home, dataset)
-    log_path = tmp_path / f"serve-{home.name}.log"
-    try:
-        with serve_process(env, log_path, preexec_fn=_usual_umask) as url:
-            yield Served(url, home, dataset, env)
-    finally:
-        print(log_path.read_text()[-4000:])
-
-
-def submit(server: Served, name: str, token: str | None = None) -> str:
-    body = {"spec": {**SPEC, "name": name, "dataset": {"uri": f"file://{server.dataset}/"}}}
-    response = httpx.post(f"{server.url}/v1/jobs", json=body, headers=server.headers(token))
-    assert response.status_code == 201, response.text
-    return str(response.json()["id"])
-
-
-def job(server: Served, job_id: str, token: str | None = None) -> dict[str, Any]:
-    response = httpx.get(f"{server.url}/v1/jobs/{job_id}", headers=server.headers(token))
-    assert response.status_code == 200, response.text
-    return dict(response.json())
-
-
-def wait_for(server: Served, job_id: str, states: set[str], token: str | None = None,
-             timeout_s: float = 120) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while (got := job(server, job_id, token))["state"] not in states:
-        assert time.monotonic() < deadline, f"{job_id} still {got['state']}, not in {states}"
-        time.sleep(0.2)
-    return got
 
 
 def offenders(home: Path) -> list[str]:
@@ -144,9 +69,10 @@ def _run_one_job(server: Served) -> str:
     return job_id
 
 
-def test_a_new_home_is_private_after_a_job_ran(tmp_path: Path) -> None:
+def test_a_new_home_is_private_after_a_job_ran(serve_process: ServeProcess,
+                                               tmp_path: Path) -> None:
     home = tmp_path / "home"
-    with served(tmp_path, home) as server:
+    with served(serve_process, tmp_path, home) as server:
         job_id = _run_one_job(server)
         # What a run leaves: its spec, log and outputs, and LocalBackend's attempt directory.
         assert (home / "dispatcher" / job_id / "1" / "exit.json").is_file()
@@ -156,7 +82,8 @@ def test_a_new_home_is_private_after_a_job_ran(tmp_path: Path) -> None:
     _assert_private(home, "after the server stopped")
 
 
-def test_a_home_an_older_version_left_readable_is_made_private(tmp_path: Path) -> None:
+def test_a_home_an_older_version_left_readable_is_made_private(
+        serve_process: ServeProcess, tmp_path: Path) -> None:
     home = tmp_path / "home"
     previous = os.umask(0o022)
     try:
@@ -175,7 +102,7 @@ def test_a_home_an_older_version_left_readable_is_made_private(tmp_path: Path) -
         path.chmod(0o755 if path.is_dir() else 0o644)
     # The test starts from a readable home: the home, 3 directories, the database, the key.
     assert len(offenders(home)) == 6, offenders(home)
-    with served(tmp_path, home) as server:
+    with served(serve_process, tmp_path, home) as server:
         _run_one_job(server)
         _assert_private(home, "while serving")
     _assert_private(home, "after the server stopped")

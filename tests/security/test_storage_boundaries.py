@@ -33,8 +33,7 @@ from services.dispatcher.backends.local import LocalBackend, inherited_env
 from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
 from services.store import Database, tokens
 from services.store import jobs as repo
-from tests.conftest import serve_app
-from tests.jobstore import database_url, db  # noqa: F401 (fixtures)
+from tests.fixtures.network import serve_app
 from trainforge import registry
 from trainforge.access import StoragePolicy, TeamAccess, team_models_uri
 from trainforge.datasets import synth
@@ -76,7 +75,7 @@ def _upload_dataset(tmp_path: Path, bucket: str, prefix: str) -> None:
 
 
 @pytest.fixture()
-def world(db: Database, database_url: str, s3_server: str,  # noqa: F811
+def world(db: Database, database_url: str, s3_server: str,
           tmp_path: Path) -> Iterator[World]:
     s3 = boto3.client("s3", endpoint_url=s3_server)
     data, stores = f"data-{uuid.uuid4().hex[:10]}", f"tf-{uuid.uuid4().hex[:10]}"
@@ -179,7 +178,7 @@ def test_dataset_validation_reads_only_what_the_team_may_read(
 
 
 def test_schedules_are_checked_at_create_update_and_every_fire(
-    world: World, db: Database, s3_requests: Callable[[], list[str]],  # noqa: F811
+    world: World, db: Database, s3_requests: Callable[[], list[str]],
     tmp_path: Path,
 ) -> None:
     create = {"cron": "0 3 * * *", "timezone": "UTC", "only_if_dataset_changed": True}
@@ -287,7 +286,7 @@ def _run_entrypoint(request: LaunchRequest, home: Path, drop: tuple[str, ...] = 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_job_refuses_a_tampered_spec_before_reading_anything(
-    world: World, db: Database, s3_requests: Callable[[], list[str]],  # noqa: F811
+    world: World, db: Database, s3_requests: Callable[[], list[str]],
     tmp_path: Path,
 ) -> None:
     submitted = world.post("retail", "/v1/jobs", {"spec": world.spec(world.dataset("retail"))})
@@ -337,7 +336,7 @@ def test_the_job_refuses_a_tampered_spec_before_reading_anything(
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_the_dispatcher_never_launches_a_tampered_spec(
-    world: World, db: Database, tmp_path: Path,  # noqa: F811
+    world: World, db: Database, tmp_path: Path,
 ) -> None:
     submitted = world.post("retail", "/v1/jobs", {"spec": world.spec(world.dataset("retail"))})
     job_id = submitted.json()["id"]

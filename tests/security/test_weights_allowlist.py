@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from jobs.core import adapter
-from tests.security.malicious import REPO
+from tests.fixtures.malicious import REPO
 
 #: Module prefixes whose globals can run code or reach the system when called by an unpickler.
 _DANGEROUS = ("builtins.", "os.", "posix.", "nt.", "sys.", "subprocess.", "functools.",

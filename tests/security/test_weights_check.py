@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from jobs.core import adapter
-from tests.security.malicious import (  # noqa: F401  (genuine_checkpoints: a fixture)
+from tests.fixtures.checkpoints import GenuineCheckpoints
+from tests.fixtures.malicious import (
     REPO,
-    GenuineCheckpoints,
     eval_yaml_checkpoint,
-    genuine_checkpoints,
     legacy_weights,
     modelless_weights,
     poisoned_checkpoint,
@@ -61,7 +60,7 @@ def test_a_reduce_payload_is_refused_naming_the_global(payload: str, named: str,
 
 
 def test_one_malicious_object_inside_a_genuine_checkpoint_is_refused(
-        genuine_checkpoints: GenuineCheckpoints, tmp_path: Path) -> None:  # noqa: F811
+        genuine_checkpoints: GenuineCheckpoints, tmp_path: Path) -> None:
     sentinel = tmp_path / "sentinel"
     weights = poisoned_checkpoint(genuine_checkpoints.best, tmp_path / "x.pt", sentinel)
     error = _refusal(weights, sentinel)
@@ -99,7 +98,7 @@ def test_a_missing_file_is_unavailable_not_unsafe(tmp_path: Path) -> None:
 
 
 def test_code_in_the_model_yaml_is_refused(
-        genuine_checkpoints: GenuineCheckpoints, tmp_path: Path) -> None:  # noqa: F811
+        genuine_checkpoints: GenuineCheckpoints, tmp_path: Path) -> None:
     sentinel = tmp_path / "sentinel"
     weights = eval_yaml_checkpoint(genuine_checkpoints.best, tmp_path / "x.pt", sentinel)
     error = _refusal(weights, sentinel)
@@ -117,7 +116,7 @@ def test_code_in_the_model_yaml_is_refused(
 
 @pytest.mark.parametrize("which", ["best", "mid_run", "resumed"])
 def test_genuine_checkpoints_pass(
-        which: str, genuine_checkpoints: GenuineCheckpoints) -> None:  # noqa: F811
+        which: str, genuine_checkpoints: GenuineCheckpoints) -> None:
     path = getattr(genuine_checkpoints, which)
     adapter.check_weights(path)
     info = adapter.read_checkpoint(path)

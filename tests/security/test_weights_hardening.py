@@ -19,11 +19,10 @@ from typing import Any
 import pytest
 
 from jobs.core import adapter
-from tests.security.malicious import (  # noqa: F401  (genuine_checkpoints: a fixture)
+from tests.fixtures.checkpoints import GenuineCheckpoints
+from tests.fixtures.malicious import (
     REPO,
-    GenuineCheckpoints,
     eval_yaml_checkpoint,
-    genuine_checkpoints,
     reduce_weights,
     unpickles_to_sentinel,
 )
@@ -87,7 +86,7 @@ def test_a_process_that_cannot_force_weights_only_refuses_to_run() -> None:
 
 
 def test_model_yaml_code_is_not_evaluated_when_a_model_is_rebuilt(
-        genuine_checkpoints: GenuineCheckpoints, tmp_path: Path) -> None:  # noqa: F811
+        genuine_checkpoints: GenuineCheckpoints, tmp_path: Path) -> None:
     """What a fine-tune does with a checkpoint's YAML (trainer.get_model), refused without
     running it; a plain layer YAML still builds."""
     import torch

@@ -17,24 +17,16 @@ from typing import Any
 import boto3
 import pytest
 
-from tests.security.malicious import (  # noqa: F401  (genuine_checkpoints: a fixture)
-    GenuineCheckpoints,
+from tests.fixtures.checkpoints import GenuineCheckpoints
+from tests.fixtures.malicious import (
     eval_yaml_checkpoint,
-    genuine_checkpoints,
     legacy_weights,
     modelless_weights,
     poisoned_checkpoint,
     reduce_weights,
     unpickles_to_sentinel,
 )
-from tests.train.conftest import (  # noqa: F401  (fixtures, registered by importing them)
-    JobRun,
-    JobRunner,
-    RecordingAPI,
-    recording_api,
-    tiny_dataset,
-    tiny_spec,
-)
+from tests.fixtures.training import JobRun, JobRunner, RecordingAPI, tiny_spec
 from trainforge import layout
 
 
@@ -110,8 +102,8 @@ def _assert_refused(run: JobRun, api: RecordingAPI, tmp_path: Path, uri: str, sa
 @pytest.mark.parametrize("scheme", ["file", "s3"])
 @pytest.mark.parametrize("attack", list(ATTACKS))
 def test_a_train_job_refuses_malicious_weights(
-        attack: str, scheme: str, tmp_path: Path, recording_api: RecordingAPI,  # noqa: F811
-        tiny_dataset: Path, genuine_checkpoints: GenuineCheckpoints,  # noqa: F811
+        attack: str, scheme: str, tmp_path: Path, recording_api: RecordingAPI,
+        tiny_dataset: Path, genuine_checkpoints: GenuineCheckpoints,
         request: pytest.FixtureRequest) -> None:
     sentinel = tmp_path / "sentinel"
     bucket = _bucket(scheme, request)
@@ -129,10 +121,10 @@ def test_a_train_job_refuses_malicious_weights(
 @pytest.mark.parametrize(("attack", "scheme"), [("os.system", "file"), ("nested", "s3"),
                                                 ("yaml-code", "file")])
 def test_a_sweep_job_refuses_malicious_weights(
-        attack: str, scheme: str, tmp_path: Path, recording_api: RecordingAPI,  # noqa: F811
-        tiny_dataset: Path, genuine_checkpoints: GenuineCheckpoints,  # noqa: F811
+        attack: str, scheme: str, tmp_path: Path, recording_api: RecordingAPI,
+        tiny_dataset: Path, genuine_checkpoints: GenuineCheckpoints,
         request: pytest.FixtureRequest) -> None:
-    from tests.sweep.conftest import sweep_spec
+    from tests.fixtures.training import sweep_spec
 
     sentinel = tmp_path / "sentinel"
     bucket = _bucket(scheme, request)
@@ -156,8 +148,8 @@ def _export_spec(dataset: Path, base: str) -> dict[str, Any]:
     ("os.system", "s3"), ("nested", "s3"), ("legacy-format", "s3"), ("no-model", "s3"),
 ])
 def test_an_export_job_refuses_malicious_weights(
-        attack: str, scheme: str, tmp_path: Path, recording_api: RecordingAPI,  # noqa: F811
-        tiny_dataset: Path, genuine_checkpoints: GenuineCheckpoints,  # noqa: F811
+        attack: str, scheme: str, tmp_path: Path, recording_api: RecordingAPI,
+        tiny_dataset: Path, genuine_checkpoints: GenuineCheckpoints,
         request: pytest.FixtureRequest) -> None:
     sentinel = tmp_path / "sentinel"
     bucket = _bucket(scheme, request)
@@ -178,8 +170,8 @@ def test_an_export_job_refuses_malicious_weights(
 
 @pytest.mark.slow
 def test_genuine_weights_fine_tune_in_hardened_processes(
-        tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,  # noqa: F811
-        genuine_checkpoints: GenuineCheckpoints) -> None:  # noqa: F811
+        tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,
+        genuine_checkpoints: GenuineCheckpoints) -> None:
     runner = _runner(tmp_path, recording_api, "jobs.train", None)
     base = f"file://{genuine_checkpoints.best}"
     run = runner.run("job-genuine", tiny_spec(f"file://{tiny_dataset}", model={"base": base},
@@ -195,8 +187,8 @@ def test_genuine_weights_fine_tune_in_hardened_processes(
 
 @pytest.mark.slow
 def test_a_genuine_mid_run_checkpoint_resumes_in_a_hardened_worker(
-        tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,  # noqa: F811
-        genuine_checkpoints: GenuineCheckpoints) -> None:  # noqa: F811
+        tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,
+        genuine_checkpoints: GenuineCheckpoints) -> None:
     """Attempt 2 of a job finds attempt 1's last.pt (epoch 1 of 2, optimizer state) in the
     artifacts store and resumes it: read_checkpoint and the resumed training load it safely."""
     runner = _runner(tmp_path, recording_api, "jobs.train", None)
@@ -214,10 +206,10 @@ def test_a_genuine_mid_run_checkpoint_resumes_in_a_hardened_worker(
 
 @pytest.mark.slow
 def test_a_sweep_fine_tunes_genuine_weights_in_hardened_trials(
-        tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,  # noqa: F811
-        genuine_checkpoints: GenuineCheckpoints) -> None:  # noqa: F811
+        tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,
+        genuine_checkpoints: GenuineCheckpoints) -> None:
     """Ray Tune trials and the task that evaluates the best one are processes of their own."""
-    from tests.sweep.conftest import sweep_spec
+    from tests.fixtures.training import sweep_spec
 
     runner = _runner(tmp_path, recording_api, "jobs.sweep", None)
     base = f"file://{genuine_checkpoints.best}"

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.security.support import billion_laughs
 from trainforge import safeyaml
 from trainforge.datasets.config import parse_config
 from trainforge.errors import SpecError
@@ -24,16 +25,6 @@ from trainforge.safeyaml import MAX_DEPTH, MAX_NODES, YamlLimitError, safe_load
 from trainforge.spec import load_spec
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def billion_laughs(levels: int = 9, fan_out: int = 9, key: str = "names") -> str:
-    """The classic: each anchor is a list of ``fan_out`` aliases of the previous one."""
-    items = ", ".join(['"lol"'] * fan_out)
-    lines = [f"a0: &a0 [{items}]"]
-    for i in range(1, levels + 1):
-        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * fan_out)}]")
-    lines.append(f"{key}: *a{levels}")
-    return "\n".join(lines) + "\n"
 
 
 def _peak_rss_mb() -> float:

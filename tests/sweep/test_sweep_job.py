@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.sweep.conftest import JobRunner, RecordingAPI, experiment_trials, sweep_spec
+from tests.fixtures.training import JobRunner, RecordingAPI, experiment_trials, sweep_spec
 from trainforge import layout
 from trainforge.storage import join_key, open_location
 

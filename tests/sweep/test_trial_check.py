@@ -20,8 +20,7 @@ import pytest
 from jobs.core import adapter, dataset_step, ray_cluster
 from jobs.sweep.trial import TrialContext, run_trial
 from jobs.sweep.tuning import trial_error
-from tests.sweep.conftest import sweep_spec
-from tests.train.conftest import REPO
+from tests.fixtures.training import REPO, sweep_spec
 from trainforge.errors import HyperparameterMismatch
 from trainforge.spec import Resources, parse_spec
 

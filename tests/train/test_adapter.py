@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from jobs.core import adapter, dataset_step
-from tests.train.conftest import make_dataset
+from tests.fixtures.training import make_dataset
 from trainforge.spec import Augment, TrainParams
 
 #: Every hyperparameter moved off its default, so a key the adapter dropped would show.

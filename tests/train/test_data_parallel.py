@@ -17,8 +17,15 @@ from typing import Any
 
 import pytest
 
-from tests.train.conftest import TEAM, JobRunner, RayHead, RecordingAPI, make_dataset, tiny_spec
-from tests.train.test_fault_tolerance import KillAfterEpoch, _explain
+from tests.fixtures.training import (
+    TEAM,
+    JobRunner,
+    RayHead,
+    RecordingAPI,
+    make_dataset,
+    tiny_spec,
+)
+from tests.train.support import KillAfterEpoch, explain
 from trainforge import layout
 
 pytestmark = pytest.mark.slow
@@ -111,7 +118,7 @@ def test_a_killed_rank_restarts_the_group_from_the_last_checkpoint(
     recording_api.on_event = killer
     run = cluster_runner.run(job, _spec(ddp_dataset, 2, epochs=3, retries=1), timeout=900)
 
-    assert killer.killed, f"no kill after epoch 1; {_explain(run.output, ray_head)}"
+    assert killer.killed, f"no kill after epoch 1; {explain(run.output, ray_head)}"
     assert run.returncode == 0, run.output[-6000:]
     assert recording_api.final_state(job)["state"] == "SUCCEEDED"
     runs = recording_api.message(job, "training run")

@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.train.conftest import JobRunner, RecordingAPI, make_dataset, tiny_spec
+from tests.fixtures.training import JobRunner, RecordingAPI, make_dataset, tiny_spec
 from trainforge import layout
 from trainforge.registry import read_manifest, verify
 from trainforge.storage import S3Store

@@ -10,57 +10,18 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import signal
-import threading
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import psutil
 import pytest
 
-from tests.train.conftest import TEAM, JobRunner, RayHead, RecordingAPI, tiny_spec
+from tests.fixtures.training import TEAM, JobRunner, RayHead, RecordingAPI, tiny_spec
+from tests.train.support import KillAfterEpoch, explain
 from trainforge import layout
 
 pytestmark = pytest.mark.slow
-
-
-class KillAfterEpoch:
-    """Kills a job's training worker (or the process ``pid`` names) once it has reported
-    ``epoch`` (once per job)."""
-
-    def __init__(self, api: RecordingAPI, job_id: str, epoch: int,
-                 pid: Callable[[], int] | None = None) -> None:
-        self.api, self.job_id, self.epoch = api, job_id, epoch
-        self.pid = pid or self._worker_pid
-        self.killed: list[int] = []
-        self.done = threading.Event()
-
-    def _worker_pid(self) -> int:
-        [*_, started] = self.api.message(self.job_id, "training worker started")
-        return int(started["data"]["pid"])
-
-    def __call__(self, job_id: str, event: dict[str, Any]) -> None:
-        if job_id != self.job_id or self.done.is_set():
-            return
-        if event["type"] == "progress" and event["epoch"] == self.epoch:
-            pid = self.pid()
-            os.kill(pid, signal.SIGKILL)
-            self.killed.append(pid)
-            self.done.set()
-
-
-def _explain(run_output: str, ray_head: RayHead) -> str:
-    import psutil
-
-    memory = psutil.virtual_memory()
-    rays = [" ".join(p.info["cmdline"] or [])[:160] for p in psutil.process_iter(["cmdline"])
-            if "ray" in " ".join(p.info["cmdline"] or [])]
-    return (f"job output:\n{run_output[-5000:]}\n--- Ray's logs, telling lines:\n"
-            f"{ray_head.log_digest()}\n--- memory: {memory.percent}% used, "
-            f"{memory.available >> 20} MiB available; {len(rays)} Ray processes:\n"
-            + "\n".join(rays[:40]))
 
 
 def _results_epochs(tmp_path: Path, job: str) -> list[int]:
@@ -82,7 +43,7 @@ def test_killed_worker_is_restarted_by_ray_and_resumes_at_the_next_epoch(
     recording_api.on_event = killer
     run = cluster_runner.run(job, _spec(tiny_dataset, retries=2))
 
-    assert killer.killed, f"no kill after epoch 2; {_explain(run.output, ray_head)}"
+    assert killer.killed, f"no kill after epoch 2; {explain(run.output, ray_head)}"
     assert run.returncode == 0, run.output[-5000:]
     assert recording_api.final_state(job)["state"] == "SUCCEEDED"
     workers = {m["data"]["pid"] for m in recording_api.message(job, "training worker started")}
@@ -114,7 +75,7 @@ def test_a_killed_attempt_fails_and_the_next_attempt_resumes(
     recording_api.on_event = killer
     output, _ = proc.communicate(timeout=600)
 
-    assert killer.killed, f"no kill after epoch 2; {_explain(output, ray_head)}"
+    assert killer.killed, f"no kill after epoch 2; {explain(output, ray_head)}"
     assert proc.returncode == -signal.SIGKILL, output[-5000:]
     assert not (tmp_path / "models").exists() or \
         not list((tmp_path / "models").glob("*/*/*/manifest.json")), "nothing published"

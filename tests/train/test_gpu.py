@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.train.conftest import JobRunner, tiny_spec
+from tests.fixtures.training import JobRunner, tiny_spec
 
 pytestmark = [pytest.mark.gpu, pytest.mark.slow]
 

@@ -1,8 +1,9 @@
 """The promote step on real models: both versions evaluated on the same held-out split, and
 the alias moves only when every rule holds.
 
-One small detector is trained once (three shape classes, 96 px, CPU, one to two minutes;
-cached between runs like tests/export's), and its checkpoints make the versions:
+One small detector is trained once (three shape classes, 96 px, CPU, one to two minutes:
+``promotion_checkpoints`` in tests/fixtures/checkpoints.py), and its checkpoints make the
+versions:
 
 * ``early``: an early epoch, weak on every class;
 * ``final``: the last epoch, clearly better;
@@ -13,9 +14,7 @@ cached between runs like tests/export's), and its checkpoints make the versions:
 
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import pytest
 
 from jobs.core.artifacts import JobArtifacts
 from jobs.train.promote import promote_version
+from tests.fixtures.checkpoints import PROMOTION_DATASET
 from trainforge import aliases, lifecycle
 from trainforge.registry import publish
 from trainforge.reporting import JobReporter
@@ -30,47 +30,16 @@ from trainforge.spec import parse_spec
 
 pytestmark = pytest.mark.slow
 
-DATASET = {"classes": 3, "train": 160, "val": 16, "test": 24, "imgsz": 96, "seed": 3}
-TRAIN = {"epochs": 14, "batch": 16, "imgsz": 96, "mosaic": 0.0, "warmup_epochs": 0,
-         "optimizer": "SGD", "lr0": 0.02, "seed": 0, "deterministic": True, "save_period": 1}
-#: Ultralytics numbers saved epochs from 0: epoch8.pt is the 9th (test mAP50-95 about 0.13,
-#: every class above 0.05, against about 0.31 for the last epoch).
-EARLY_EPOCH = 8
 BLIND_CLASS = 2
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory: pytest.TempPathFactory,
-                request: pytest.FixtureRequest) -> dict[str, Path]:
+def checkpoints(promotion_checkpoints: dict[str, Path],
+                tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """``early``, ``final`` and ``blind`` checkpoints, and the dataset root as ``dataset``."""
-    import torch
-    import ultralytics
-
-    from trainforge.datasets import synth, write_local_data_yaml
-
-    work = tmp_path_factory.mktemp("promote-models")
-    dataset = synth(work / "shapes", **DATASET)
-    data_yaml = write_local_data_yaml(dataset, work / "data.yaml")
-    recipe = json.dumps([DATASET, TRAIN, EARLY_EPOCH, ultralytics.__version__,
-                         torch.__version__])
-    cache = request.config.cache.mkdir(
-        "trainforge-promote-" + hashlib.sha256(recipe.encode()).hexdigest()[:16])
-    if not (cache / "final.pt").is_file():
-        from ultralytics.models.yolo.model import YOLO
-
-        YOLO("yolov8n.yaml").train(
-            data=str(data_yaml), device="cpu", workers=0, plots=False, val=False, amp=False,
-            project=str(work / "runs"), name="train", exist_ok=True, verbose=False, **TRAIN)
-        weights = work / "runs" / "train" / "weights"
-        shutil.copyfile(weights / f"epoch{EARLY_EPOCH}.pt", cache / "early.pt")
-        shutil.copyfile(weights / "last.pt", cache / "final.pt")
-    out = {name: work / f"{name}.pt" for name in ("early", "final")}
-    for name, path in out.items():
-        shutil.copyfile(cache / f"{name}.pt", path)
-    out["blind"] = _blind(out["final"], work / "blind.pt", BLIND_CLASS)
-    out["dataset"] = dataset
-    out["data_yaml"] = data_yaml
-    return out
+    blind = _blind(promotion_checkpoints["final"],
+                   tmp_path_factory.mktemp("promote-models") / "blind.pt", BLIND_CLASS)
+    return {**promotion_checkpoints, "blind": blind}
 
 
 def _blind(source: Path, dest: Path, cls: int) -> Path:
@@ -92,7 +61,7 @@ def _spec(dataset: Path, **policy: Any) -> Any:
     return parse_spec({
         "name": "shapes", "dataset": {"uri": f"file://{dataset}/"},
         "model": {"base": "yolov8n.yaml"},
-        "train": {"imgsz": DATASET["imgsz"], "batch": 16, "epochs": 1},
+        "train": {"imgsz": PROMOTION_DATASET["imgsz"], "batch": 16, "epochs": 1},
         "promote": {"max_class_ap50_95_drop": 0.02, **policy},
     })
 
@@ -149,7 +118,8 @@ def test_the_alias_moves_only_for_a_fair_win(tmp_path: Path,
     assert report["promotion"]["outcome"] == "kept"
     assert report["promotion"]["verdict"]["rules"][1]["rule"] == "max_class_ap50_95_drop"
     saved = json.loads(artifacts.store.get(artifacts.key("jobs/v2-blind/promote/comparison.json")))
-    assert saved["settings"]["split"] == "test" and saved["settings"]["imgsz"] == DATASET["imgsz"]
+    assert saved["settings"]["split"] == "test" and saved["settings"]["imgsz"] == \
+        PROMOTION_DATASET["imgsz"]
     assert saved["verdict"]["promote"] is False
 
     # Clearly better on every class: promoted, with the figures in the alias's history.

@@ -12,14 +12,7 @@ import pytest
 
 from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
 from services.dispatcher.backends.ray_jobs import RayJobsBackend, backend_state, submission_id
-from tests.train.conftest import (
-    TEAM,
-    JobRunner,
-    RayHead,
-    RecordingAPI,
-    make_dataset,
-    tiny_spec,
-)
+from tests.fixtures.training import TEAM, JobRunner, RayHead, RecordingAPI, make_dataset, tiny_spec
 from trainforge.layout import attempt_secrets_key
 from trainforge.spec import JobKind, Resources
 from trainforge.storage import join_key, open_location

@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import dev_client, embedded_env, serve_process
+from tests.fixtures.embedded import ServeProcess, dev_client, embedded_env
 from trainforge import aliases
 from trainforge.access import team_models_uri
 from trainforge.datasets import synth
@@ -73,7 +73,8 @@ def _run(client: httpx.Client, schedule: str, log_path: Path) -> dict[str, Any]:
     return run
 
 
-def test_a_schedule_with_promote_ships_only_a_better_model(tmp_path: Path) -> None:
+def test_a_schedule_with_promote_ships_only_a_better_model(serve_process: ServeProcess,
+                                                           tmp_path: Path) -> None:
     home = tmp_path / "home"
     data = tmp_path / "data" / "shapes"
     log_path = tmp_path / "serve.log"

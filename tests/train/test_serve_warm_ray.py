@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.conftest import dev_client, embedded_env, serve_process
-from tests.train.conftest import make_dataset
+from tests.fixtures.embedded import ServeProcess, dev_client, embedded_env
+from tests.fixtures.training import make_dataset
 
 pytestmark = pytest.mark.slow
 
@@ -31,7 +31,8 @@ def _head_processes(session_root: Path) -> list[psutil.Process]:
     return found
 
 
-def test_jobs_share_one_warm_ray_head_that_stops_with_the_server(tmp_path: Path) -> None:
+def test_jobs_share_one_warm_ray_head_that_stops_with_the_server(
+        serve_process: ServeProcess, tmp_path: Path) -> None:
     import torch
 
     if torch.cuda.device_count():

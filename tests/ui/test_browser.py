@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from services.store import Database, tokens
-from tests.conftest import dev_client, embedded_env, serve_process
+from tests.fixtures.embedded import ServeProcess, dev_client, embedded_env
 from trainforge.datasets import synth
 
 pytestmark = pytest.mark.slow
@@ -85,7 +85,8 @@ def _epochs(page: Any) -> int:
     return int(page.get_attribute("#chart-map", "data-epochs"))
 
 
-def test_a_team_watches_its_job_train_and_reads_its_report(browser: Any, tmp_path: Path) -> None:
+def test_a_team_watches_its_job_train_and_reads_its_report(
+        browser: Any, serve_process: ServeProcess, tmp_path: Path) -> None:
     shutil.rmtree(SHOTS, ignore_errors=True)
     SHOTS.mkdir(parents=True)
     home, data, log = tmp_path / "home", tmp_path / "data" / "shapes", tmp_path / "serve.log"

@@ -16,7 +16,7 @@ from services.api.ui.rendering import CONTENT_SECURITY_POLICY
 from services.store import Database, tokens
 from services.store import jobs as repo
 from services.store.domain import NewJob
-from tests.api.support import SPEC, claim_all, submit
+from tests.fixtures.api import SPEC, claim_all, submit
 from tests.ui.support import ORIGIN, csrf_of, parse, sign_in
 from trainforge.spec import JobKind
 
