@@ -326,10 +326,12 @@ def pull(ref: str = typer.Argument(..., help="NAME@VERSION, NAME@alias or NAME@l
 
 @contextmanager
 def _bar() -> Iterator[Any]:
-    """A progress bar per file on stderr; yields the ``on_progress`` callback."""
+    """A progress bar per file on stderr (a terminal's: none in a log); yields the
+    ``on_progress`` callback."""
     columns = (TextColumn("{task.description:<32}"), BarColumn(), DownloadColumn(),
                TransferSpeedColumn())
-    with Progress(*columns, console=stderr, transient=True) as progress:
+    with Progress(*columns, console=stderr, transient=True,
+                  disable=not stderr.is_terminal) as progress:
         tasks: dict[str, Any] = {}
 
         def on_progress(name: str, done: int, total: int) -> None:
