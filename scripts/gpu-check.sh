@@ -146,7 +146,7 @@ for key, r in report["formats"].items():
           f"  {r.get('artifact') or ''}  {r.get('reason') or ''}")
 print("published:", ", ".join(a["name"] for a in manifest["artifacts"]))
 EOF
-"$VPY" -m trainforge models verify "gpu-check@latest" --models-uri "file://$WORK/models"
+"$VPY" -m trainforge models verify "gpu-check@latest" --store "file://$WORK/models"
 
 step "pytest -m gpu tests/export/test_gpu.py"
 "$VPY" -m pytest -q -m gpu tests/export/test_gpu.py -p no:cacheprovider -s

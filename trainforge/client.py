@@ -8,6 +8,7 @@ Example::
         job = client.submit(spec)      # retry-safe: one Idempotency-Key per call
         job = client.wait(job["id"], on_update=print)
         client.download(job["id"], Path("out"))
+        client.pull_model("ppe", "champion", Path("models/ppe"), only=["onnx"])
 
 Responses are the API's JSON as dicts (see docs/openapi.json for their fields).
 """
@@ -20,14 +21,16 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import quote
 
 import httpx
 
 from trainforge.constants import ENV_TOKEN, ENV_URL
-from trainforge.errors import TrainforgeError
+from trainforge.errors import InvalidRequest, NotFound, TrainforgeError
 from trainforge.settings import get_common_settings
 from trainforge.spec import JobSpec
 
@@ -69,6 +72,41 @@ class JobFailed(TrainforgeError):
 
     def __reduce__(self) -> Any:
         return (JobFailed, (self.message, self.job))
+
+
+#: ``on_progress(file name, bytes so far, bytes in all)`` during a download.
+Progress = Callable[[str, int, int], None]
+
+#: ``pull_model(only=…)``: the kinds of files to fetch, by file-name ending.
+FILE_KINDS: dict[str, tuple[str, ...]] = {"onnx": (".onnx",), "engine": (".engine",),
+                                          "pt": (".pt",)}
+
+
+@dataclass(frozen=True)
+class PulledModel:
+    """What :meth:`Client.pull_model` wrote."""
+
+    name: str
+    #: The version the ref resolved to (once: every file is of it).
+    version: str
+    #: Every file of the pull, fetched now or already there with the right sha256.
+    paths: list[Path]
+    #: The names of the files fetched now (the others were kept).
+    fetched: list[str]
+    #: Triton's config.pbtxt (``layout="triton"``), else None.
+    config: Path | None = None
+
+
+@dataclass(frozen=True)
+class VerifiedModel:
+    """What :meth:`Client.verify_model` checked."""
+
+    name: str
+    version: str
+    #: Every file read, manifest.json first.
+    files: list[str]
+    #: One line per problem; empty when every file matches the manifest.
+    problems: list[str]
 
 
 def default_token() -> str | None:
@@ -259,20 +297,50 @@ class Client:
         items: list[dict[str, Any]] = page["items"]
         return items
 
-    def download(self, job_id: str, dest: Path) -> list[Path]:
-        """Download every artifact under ``dest``, checking each file's sha256.
+    def download(self, job_id: str, dest: Path, *,
+                 on_progress: Progress | None = None) -> list[Path]:
+        """Download every artifact under ``dest``, checking each file's sha256 (see
+        :meth:`fetch_file`: a file already there with the right sha256 is kept).
 
         Raises:
             ApiError: a download failed or its checksum does not match.
         """
         paths = []
         for item in self.artifacts(job_id):
-            target = (dest / item["name"]).resolve()
-            if dest.resolve() not in target.parents:
-                raise ApiError(f"refusing artifact name {item['name']!r}: escapes {dest}")
-            target.parent.mkdir(parents=True, exist_ok=True)
-            digest = hashlib.sha256()
-            partial = target.with_name(f".{target.name}.part")
+            paths.append(_inside(dest, item["name"]))
+            self.fetch_file(item, paths[-1], on_progress=on_progress)
+        return paths
+
+    def fetch_file(self, item: Mapping[str, Any], target: Path, *,
+                   on_progress: Progress | None = None) -> bool:
+        """Download one listed file (``{"name", "size", "sha256", "url"}``) to ``target``.
+
+        Checked: the bytes must have the listed sha256. Atomic: they are written to a
+        temporary name beside ``target`` and renamed once checked, so ``target`` is either
+        absent, the old file or the whole new one. Resumable: a ``target`` already there with
+        the listed sha256 is kept without a download.
+
+        Returns:
+            True when it downloaded, False when ``target`` was already the listed file.
+
+        Raises:
+            ApiError: the download failed, or its sha256 differs (``checksum_mismatch``).
+        """
+        # Here, not at the top: the storage package brings boto3, which the CLI's start-up
+        # does not need.
+        from trainforge.storage.base import sha256_file
+
+        name, size = str(item["name"]), int(item["size"])
+        if target.is_file() and target.stat().st_size == size \
+                and sha256_file(target) == item["sha256"]:
+            if on_progress is not None:
+                on_progress(name, size, size)
+            return False
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.part")
+        digest = hashlib.sha256()
+        done = 0
+        try:
             with self._open_url(item["url"]) as response:
                 if not response.is_success:
                     response.read()
@@ -281,13 +349,19 @@ class Client:
                     for chunk in response.iter_bytes():
                         digest.update(chunk)
                         fh.write(chunk)
+                        done += len(chunk)
+                        if on_progress is not None:
+                            on_progress(name, done, size)
+                    fh.flush()
+                    os.fsync(fh.fileno())
             if digest.hexdigest() != item["sha256"]:
-                partial.unlink(missing_ok=True)
-                raise ApiError(f"{item['name']}: sha256 mismatch after download; try again",
+                raise ApiError(f"{name}: sha256 mismatch after download; try again",
                                code="checksum_mismatch")
-            partial.replace(target)
-            paths.append(target)
-        return paths
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
+        partial.replace(target)
+        return True
 
     def _open_url(self, url: str) -> Any:
         # A presigned S3 URL carries its own authorisation: never send it our bearer token.
@@ -456,6 +530,152 @@ class Client:
         comparison: dict[str, Any] = self._request("POST", f"/v1/models/{name}/compare",
                                                    retry=True, json=body).json()
         return comparison
+
+    def get_model_version(self, name: str, ref: str = "latest") -> dict[str, Any]:
+        """One version by id, alias (``champion``) or ``latest``: its manifest (files with
+        size and sha256), scores, gates, dataset, source job, base model, aliases and
+        promotion verdict. ``version`` says what ``ref`` resolved to."""
+        detail: dict[str, Any] = self._request(
+            "GET", f"/v1/models/{name}/versions/{quote(ref, safe='')}", retry=True).json()
+        return detail
+
+    def model_artifacts(self, name: str, ref: str = "latest") -> dict[str, Any]:
+        """``{"model", "version", "items"}``: manifest.json and every published file of the
+        version ``ref`` resolves to, each with size, sha256 and a download URL (≤ 15 min)."""
+        listing: dict[str, Any] = self._request(
+            "GET", f"/v1/models/{name}/versions/{quote(ref, safe='')}/artifacts",
+            retry=True).json()
+        return listing
+
+    def pull_model(self, name: str, ref: str, dest: Path, *, only: Collection[str] = (),
+                   layout: Literal["files", "triton"] = "files", gpu: str | None = None,
+                   triton_version: int | None = None,
+                   on_progress: Progress | None = None) -> PulledModel:
+        """Download a version's files, each checked against the manifest's sha256, written
+        atomically, and kept when already there (a pull that stopped resumes).
+
+        Args:
+            name: the model.
+            ref: a version id, an alias (``champion``) or ``latest``; resolved once, so every
+                file is of one version even if the alias moves meanwhile.
+            dest: ``layout="files"``: the folder for the files; ``"triton"``: the root of a
+                Triton model repository (``dest/name/config.pbtxt``, ``dest/name/<n>/``).
+            only: file kinds to fetch (``onnx``, ``engine``, ``pt``); manifest.json always
+                comes too. Default every file. Not with ``layout="triton"``.
+            layout: plain files, or a Triton model repository (trainforge.triton).
+            gpu: with ``layout="triton"``, serve the TensorRT engine built for this GPU
+                (``nvidia-h100`` or ``nvidia-h100-fp16``) instead of the ONNX export.
+            triton_version: Triton's version number (default: the one holding this version
+                already, else the next).
+            on_progress: called as bytes arrive (``name, done, total``).
+
+        Raises:
+            ApiError: unknown model, version or alias (404), or a failed or corrupt download.
+            NotFound: no file of a requested kind.
+            InvalidRequest: an option that does not fit the layout.
+        """
+        listing = self.model_artifacts(name, ref)
+        version, items = str(listing["version"]), listing["items"]
+        if layout == "triton":
+            if only:
+                raise InvalidRequest("the triton layout picks its own file: model.onnx, or "
+                                     "the engine --gpu names")
+            return self._pull_triton(name, version, items, dest, gpu, triton_version,
+                                     on_progress)
+        if gpu is not None or triton_version is not None:
+            raise InvalidRequest("gpu and triton_version go with layout='triton'")
+        paths, fetched = [], []
+        for item in select_files(items, only):
+            paths.append(_inside(dest, item["name"]))
+            if self.fetch_file(item, paths[-1], on_progress=on_progress):
+                fetched.append(item["name"])
+        return PulledModel(name, version, paths, fetched)
+
+    def _pull_triton(self, name: str, version: str, items: list[dict[str, Any]], repo: Path,
+                     gpu: str | None, number: int | None,
+                     on_progress: Progress | None) -> PulledModel:
+        from trainforge import triton
+
+        fetched: list[str] = []
+
+        def fetch(item: Mapping[str, Any], target: Path) -> None:
+            if self.fetch_file(item, target, on_progress=on_progress):
+                fetched.append(str(item["name"]))
+
+        manifest_item = next(i for i in items if i["name"] == "manifest.json")
+        written = triton.write_repository(repo, name, self._get_json(manifest_item), items,
+                                          fetch, gpu=gpu, number=number)
+        return PulledModel(name, version, [*written.files, written.config], fetched,
+                           written.config)
+
+    def _get_json(self, item: Mapping[str, Any]) -> dict[str, Any]:
+        """A small listed JSON file (a manifest), checked against its sha256."""
+        with self._open_url(item["url"]) as response:
+            body = response.read()
+            self._raise_for(response)
+        if hashlib.sha256(body).hexdigest() != item["sha256"]:
+            raise ApiError(f"{item['name']}: sha256 mismatch after download; try again",
+                           code="checksum_mismatch")
+        data: dict[str, Any] = json.loads(body)
+        return data
+
+    def verify_model(self, name: str, ref: str = "latest", *,
+                     on_progress: Progress | None = None) -> VerifiedModel:
+        """Download every file of a version through its links (nothing is written) and check
+        each against the manifest's size and sha256.
+
+        Returns:
+            The version ``ref`` resolved to, the files read and the problems found.
+        """
+        listing = self.model_artifacts(name, ref)
+        problems = []
+        for item in listing["items"]:
+            digest, size = hashlib.sha256(), 0
+            with self._open_url(item["url"]) as response:
+                if not response.is_success:
+                    problems.append(f"{item['name']}: HTTP {response.status_code}")
+                    continue
+                for chunk in response.iter_bytes():
+                    digest.update(chunk)
+                    size += len(chunk)
+                    if on_progress is not None:
+                        on_progress(item["name"], size, item["size"])
+            if size != item["size"]:
+                problems.append(f"{item['name']}: size {size} != manifest {item['size']}")
+            if digest.hexdigest() != item["sha256"]:
+                problems.append(f"{item['name']}: sha256 differs from the manifest")
+        return VerifiedModel(name, str(listing["version"]),
+                             [i["name"] for i in listing["items"]], problems)
+
+
+def _inside(dest: Path, name: str) -> Path:
+    """``dest / name``, refusing a name that would leave ``dest``."""
+    target = (dest / name).resolve()
+    if dest.resolve() not in target.parents:
+        raise ApiError(f"refusing artifact name {name!r}: escapes {dest}")
+    return target
+
+
+def select_files(items: list[dict[str, Any]], only: Collection[str]) -> list[dict[str, Any]]:
+    """``manifest.json`` and the files of the kinds in ``only`` (every file when empty).
+
+    Raises:
+        InvalidRequest: an unknown kind.
+        NotFound: no file of a requested kind.
+    """
+    unknown = sorted(set(only) - set(FILE_KINDS))
+    if unknown:
+        raise InvalidRequest(f"unknown file kind(s) {', '.join(unknown)}; choose from "
+                             f"{', '.join(FILE_KINDS)}")
+    if not only:
+        return items
+    missing = [kind for kind in only
+               if not any(i["name"].endswith(FILE_KINDS[kind]) for i in items)]
+    if missing:
+        present = ", ".join(i["name"] for i in items)
+        raise NotFound(f"no {' or '.join(missing)} file in this version (it has {present})")
+    endings = tuple(e for kind in only for e in FILE_KINDS[kind])
+    return [i for i in items if i["name"] == "manifest.json" or i["name"].endswith(endings)]
 
 
 def _spec_body(spec: JobSpec | Mapping[str, Any]) -> dict[str, Any]:

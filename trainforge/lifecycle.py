@@ -37,15 +37,72 @@ def keep_decision(models_uri: str, record: dict[str, Any]) -> None:
 def version_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     """The few fields of a manifest a listing shows."""
     evaluation = manifest.get("evaluation", {})
+    metrics = evaluation.get("metrics", manifest.get("metrics", {}))
     return {
         "version": str(manifest.get("version")),
         "created_at": manifest.get("created_at"),
-        "source_job_id": manifest.get("source_job_id"),
-        "metrics": evaluation.get("metrics", manifest.get("metrics", {})),
+        "source_job_id": manifest.get("source_job_id") or manifest.get("source", {}).get("job_id"),
+        # An export-only version keeps per-format figures (dicts) here: a listing shows scores.
+        "metrics": {k: v for k, v in metrics.items() if v is None or isinstance(v, int | float)},
         "split": evaluation.get("split"),
-        "dataset_fingerprint": manifest.get("dataset", {}).get("fingerprint"),
+        "dataset_fingerprint": _dataset_fingerprint(manifest),
         "gates": {k: v.get("status") for k, v in sorted(manifest.get("gates", {}).items())},
         "artifacts": [a["name"] for a in manifest.get("artifacts", [])],
+        "files": [{k: a[k] for k in ("name", "size", "sha256")}
+                  for a in manifest.get("artifacts", [])],
+    }
+
+
+def _dataset_fingerprint(manifest: dict[str, Any]) -> str | None:
+    """A training version records ``dataset.fingerprint``; an export-only one
+    ``dataset_fingerprint``."""
+    value = manifest.get("dataset", {}).get("fingerprint") or manifest.get("dataset_fingerprint")
+    return None if value is None else str(value)
+
+
+def _promotion(decision: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The fields of a promotion decision that a version's views show."""
+    if decision is None:
+        return None
+    return {k: decision.get(k) for k in ("alias", "champion", "outcome", "summary", "decided_at")}
+
+
+def version_detail(models_uri: str, name: str, ref: str) -> dict[str, Any]:
+    """One version, named by id, alias or ``latest``: its manifest (files with size and
+    sha256), scores, gates, dataset, source job, base model, aliases and promotion verdict.
+
+    ``ref`` is resolved once; every field comes from the one version it resolved to (a version
+    never changes once published), and ``version`` says which.
+
+    Raises:
+        ModelNotFound: no such model, version or alias (or the alias is unset).
+    """
+    version = aliases.resolve_version(models_uri, name, ref)
+    manifest = registry.find_manifest(models_uri, name, version)
+    if manifest is None:
+        raise registry.ModelNotFound(f"model {name}@{version} is not published")
+    return describe_version(models_uri, manifest, ref=ref)
+
+
+def describe_version(models_uri: str, manifest: dict[str, Any], *, ref: str) -> dict[str, Any]:
+    """:func:`version_detail` of a manifest already read; its aliases and promotion decision
+    are looked up in the registry at ``models_uri``."""
+    name, version = str(manifest.get("name")), str(manifest.get("version"))
+    source = manifest.get("source", {})
+    return {
+        **version_summary(manifest),
+        "name": name,
+        "ref": ref,
+        "base": manifest.get("base") or source.get("base"),
+        "dataset_uri": manifest.get("dataset", {}).get("uri") or source.get("dataset"),
+        "evaluation": manifest.get("evaluation"),
+        "gates": manifest.get("gates", {}),
+        "class_names": manifest.get("class_names"),
+        "input_shape": manifest.get("input_shape"),
+        "aliases": sorted(alias for alias, head in aliases.aliases(models_uri, name).items()
+                          if head.version == version),
+        "promotion": _promotion(read_decision(models_uri, name, version)),
+        "manifest": manifest,
     }
 
 
@@ -65,10 +122,7 @@ def overview(models_uri: str, name: str) -> dict[str, Any]:
     for manifest in manifests:
         row = version_summary(manifest)
         row["aliases"] = sorted(a for a, head in heads.items() if head.version == row["version"])
-        decision = read_decision(models_uri, name, row["version"])
-        row["promotion"] = None if decision is None else {
-            k: decision.get(k) for k in ("alias", "champion", "outcome", "summary",
-                                         "decided_at")}
+        row["promotion"] = _promotion(read_decision(models_uri, name, row["version"]))
         versions.append(row)
     return {
         "name": name,

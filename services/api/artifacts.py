@@ -1,8 +1,10 @@
 """A job's artifacts: listing with size and sha256, and download links valid ≤ 15 minutes.
 
 S3 objects get presigned URLs. Objects in a local-directory store (embedded mode) get a link
-to this API's ``/v1/downloads/…`` route, signed with an HMAC over (job, name, expiry) so that
-it works without a bearer token, exactly like a presigned URL.
+to this API's ``/v1/downloads/…`` route, signed with an HMAC over (what it opens, expiry) so
+that it works without a bearer token, exactly like a presigned URL. Job artifacts and model
+files (services/api/model_files.py) share this one mechanism: :class:`LinkSigner` issues the
+links of one answer, :func:`check_link` checks one.
 """
 
 from __future__ import annotations
@@ -61,9 +63,65 @@ def _sha256(store: ObjectStore, info: ObjectInfo) -> str:
     return _sha256_of(store, info)
 
 
+def _sign(secret: bytes, scope: str, expires: int) -> str:
+    return hmac.new(secret, f"{scope}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def job_scope(job_id: str, name: str) -> str:
+    """What a job artifact's link opens (the signed part of the link besides its expiry)."""
+    return f"download:{job_id}:{name}"
+
+
 def signature(secret: bytes, job_id: str, name: str, expires: int) -> str:
-    message = f"download:{job_id}:{name}:{expires}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    """The signature of a link to ``jobs/<job_id>/<name>``."""
+    return _sign(secret, job_scope(job_id, name), expires)
+
+
+class LinkSigner:
+    """Issues the download links of one answer: every link expires at the same moment,
+    ``download_url_ttl_s`` (≤ 15 minutes) from now.
+
+    Args:
+        state: the app's state (secret key, TTL).
+        base_url: the API's URL as the caller reached it (for API-served links).
+    """
+
+    def __init__(self, state: AppState, base_url: str) -> None:
+        self._secret = state.secret_key
+        self._base_url = base_url.rstrip("/")
+        self.ttl = state.settings.download_url_ttl_s
+        self.expires = int(time.time()) + self.ttl
+        self.expires_at = datetime.fromtimestamp(self.expires, UTC)
+
+    def url(self, store: ObjectStore, key: str, *, scope: str, api_path: str) -> str:
+        """A presigned URL for an S3 object; for a local-directory store, a link to
+        ``api_path`` (already percent-encoded) signed over ``scope``."""
+        if isinstance(store, LocalStore):
+            sig = _sign(self._secret, scope, self.expires)
+            return f"{self._base_url}{api_path}?expires={self.expires}&signature={sig}"
+        return store.presign(key, expires_s=self.ttl)
+
+
+def check_link(state: AppState, scope: str, expires: int, sig: str) -> None:
+    """Check an API-served link to ``scope``.
+
+    Raises:
+        DownloadLinkInvalid: wrong signature, expired, or expiring later than any link this
+            API issues (``download_url_ttl_s`` from now): links are valid ≤ 15 minutes even
+            when whoever holds the secret key signs a longer one.
+    """
+    expected = _sign(state.secret_key, scope, expires)
+    if not hmac.compare_digest(expected.encode(), sig.encode()):
+        raise DownloadLinkInvalid("the download link's signature does not match; list the "
+                                  "artifacts again for a fresh link")
+    now = time.time()
+    if expires < now:
+        raise DownloadLinkInvalid("the download link expired; list the artifacts again")
+    if expires > now + state.settings.download_url_ttl_s + CLOCK_SLACK_S:
+        raise DownloadLinkInvalid(
+            f"the download link expires more than {state.settings.download_url_ttl_s} s from "
+            "now, later than links are issued for; list the artifacts again for a fresh link"
+        )
 
 
 def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> ArtifactList:
@@ -77,8 +135,7 @@ def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> Ar
         repo.get_job(session, job_id, team=team)
     store = state.artifacts
     prefix = state.key(job_prefix(job_id))
-    ttl = state.settings.download_url_ttl_s
-    expires = int(time.time()) + ttl
+    links = LinkSigner(state, base_url)
     items = []
     for info in store.list(prefix):
         name = info.key[len(prefix):]
@@ -86,20 +143,11 @@ def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> Ar
             sha256 = _sha256(store, info)
         except ObjectNotFound:  # deleted since the listing: a listing is not a snapshot
             continue
-        if isinstance(store, LocalStore):
-            sig = signature(state.secret_key, job_id, name, expires)
-            url = (f"{base_url.rstrip('/')}/v1/downloads/{job_id}/{quote(name)}"
-                   f"?expires={expires}&signature={sig}")
-        else:
-            url = store.presign(info.key, expires_s=ttl)
+        url = links.url(store, info.key, scope=job_scope(job_id, name),
+                        api_path=f"/v1/downloads/{job_id}/{quote(name)}")
         items.append(
-            ArtifactOut(
-                name=name,
-                size=info.size,
-                sha256=sha256,
-                url=url,
-                expires_at=datetime.fromtimestamp(expires, UTC),
-            )
+            ArtifactOut(name=name, size=info.size, sha256=sha256, url=url,
+                        expires_at=links.expires_at)
         )
     return ArtifactList(items=items)
 
@@ -113,24 +161,11 @@ def open_download(
         A reader (the caller closes it) and the object's size.
 
     Raises:
-        DownloadLinkInvalid: wrong signature, expired, or expiring later than any link this
-            API issues (``download_url_ttl_s`` from now): links are valid ≤ 15 minutes even
-            when whoever holds the secret key signs a longer one.
+        DownloadLinkInvalid: see :func:`check_link`.
         NotFound: the object is gone.
         StorageError: the object store failed (503).
     """
-    expected = signature(state.secret_key, job_id, name, expires)
-    if not hmac.compare_digest(expected.encode(), sig.encode()):
-        raise DownloadLinkInvalid("the download link's signature does not match; list the "
-                                  "artifacts again for a fresh link")
-    now = time.time()
-    if expires < now:
-        raise DownloadLinkInvalid("the download link expired; list the artifacts again")
-    if expires > now + state.settings.download_url_ttl_s + CLOCK_SLACK_S:
-        raise DownloadLinkInvalid(
-            f"the download link expires more than {state.settings.download_url_ttl_s} s from "
-            "now, later than links are issued for; list the artifacts again for a fresh link"
-        )
+    check_link(state, job_scope(job_id, name), expires, sig)
     return open_artifact(state, job_id, name)
 
 
@@ -145,14 +180,24 @@ def open_artifact(state: AppState, job_id: str, name: str) -> tuple[BinaryIO, in
         NotFound: no such object, or a name that would leave the job's prefix.
         StorageError: the object store failed (503).
     """
+    missing = f"job {job_id} has no artifact {name!r}"
     if name.startswith("/") or ".." in name.split("/"):
-        raise NotFound(f"job {job_id} has no artifact {name!r}")
-    key = state.key(job_prefix(job_id) + name)
+        raise NotFound(missing)
+    return open_object(state.artifacts, state.key(job_prefix(job_id) + name), missing)
+
+
+def open_object(store: ObjectStore, key: str, missing: str) -> tuple[BinaryIO, int]:
+    """A reader of one object and its size.
+
+    Raises:
+        NotFound: no such object (``missing`` says what).
+        StorageError: the object store failed (503).
+    """
     try:
-        info = state.artifacts.head(key)
-        return state.artifacts.open_read(key), info.size
+        info = store.head(key)
+        return store.open_read(key), info.size
     except ObjectNotFound:
-        raise NotFound(f"job {job_id} has no artifact {name!r}") from None
+        raise NotFound(missing) from None
 
 
 def iter_file(reader: BinaryIO, chunk: int = 1 << 20) -> Iterator[bytes]:

@@ -12,6 +12,7 @@ from services.api.schemas import (
     Comparison,
     ModelDetail,
     ModelList,
+    ModelVersionDetail,
     PromoteRequest,
 )
 from services.api.state import AppState
@@ -32,6 +33,19 @@ def get_model(state: AppState, team: str, name: str) -> ModelDetail:
             lifecycle.overview(state.settings.team_models_uri(team), name))
     except ModelNotFound:
         raise NotFound(f"model {name!r} not found") from None
+
+
+def get_version(state: AppState, team: str, name: str, ref: str) -> ModelVersionDetail:
+    """One version by id, alias or ``latest``, resolved once (``version`` says to what).
+
+    Raises:
+        NotFound: no such model, version or alias (404).
+    """
+    try:
+        return ModelVersionDetail.model_validate(
+            lifecycle.version_detail(state.settings.team_models_uri(team), name, ref))
+    except ModelNotFound as exc:
+        raise NotFound(exc.message) from None
 
 
 def promote(state: AppState, team: str, name: str, alias: str,

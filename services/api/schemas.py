@@ -153,7 +153,8 @@ class EventPage(_Out):
 
 
 class ArtifactOut(_Out):
-    name: str = Field(description="path under the job's prefix, e.g. train/best.pt")
+    name: str = Field(description="a job's: its path under the job's prefix, e.g. "
+                      "train/best.pt; a model version's: its file name, e.g. model.onnx")
     size: int
     sha256: str
     url: str = Field(description="download URL (presigned or API-served), valid ≤ 15 min")
@@ -387,6 +388,14 @@ class PromotionOut(_Out):
     decided_at: datetime
 
 
+class ModelFileOut(_Out):
+    """A published file of a version, as its manifest lists it."""
+
+    name: str = Field(description="file name inside the version, e.g. model.onnx")
+    size: int
+    sha256: str
+
+
 class VersionOut(_Out):
     version: str
     created_at: datetime | None
@@ -395,9 +404,48 @@ class VersionOut(_Out):
     split: str | None = Field(description="the split those scores are on (test, or val)")
     dataset_fingerprint: str | None
     gates: dict[str, str | None] = Field(description="export format → gate status")
-    artifacts: list[str]
+    artifacts: list[str] = Field(description="the names of `files`")
+    files: list[ModelFileOut] = Field(
+        description="the published files with size and sha256 (download them through "
+        "GET /v1/models/{name}/versions/{ref}/artifacts)")
     aliases: list[str] = Field(description="aliases pointing at this version")
     promotion: PromotionOut | None = Field(description="what the job's promote step decided")
+
+
+class ModelVersionDetail(_Out):
+    """``GET /v1/models/{name}/versions/{ref}``: one version, its ref resolved once."""
+
+    name: str
+    ref: str = Field(description="what was asked for: a version id, an alias or `latest`")
+    version: str = Field(description="the version `ref` resolved to; every field is of it")
+    created_at: datetime | None
+    source_job_id: str | None = Field(description="the job that published it")
+    base: str | None = Field(
+        description="the model.base it was fine-tuned from (a stock name, a URI, or "
+        "registry://NAME@REF, whose version tells the lineage)")
+    dataset_uri: str | None = Field(description="the dataset it was trained or exported on")
+    dataset_fingerprint: str | None
+    metrics: dict[str, float | None] = Field(description="held-out scores at publication")
+    split: str | None = Field(description="the split those scores are on (test, or val)")
+    evaluation: dict[str, Any] | None = Field(
+        description="the held-out evaluation: split, metrics, per_class, note")
+    gates: dict[str, dict[str, Any]] = Field(
+        description="export format → its gate: status, mAP delta, latency, reason")
+    class_names: dict[str, str] | list[str] | None
+    input_shape: list[int] | None = Field(
+        description="[batch, channels, height, width] the exports take")
+    files: list[ModelFileOut] = Field(description="the published files (the manifest's list)")
+    aliases: list[str] = Field(description="aliases pointing at this version now")
+    promotion: PromotionOut | None = Field(description="what the job's promote step decided")
+    manifest: dict[str, Any] = Field(description="manifest.json as published (every field)")
+
+
+class ModelArtifactList(_Out):
+    """``GET /v1/models/{name}/versions/{ref}/artifacts``: every link is of ``version``."""
+
+    model: str
+    version: str = Field(description="the version the ref resolved to, once for every link")
+    items: list[ArtifactOut] = Field(description="manifest.json and every file it lists")
 
 
 class ModelDetail(_Out):

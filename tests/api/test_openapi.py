@@ -8,7 +8,8 @@ from pathlib import Path
 from services.api.openapi import document
 
 ROOT = Path(__file__).resolve().parents[2]
-PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/downloads/{id}/{name}"}
+PUBLIC = {"/healthz", "/readyz", "/metrics", "/v1/downloads/{id}/{name}",
+          "/v1/downloads/models/{team}/{name}/{version}/{file}"}
 
 
 def test_docs_openapi_json_is_up_to_date() -> None:

@@ -2,7 +2,7 @@
 
 Every operation gets ≥ 50 generated requests (valid and invalid data), authenticated as a team
 (or as a job for the internal route), half of them aimed at a job (or, for schedule routes, a
-schedule) that really exists. Checks:
+schedule; for model routes, a published version) that really exists. Checks:
 no server error, statuses/content types/headers/bodies as documented, invalid data refused,
 and no operation that should need a token works without one.
 """
@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, unquote, urlparse
 
 import pytest
 import schemathesis
@@ -30,13 +32,14 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from services.api import artifacts, schedules
+from services.api import artifacts, model_files, schedules
 from services.api.jobs import submit
 from services.api.openapi import document
 from services.api.schemas import JobSubmission, ScheduleCreate
 from services.api.settings import ApiSettings, TeamLimits
 from services.store import Database
 from tests.fixtures.api import SECRET, SPEC, claim_all
+from trainforge.registry import publish
 
 EXAMPLES = 50
 CHECKS = [
@@ -58,7 +61,7 @@ OPERATIONS = [
 @pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
 def test_operation_conforms_to_its_schema(
     path: str, method: str, app: FastAPI, settings: ApiSettings, db: Database,
-    make_token: Callable[[str], str], request: pytest.FixtureRequest,
+    make_token: Callable[[str], str], request: pytest.FixtureRequest, tmp_path: Path,
 ) -> None:
     if path == "/v1/datasets/validate":
         # As in production: only s3:// URIs, answered by the loopback S3 server.
@@ -77,6 +80,7 @@ def test_operation_conforms_to_its_schema(
         schedule = ScheduleCreate.model_validate({"cron": "0 3 * * *", "spec": SPEC})
         job_id = schedules.create(app.state.trainforge, "fuzz", schedule).id
     expires = int(time.time()) + 600
+    model_link = _published_model(app, settings, tmp_path) if "models" in path else {}
     token = job_token if path.startswith("/internal") else team_token
     calls: dict[str, int] = {}
     # The token is fixed (not generated); `ignored_auth` separately checks requests without it.
@@ -106,9 +110,33 @@ def test_operation_conforms_to_its_schema(
                 case.query = {"expires": expires,
                               "signature": artifacts.signature(SECRET, job_id, "spec.json",
                                                                expires)}
+        if aim_at_real_job and path.startswith("/v1/models/"):
+            case.path_parameters["name"] = "fuzzed"
+            if "ref" in case.path_parameters:
+                case.path_parameters["ref"] = "j1"
+        if aim_at_real_job and "file" in (case.path_parameters or {}):
+            case.path_parameters.update(model_link["path"])
+            case.query = model_link["query"]
         response = case.call_and_validate(headers=auth, checks=CHECKS)
         calls[str(response.status_code)] = calls.get(str(response.status_code), 0) + 1
 
     run()
     print(f"{method} {path}: {sum(calls.values())} requests, statuses {sorted(calls.items())}")
     assert sum(calls.values()) >= EXAMPLES
+
+
+def _published_model(app: FastAPI, settings: ApiSettings, tmp_path: Path) -> dict[str, Any]:
+    """Publish team fuzz's ``fuzzed@j1``; returns the path parameters and query of a real
+    link to its model.onnx."""
+    (tmp_path / "model.onnx").write_bytes(b"onnx")
+    publish(settings.team_models_uri("fuzz"), "fuzzed", "j1",
+            {"model.onnx": tmp_path / "model.onnx"},
+            {"input_shape": [1, 3, 64, 64], "class_names": ["a"],
+             "gates": {"onnx": {"status": "passed"}}})
+    listing = model_files.list_files(app.state.trainforge, "fuzz", "fuzzed", "j1",
+                                     "http://testserver")
+    url = urlparse(next(i.url for i in listing.items if i.name == "model.onnx"))
+    team, name, version, file = (unquote(p) for p in url.path.split("/")[-4:])
+    query = {k: v[0] for k, v in parse_qs(url.query).items()}
+    return {"path": {"team": team, "name": name, "version": version, "file": file},
+            "query": {"expires": int(query["expires"]), "signature": query["signature"]}}

@@ -1,4 +1,6 @@
-"""``trainforge models list/show/verify`` against published versions (local dir and S3 server)."""
+"""``trainforge models … --store URI`` (reading a models store directly) against published
+versions (local dir and S3 server); the same commands through the API are
+tests/api/test_models_cli_server.py."""
 
 from __future__ import annotations
 
@@ -40,21 +42,23 @@ def test_verify_list_and_show_an_intact_version(models_uri: str, tmp_path: Path)
     manifest = _publish(models_uri, tmp_path)
     for ref in (manifest, manifest.removesuffix("manifest.json"), "ppe@job-1",
                 "registry://ppe@latest"):
-        result = runner.invoke(app, ["models", "verify", ref, "--models-uri", models_uri])
+        result = runner.invoke(app, ["models", "verify", ref, "--store", models_uri])
         assert result.exit_code == 0, result.output
         assert "3 artifact(s) match the manifest" in result.output
-    listed = runner.invoke(app, ["models", "list", "ppe", "--models-uri", models_uri])
+    listed = runner.invoke(app, ["models", "list", "ppe", "--store", models_uri])
     assert listed.exit_code == 0 and "job-1" in listed.output and "onnx=passed" in listed.output
-    shown = runner.invoke(app, ["models", "show", "ppe@job-1", "--models-uri", models_uri])
-    assert json.loads(shown.output)["version"] == "job-1"
+    shown = runner.invoke(app, ["models", "show", "ppe@job-1", "--store", models_uri])
+    assert json.loads(shown.stdout)["version"] == "job-1"
+    # It says which store it read (on stderr: stdout stays the command's answer).
+    assert f"reading the models store {models_uri}/dev directly" in shown.stderr
     # Another team's registry does not have it (models live under <models>/<team>/).
-    other = runner.invoke(app, ["models", "show", "ppe@job-1", "--models-uri", models_uri,
+    other = runner.invoke(app, ["models", "show", "ppe@job-1", "--store", models_uri,
                                 "--team", "retail"])
     assert other.exit_code == 1 and "model 'ppe' has no alias or version 'job-1'" in other.output
     other = runner.invoke(app, ["models", "show", f"{models_uri}/retail/ppe/job-1",
-                                "--models-uri", models_uri, "--team", "retail"])
+                                "--store", models_uri, "--team", "retail"])
     assert other.exit_code == 1 and "/retail/ppe/job-1/" in other.output
-    bad = runner.invoke(app, ["models", "list", "ppe", "--models-uri", models_uri,
+    bad = runner.invoke(app, ["models", "list", "ppe", "--store", models_uri,
                               "--team", "../dev"])
     assert bad.exit_code == 1 and "not a team name" in bad.output
 
@@ -64,21 +68,21 @@ def test_verify_exits_1_on_a_changed_or_missing_artifact(models_uri: str,
     manifest = _publish(models_uri, tmp_path)
     store, key = open_location(manifest.replace("manifest.json", "model.onnx"))
     store.put(key, b"not the published model")
-    result = runner.invoke(app, ["models", "verify", manifest])
+    result = runner.invoke(app, ["models", "verify", manifest, "--store", models_uri])
     assert result.exit_code == 1
     assert "FAIL model.onnx: sha256 differs from the manifest" in result.output
     store.delete(key)
-    result = runner.invoke(app, ["models", "verify", manifest])
+    result = runner.invoke(app, ["models", "verify", manifest, "--store", models_uri])
     assert result.exit_code == 1 and "FAIL model.onnx: missing" in result.output
 
 
 def test_verify_exits_1_when_nothing_is_published(models_uri: str) -> None:
-    result = runner.invoke(app, ["models", "verify", "ppe@nope", "--models-uri", models_uri])
+    result = runner.invoke(app, ["models", "verify", "ppe@nope", "--store", models_uri])
     assert result.exit_code == 1 and "has no alias or version 'nope'" in result.output
-    result = runner.invoke(app, ["models", "verify", "ppe@j" + "0" * 26, "--models-uri",
+    result = runner.invoke(app, ["models", "verify", "ppe@j" + "0" * 26, "--store",
                                  models_uri])
     assert result.exit_code == 1 and "no manifest at" in result.output
-    result = runner.invoke(app, ["models", "list", "ppe", "--models-uri", models_uri])
+    result = runner.invoke(app, ["models", "list", "ppe", "--store", models_uri])
     assert result.exit_code == 1 and "no published version" in result.output
 
 
@@ -120,7 +124,7 @@ def test_promote_history_show_and_roll_back(models_uri: str, tmp_path: Path) -> 
     """``models promote|history|show|list`` and ``@champion`` in every version argument."""
     for version in ("job-1", "job-2"):
         _publish(models_uri, tmp_path, version)
-    args = ["--models-uri", models_uri]
+    args = ["--store", models_uri]
     unset = runner.invoke(app, ["models", "show", "ppe@champion", *args])
     assert unset.exit_code == 1 and "no alias or version 'champion'" in unset.output
     moved = runner.invoke(app, ["models", "promote", "ppe@job-2", "--reason", "nightly", *args])
@@ -131,15 +135,15 @@ def test_promote_history_show_and_roll_back(models_uri: str, tmp_path: Path) -> 
     back = runner.invoke(app, ["models", "promote", "ppe@job-1", "--expect", "job-2",
                                "--reason", "job-2 misses vests", *args])
     assert "ppe@champion: job-2 → job-1 (move 2)" in back.output
-    history = runner.invoke(app, ["models", "history", "ppe", *args]).output.splitlines()
+    history = runner.invoke(app, ["models", "history", "ppe", *args]).stdout.splitlines()
     assert [line.split("\t")[2] for line in history] == ["- → job-2", "job-2 → job-1"]
     assert history[1].endswith("job-2 misses vests")
     shown = runner.invoke(app, ["models", "show", "ppe@champion", *args])
-    assert json.loads(shown.output)["version"] == "job-1"
+    assert json.loads(shown.stdout)["version"] == "job-1"
     overview = runner.invoke(app, ["models", "show", "ppe", *args]).output
     assert "champion → job-1" in overview
     assert runner.invoke(app, ["models", "verify", "ppe@champion", *args]).exit_code == 0
-    listed = runner.invoke(app, ["models", "list", *args]).output
+    listed = runner.invoke(app, ["models", "list", *args]).stdout
     assert listed.split("\t")[0] == "ppe" and "champion=job-1" in listed
     # Another team has no such model, alias or history.
     other = runner.invoke(app, ["models", "history", "ppe", *args, "--team", "retail"])
@@ -160,11 +164,11 @@ def test_compare_refuses_reports_of_different_datasets(models_uri: str, tmp_path
                 {"evaluation": evaluation, "dataset": {"fingerprint": fingerprint}})
     out = tmp_path / "comparison.json"
     same = runner.invoke(app, ["models", "compare", "ppe@job-2", "ppe@job-1", "-o", str(out),
-                               "--models-uri", models_uri])
+                               "--store", models_uri])
     assert same.exit_code == 0, same.output
     assert "verdict (default policy): promoted job-1 → job-2 (+0.100 mAP50-95" in same.output
     assert json.loads(out.read_text())["deltas"]["mAP50-95"] == pytest.approx(0.1)
     other = runner.invoke(app, ["models", "compare", "ppe@job-3", "ppe@job-1",
-                                "--models-uri", models_uri])
+                                "--store", models_uri])
     assert other.exit_code == 1
     assert "not comparable; re-evaluate both on one dataset" in other.output

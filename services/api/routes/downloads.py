@@ -1,31 +1,62 @@
-"""/v1/downloads: artifacts of a local-directory store, behind signed expiring links."""
+"""/v1/downloads: files of a local-directory store, behind signed expiring links (the links
+``GET /v1/jobs/{id}/artifacts`` and ``GET /v1/models/{name}/versions/{ref}/artifacts`` give)."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, BinaryIO
 
 from fastapi import APIRouter, Path, Query
 from fastapi.responses import StreamingResponse
 
-from services.api import artifacts
+from services.api import artifacts, model_files
 from services.api.auth import State
 from services.api.routes._docs import problems
-from services.api.schemas import DownloadQuery
+from services.api.schemas import VERSION_PATTERN, DownloadQuery
+from trainforge.access import TEAM_NAME
+from trainforge.spec import NAME_PATTERN
 
 router = APIRouter(prefix="/v1/downloads", tags=["artifacts"])
+
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The file's bytes",
+        "content": {"application/octet-stream": {"schema": {"type": "string",
+                                                          "format": "binary"}}},
+    },
+    **problems(403, 404, 422, 503),
+}
+
+
+def _stream(reader: BinaryIO, size: int) -> StreamingResponse:
+    return StreamingResponse(artifacts.iter_file(reader), media_type="application/octet-stream",
+                             headers={"Content-Length": str(size)})
+
+
+# Declared before the job route, whose first segment would also match "models" (a job id
+# never does: ids start with "j").
+@router.get(
+    "/models/{team}/{name}/{version}/{file}",
+    response_class=StreamingResponse,
+    responses=_RESPONSES,
+    summary="Download a model version's file through a link from "
+            "GET /v1/models/{name}/versions/{ref}/artifacts",
+)
+def download_model_file(
+    team: Annotated[str, Path(pattern=TEAM_NAME.pattern)],
+    name: Annotated[str, Path(pattern=NAME_PATTERN)],
+    version: Annotated[str, Path(pattern=VERSION_PATTERN)],
+    file: Annotated[str, Path(max_length=255, description="file name, e.g. model.onnx")],
+    state: State,
+    query: Annotated[DownloadQuery, Query()],
+) -> StreamingResponse:
+    return _stream(*model_files.open_download(state, team, name, version, file, query.expires,
+                                              query.signature))
 
 
 @router.get(
     "/{id}/{name:path}",
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "The artifact's bytes",
-            "content": {"application/octet-stream": {"schema": {"type": "string",
-                                                              "format": "binary"}}},
-        },
-        **problems(403, 404, 422, 503),
-    },
+    responses=_RESPONSES,
     summary="Download an artifact through a link from GET /v1/jobs/{id}/artifacts",
 )
 def download(
@@ -34,9 +65,4 @@ def download(
     state: State,
     query: Annotated[DownloadQuery, Query()],
 ) -> StreamingResponse:
-    reader, size = artifacts.open_download(state, job_id, name, query.expires, query.signature)
-    return StreamingResponse(
-        artifacts.iter_file(reader),
-        media_type="application/octet-stream",
-        headers={"Content-Length": str(size)},
-    )
+    return _stream(*artifacts.open_download(state, job_id, name, query.expires, query.signature))

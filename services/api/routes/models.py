@@ -4,17 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Request
 
+from services.api import model_files
 from services.api import models as service
 from services.api.auth import State, Team
 from services.api.routes._docs import problems
 from services.api.schemas import (
+    VERSION_PATTERN,
     AliasMoveOut,
     CompareRequest,
     Comparison,
+    ModelArtifactList,
     ModelDetail,
     ModelList,
+    ModelVersionDetail,
     PromoteRequest,
 )
 from trainforge.spec import ALIAS_PATTERN, NAME_PATTERN
@@ -23,6 +27,8 @@ router = APIRouter(prefix="/v1/models", tags=["models"])
 
 ModelName = Annotated[str, Path(description="model name (the job spec's name)",
                                 pattern=NAME_PATTERN)]
+VersionRef = Annotated[str, Path(description="a version id, an alias (champion…) or latest",
+                                 pattern=VERSION_PATTERN)]
 AliasName = Annotated[str, Path(description="alias name, e.g. champion",
                                 pattern=ALIAS_PATTERN)]
 
@@ -37,6 +43,29 @@ def list_models(state: State, team: Team) -> ModelList:
             summary="A model: versions with scores and promotion decisions, aliases, history")
 def get_model(name: ModelName, state: State, team: Team) -> ModelDetail:
     return service.get_model(state, team, name)
+
+
+@router.get(
+    "/{name}/versions/{ref}",
+    response_model=ModelVersionDetail,
+    responses=problems(401, 404, 422, 503),
+    summary="A version by id, alias or latest: manifest, scores, gates, lineage, verdict",
+)
+def get_version(name: ModelName, ref: VersionRef, state: State, team: Team
+                ) -> ModelVersionDetail:
+    return service.get_version(state, team, name, ref)
+
+
+@router.get(
+    "/{name}/versions/{ref}/artifacts",
+    response_model=ModelArtifactList,
+    responses=problems(401, 404, 422, 503),
+    summary="A version's files (manifest.json included) with download URLs (valid ≤ 15 min), "
+            "all of the one version the ref resolved to",
+)
+def version_artifacts(request: Request, name: ModelName, ref: VersionRef, state: State,
+                      team: Team) -> ModelArtifactList:
+    return model_files.list_files(state, team, name, ref, str(request.base_url))
 
 
 @router.post(

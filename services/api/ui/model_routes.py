@@ -1,22 +1,28 @@
-"""The team's models, a model's versions and aliases, and two versions side by side."""
+"""The team's models, a model's versions, their files and aliases, and two versions side by
+side."""
 
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
+from anyio import to_thread
 from fastapi import APIRouter, Path, Query, Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
+from services.api import artifacts, model_files
 from services.api import models as service
 from services.api.auth import State
-from services.api.schemas import CompareRequest, Comparison
+from services.api.schemas import VERSION_PATTERN, CompareRequest, Comparison
 from services.api.ui.auth import CurrentViewer
 from services.api.ui.rendering import PREFIX, page
 from trainforge.errors import InvalidRequest
 from trainforge.spec import NAME_PATTERN
 
 router = APIRouter(prefix=f"{PREFIX}/models", include_in_schema=False)
+
+ModelName = Annotated[str, Path(pattern=NAME_PATTERN)]
 
 
 @router.get("", response_class=HTMLResponse)
@@ -28,7 +34,7 @@ def models(request: Request, state: State, viewer: CurrentViewer) -> HTMLRespons
 @router.get("/{name}", response_class=HTMLResponse)
 def model(
     request: Request, state: State, viewer: CurrentViewer,
-    name: Annotated[str, Path(pattern=NAME_PATTERN)],
+    name: ModelName,
     challenger: Annotated[str, Query(max_length=128)] = "",
     champion: Annotated[str, Query(max_length=128)] = "",
 ) -> HTMLResponse:
@@ -47,3 +53,17 @@ def model(
             refused = exc.message
     return page(request, "model.html", viewer=viewer, model=detail, comparison=comparison,
                 refused=refused, challenger=challenger, champion=champion)
+
+
+@router.get("/{name}/versions/{version}/files/{file}")
+async def file(name: ModelName, version: Annotated[str, Path(pattern=VERSION_PATTERN)],
+               file: Annotated[str, Path(max_length=255)], state: State,
+               viewer: CurrentViewer) -> StreamingResponse:
+    """A file of one of the team's model versions, always as a download (the dashboard's
+    session stands in for the API's signed link)."""
+    reader, size = await to_thread.run_sync(model_files.open_file, state, viewer.team, name,
+                                            version, file)
+    headers = {"Content-Length": str(size), "Cache-Control": "private, max-age=300",
+               "Content-Disposition": f"attachment; filename*=UTF-8''{quote(file, safe='')}"}
+    return StreamingResponse(artifacts.iter_file(reader), media_type="application/octet-stream",
+                             headers=headers)
