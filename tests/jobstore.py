@@ -32,8 +32,8 @@ def open_access(team: str) -> AccessRules:
 
 
 PG_SERVER = os.environ.get("TRAINFORGE_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-TABLES = ("schedule_runs", "schedules", "idempotency_keys", "job_trials", "job_attempts",
-          "job_events", "jobs", "api_tokens")
+TABLES = ("webhook_deliveries", "webhook_events", "webhooks", "schedule_runs", "schedules",
+          "idempotency_keys", "job_trials", "job_attempts", "job_events", "jobs", "api_tokens")
 
 
 def _pg_reachable() -> str | None:
