@@ -3,18 +3,22 @@ destinations, and the outbox rows the API writes with the changes that cause the
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
+from typer.testing import CliRunner
 
 from services.api.settings import ApiSettings
 from services.store import Database
 from services.store.tables import WebhookEventRow, WebhookRow
 from services.webhooks import secrets
 from trainforge import registry
+from trainforge.cli import app
 
 SECRET = b"test-secret-key-not-a-placeholder"  # the API's key in tests/api (settings fixture)
 HOOK = {"url": "http://127.0.0.1:9/hook", "events": ["job.cancelled", "alias.moved"]}
@@ -104,3 +108,29 @@ def test_an_alias_move_through_the_api_is_one_confirmed_event(
     assert {k: event.data[k] for k in ("model", "alias", "seq", "version")} == {
         "model": "ppe", "alias": "champion", "seq": 1, "version": "v1"} == {
         k: move[k] for k in ("model", "alias", "seq", "version")}
+
+
+def test_the_cli_creates_lists_shows_deliveries_and_deletes(
+        live_url: str, auth: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TRAINFORGE_URL", live_url)
+    monkeypatch.setenv("TRAINFORGE_TOKEN", auth["Authorization"].split()[1])
+
+    def cli(*args: str) -> tuple[int, str]:
+        result = CliRunner().invoke(app, list(args))
+        return result.exit_code, result.output
+
+    code, out = cli("webhooks", "create", "http://127.0.0.1:9/hook", "-e", "model.promoted",
+                    "-e", "alias.moved", "--description", "deployer")
+    assert code == 0, out
+    found = re.search(r"created (w[0-9a-z]+): model.promoted, alias.moved → ", out)
+    assert found and re.search(r"^secret whsec_\S+$", out, re.M), out
+    webhook_id = found.group(1)
+    code, out = cli("webhooks", "list")
+    assert code == 0 and webhook_id in out and "enabled" in out and "whsec_" not in out
+    code, out = cli("webhooks", "deliveries", webhook_id)
+    assert code == 0 and out.splitlines()[0].startswith("EVENT"), out
+    code, out = cli("webhooks", "create", "https://10.0.0.5/hook", "-e", "job.failed")
+    assert code == 1 and "private" in out, out
+    assert cli("webhooks", "delete", webhook_id) == (0, f"{webhook_id}: deleted\n")
+    code, out = cli("webhooks", "delete", webhook_id)
+    assert code == 1 and "no webhook" in out, out

@@ -26,6 +26,8 @@ import pytest
 from sqlalchemy import select
 from standardwebhooks.webhooks import Webhook
 
+from services.dispatcher.build import make_dispatcher
+from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.webhook_relay import RelayConfig, RetryPolicy, WebhookRelay
 from services.store import Database, dispatch, outbox, tokens
 from services.store import jobs as repo
@@ -432,3 +434,30 @@ def test_event_ids_are_the_same_whoever_records_them() -> None:
     assert outbox.event_id("vision", "alias.moved", "ppe/champion/3") != outbox.event_id(
         "retail", "alias.moved", "ppe/champion/3")
     assert len(outbox.event_id("t", "job.failed", "j1")) == 36
+
+
+def test_a_running_dispatcher_relays_beside_its_loop(
+        db: Database, database_url: str, api_server: Any, team_headers: dict[str, str],
+        tmp_path: Path, receiver: Callable[..., Receiver]) -> None:
+    hooks = receiver()
+    _subscribe(api_server, team_headers, f"{hooks.url}/hook", ["job.cancelled"])
+    settings = DispatcherSettings(
+        home=tmp_path, embedded=True, database_url=database_url,
+        secret_key=api_server.settings.secret_key.get_secret_value(),
+        models_uri=api_server.settings.resolved_models_uri, migrate_on_startup=False,
+        dispatcher_poll_interval_s=0.05, webhook_poll_interval_s=0.05)
+    dispatcher = make_dispatcher(settings, db)
+    stop = threading.Event()
+    thread = threading.Thread(target=dispatcher.run, args=(stop,))
+    thread.start()
+    try:
+        _cancel(db, _job(db))
+        deadline = time.monotonic() + 30
+        while not hooks.accepted:
+            assert time.monotonic() < deadline, "the dispatcher's relay delivered nothing"
+            time.sleep(0.05)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert hooks.types() == ["job.cancelled"]
