@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -29,7 +30,7 @@ from trainforge.layout import alias_log_prefix
 from trainforge.registry import ModelNotFound, RegistryError, find_manifest, open_registry
 from trainforge.storage import join_key
 
-__all__ = ["AliasConflict", "AliasMove", "aliases", "current", "history", "move",
+__all__ = ["AliasConflict", "AliasMove", "aliases", "current", "history", "move", "record",
            "resolve_version"]
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,7 @@ def move(
     reason: str,
     expected: AliasMove | None | str = "head",
     details: dict[str, Any] | None = None,
+    before_write: Callable[[AliasMove], None] | None = None,
 ) -> AliasMove:
     """Point ``alias`` at ``version`` (a published version), recording who and why.
 
@@ -122,6 +124,9 @@ def move(
         expected: the head the caller based its decision on (None: the alias was unset).
             The move fails with :class:`AliasConflict` when the alias has moved since. The
             default, ``"head"``, reads the head now (a manual promotion or rollback).
+        before_write: called with the record just before it is written (the API records its
+            webhook event there, so that a crash right after the write loses nothing); an
+            exception from it stops the move.
 
     Returns:
         The new record.
@@ -140,6 +145,8 @@ def move(
         model=name, alias=alias, seq=(head.seq if head else 0) + 1, version=version,
         previous=head.version if head else None, actor=actor, reason=reason,
         moved_at=datetime.now(UTC).isoformat(), details=dict(details or {}))
+    if before_write is not None:
+        before_write(record)
     store, base = open_registry(models_uri)
     key = join_key(base, alias_log_prefix(name, alias), f"{record.seq:010d}.json")
     body = json.dumps(record.to_json(), indent=2, sort_keys=True).encode()
@@ -151,6 +158,16 @@ def move(
             f"nothing changed — decide again against the new head")
     log.info("%s@%s → %s (%s)", name, alias, version, reason)
     return record
+
+
+def record(models_uri: str, name: str, alias: str, seq: int) -> AliasMove | None:
+    """The ``seq``-th move of ``alias``, or None when it was never written."""
+    store, base = open_registry(models_uri)
+    key = join_key(base, alias_log_prefix(name, _alias(alias)), f"{seq:010d}.json")
+    try:
+        return AliasMove.from_json(json.loads(store.get(key)))
+    except ObjectNotFound:
+        return None
 
 
 def resolve_version(models_uri: str, name: str, version_or_alias: str) -> str:

@@ -647,6 +647,39 @@ class Client:
         return VerifiedModel(name, str(listing["version"]),
                              [i["name"] for i in listing["items"]], problems)
 
+    # --- webhooks ----------------------------------------------------------------------------
+
+    def create_webhook(self, url: str, events: list[str], *, description: str = ""
+                       ) -> dict[str, Any]:
+        """Subscribe ``url`` to ``events`` (``job.succeeded``, ``model.promoted``, …) of the
+        team's jobs, models and schedules.
+
+        Returns:
+            The subscription with its ``secret`` (``whsec_…``): the only time it is shown.
+
+        Raises:
+            ApiError: ``webhook_destination_refused`` (422) for a URL the service will not
+                call; ``validation_failed`` for an unknown event type.
+        """
+        body = {"url": url, "events": list(events), "description": description}
+        webhook: dict[str, Any] = self._request("POST", "/v1/webhooks", retry=False,
+                                                json=body).json()
+        return webhook
+
+    def list_webhooks(self, *, page_size: int = 50) -> Iterator[dict[str, Any]]:
+        """The team's subscriptions, newest first (without their secrets)."""
+        return self._pages("/v1/webhooks", {"limit": page_size})
+
+    def delete_webhook(self, webhook_id: str) -> None:
+        """Delete a subscription; nothing more is sent to it."""
+        self._request("DELETE", f"/v1/webhooks/{webhook_id}", retry=False)
+
+    def webhook_deliveries(self, webhook_id: str, *, page_size: int = 50
+                           ) -> Iterator[dict[str, Any]]:
+        """A subscription's deliveries, newest first: ``state`` (pending, delivered, failed,
+        abandoned), ``attempts``, the receiver's ``last_status`` and ``last_error``."""
+        return self._pages(f"/v1/webhooks/{webhook_id}/deliveries", {"limit": page_size})
+
 
 def _inside(dest: Path, name: str) -> Path:
     """``dest / name``, refusing a name that would leave ``dest``."""

@@ -41,6 +41,8 @@ ENV_JOB_ACCESS = "TRAINFORGE_JOB_ACCESS"
 ENV_SPEC_SHA256 = "TRAINFORGE_SPEC_SHA256"
 #: Per-team storage access policy (JSON) of the API and the dispatcher.
 ENV_STORAGE_POLICY = "TRAINFORGE_STORAGE_POLICY"
+#: Where webhooks may point (JSON list of hosts and networks) for the API and the dispatcher.
+ENV_WEBHOOK_ALLOWED_HOSTS = "TRAINFORGE_WEBHOOK_ALLOWED_HOSTS"
 
 #: Which backend the dispatcher launches jobs on (local | ray | kuberay).
 ENV_DISPATCHER_BACKEND = "TRAINFORGE_DISPATCHER_BACKEND"

@@ -163,6 +163,13 @@ class ScheduleNotFound(NotFound):
     code = "schedule_not_found"
 
 
+class WebhookNotFound(NotFound):
+    """No webhook subscription with that id is visible to the caller (another team's is
+    reported the same)."""
+
+    code = "webhook_not_found"
+
+
 class Unauthenticated(TrainforgeError):
     """No bearer token, a malformed one, or one that is unknown or revoked."""
 
@@ -231,6 +238,14 @@ class InvalidRequest(TrainforgeError):
     """A request parameter is malformed (a cursor, a header) and says which one."""
 
     code = "invalid_request"
+
+
+class WebhookDestinationRefused(InvalidRequest):
+    """A webhook URL trainforge will not call: not https (http only to loopback in embedded
+    mode), a host outside TRAINFORGE_WEBHOOK_ALLOWED_HOSTS, or a private, loopback,
+    link-local or cloud-metadata address that the operator did not allow."""
+
+    code = "webhook_destination_refused"
 
 
 class PayloadTooLarge(TrainforgeError):

@@ -7,6 +7,7 @@ takes the root of one team's registry, so another team's model is simply not fou
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from trainforge import aliases, promotion, registry
@@ -148,12 +149,15 @@ def models(models_uri: str) -> list[dict[str, Any]]:
 
 
 def promote(models_uri: str, name: str, version_or_alias: str, alias: str, *, actor: str,
-            reason: str, expected_version: str | None = None) -> aliases.AliasMove:
+            reason: str, expected_version: str | None = None,
+            before_write: Callable[[aliases.AliasMove], None] | None = None
+            ) -> aliases.AliasMove:
     """Point ``alias`` at a version by hand (a promotion or a rollback).
 
     Args:
         expected_version: move only if the alias points there now (``""``: only if unset);
             None moves whatever it points at.
+        before_write: see :func:`trainforge.aliases.move`.
 
     Raises:
         ModelNotFound: no such version.
@@ -166,7 +170,7 @@ def promote(models_uri: str, name: str, version_or_alias: str, alias: str, *, ac
             f"{name}@{alias} points at {head.version if head else 'nothing'}, not "
             f"{expected_version or 'nothing'}; nothing changed")
     return aliases.move(models_uri, name, alias, version, actor=actor, reason=reason,
-                        expected=head)
+                        expected=head, before_write=before_write)
 
 
 def stored_comparison(models_uri: str, name: str, challenger: str, champion: str,

@@ -23,6 +23,7 @@ from services.api.routes import (
     jobs,
     models,
     schedules,
+    webhooks,
 )
 from services.api.schemas import FieldProblem, Problem
 from services.api.settings import ApiSettings, get_settings
@@ -71,7 +72,7 @@ def create_app(settings: ApiSettings | None = None) -> FastAPI:
     app.state.stream_slots = StreamSlots(settings.stream_max_per_token)
     errors.install(app, pages=ui.ErrorPages())
     for router in (jobs.router, schedules.router, models.router, downloads.router,
-                   datasets.router, internal.router, health.router):
+                   datasets.router, webhooks.router, internal.router, health.router):
         app.include_router(router)
     ui.install(app)  # the dashboard at /ui/ (docs/dashboard.md)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

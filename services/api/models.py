@@ -6,6 +6,8 @@ is the same 404 as a missing one.
 
 from __future__ import annotations
 
+from typing import Any
+
 from services.api.schemas import (
     AliasMoveOut,
     CompareRequest,
@@ -16,9 +18,11 @@ from services.api.schemas import (
     PromoteRequest,
 )
 from services.api.state import AppState
+from services.store import outbox
 from trainforge import lifecycle
 from trainforge.access import check_alias_name
-from trainforge.errors import NotFound
+from trainforge.aliases import AliasMove
+from trainforge.errors import AliasConflict, NotFound
 from trainforge.registry import ModelNotFound
 
 
@@ -50,7 +54,12 @@ def get_version(state: AppState, team: str, name: str, ref: str) -> ModelVersion
 
 def promote(state: AppState, team: str, name: str, alias: str,
             body: PromoteRequest) -> AliasMoveOut:
-    """Point ``alias`` at ``body.version``.
+    """Point ``alias`` at ``body.version``, with its ``alias.moved`` webhook event.
+
+    The alias lives in the object store, which cannot share the database's transaction: the
+    event is recorded unconfirmed before the write and confirmed after it
+    (services/store/outbox.py); if this process dies in between, the dispatcher settles it
+    from the alias log.
 
     Raises:
         NotFound: no such model or version (404).
@@ -59,13 +68,32 @@ def promote(state: AppState, team: str, name: str, alias: str,
     """
     check_alias_name(alias, field="alias")
     reason = body.reason or "moved through the API"
+    intents: list[dict[str, Any]] = []
     try:
         move = lifecycle.promote(state.settings.team_models_uri(team), name, body.version, alias,
                                  actor=f"team {team} (API)", reason=reason,
-                                 expected_version=body.expected_version)
+                                 expected_version=body.expected_version,
+                                 before_write=lambda record: intents.append(
+                                     record_alias_intent(state, team, record)))
     except ModelNotFound as exc:
         raise NotFound(exc.message) from None
+    except AliasConflict:
+        # The conditional write refused: this move certainly did not happen.
+        with state.db.transaction() as session:
+            for intent in intents:
+                outbox.abandon_alias_move(session, team, intent)
+        raise
+    with state.db.transaction() as session:
+        outbox.confirm_alias_move(session, team, move.to_json())
     return AliasMoveOut.model_validate(move.to_json())
+
+
+def record_alias_intent(state: AppState, team: str, record: AliasMove) -> dict[str, Any]:
+    """Record, committed, the ``alias.moved`` event of a move about to be written."""
+    move = record.to_json()
+    with state.db.transaction() as session:
+        outbox.begin_alias_move(session, team, move)
+    return move
 
 
 def compare(state: AppState, team: str, name: str, body: CompareRequest) -> Comparison:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable
 from datetime import timedelta
 
@@ -10,6 +11,7 @@ from services.dispatcher.backends.local import LocalBackend
 from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
 from services.dispatcher.local_ray import LocalRayHead
 from services.dispatcher.settings import DispatcherSettings
+from services.dispatcher.webhook_relay import RelayConfig, RetryPolicy, WebhookRelay
 from services.store.db import Database
 
 
@@ -68,4 +70,35 @@ def make_dispatcher(
         limits_for=settings.limits_for,
         access_for=settings.access_for,
     )
-    return Dispatcher(db, backend or make_backend(settings), config, fault=fault)
+    relay = make_relay(settings, db, owner=config.owner)
+    return Dispatcher(db, backend or make_backend(settings), config, fault=fault, relay=relay)
+
+
+def make_relay(settings: DispatcherSettings, db: Database, *, owner: str,
+               fault: Callable[[str], None] | None = None) -> WebhookRelay:
+    """The webhook relay the settings describe (services/dispatcher/webhook_relay.py).
+
+    Args:
+        owner: the dispatcher's id (recorded on the deliveries it claims).
+        fault: crash-injection hook for tests (see :class:`WebhookRelay`).
+    """
+    ssl_context = None
+    if settings.webhook_ca_bundle is not None:
+        ssl_context = ssl.create_default_context(cafile=str(settings.webhook_ca_bundle))
+    config = RelayConfig(
+        models_uri=settings.resolved_models_uri,
+        secret_key=settings.secret_key_bytes(),
+        destinations=settings.webhook_destinations(),
+        owner=owner,
+        retry=RetryPolicy(base_s=settings.webhook_retry_base_s,
+                          max_delay_s=settings.webhook_retry_max_s,
+                          max_attempts=settings.webhook_max_attempts),
+        timeout_s=settings.webhook_timeout_s,
+        max_response_bytes=settings.webhook_max_response_bytes,
+        concurrency=settings.webhook_concurrency,
+        poll_interval_s=settings.webhook_poll_interval_s,
+        confirm_grace=timedelta(seconds=settings.webhook_confirm_grace_s),
+        retention=timedelta(days=settings.webhook_retention_days),
+        ssl_context=ssl_context,
+    )
+    return WebhookRelay(db, config, fault=fault)

@@ -11,6 +11,8 @@ Crash safety rests on three facts (details in services/store/dispatch.py):
 
 Each loop also fires due schedules, on the one dispatcher that leads scheduling
 (services/dispatcher/scheduler.py), before claiming, so a fired job is claimed in the same loop.
+Webhooks are delivered beside the loop, by a relay in a thread of its own
+(services/dispatcher/webhook_relay.py): a slow receiver never holds up a job.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from datetime import datetime, timedelta
 from services.dispatcher.backends.base import Backend, BackendState, LaunchRequest
 from services.dispatcher.metrics import DISPATCHER_ERRORS, LAST_LOOP
 from services.dispatcher.scheduler import Scheduler, default_limits, no_access
+from services.dispatcher.webhook_relay import WebhookRelay
 from services.store import dispatch
 from services.store.db import Database
 from services.store.dispatch import Assignment
@@ -96,6 +99,7 @@ class Dispatcher:
             process there.
         clock: the current time, for firing schedules (tests pass a controllable one).
         fingerprint: dataset URI → fingerprint, for schedules that run only on new data.
+        relay: the webhook relay :meth:`run` runs beside the loop (None: no webhooks).
     """
 
     def __init__(
@@ -107,8 +111,10 @@ class Dispatcher:
         fault: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
         fingerprint: Callable[[str], str] = dataset_fingerprint,
+        relay: WebhookRelay | None = None,
     ) -> None:
         self.db = db
+        self.relay = relay
         self.backend = backend
         self.config = config
         self._fault = fault or (lambda point: None)
@@ -138,6 +144,11 @@ class Dispatcher:
     def run(self, stop: threading.Event, interval_s: float = 2.0) -> None:
         """Loop until ``stop`` is set; errors of one pass are logged and counted, not fatal."""
         log.info("dispatcher %s started on backend %s", self.config.owner, self.backend.name)
+        relay = None
+        if self.relay is not None:
+            relay = threading.Thread(target=self.relay.run, args=(stop,), name="webhook-relay",
+                                     daemon=True)
+            relay.start()
         try:
             while not stop.is_set():
                 try:
@@ -148,6 +159,8 @@ class Dispatcher:
                 stop.wait(interval_s)
         finally:
             self.close()
+            if relay is not None:
+                relay.join(timeout=30)
         log.info("dispatcher %s stopped", self.config.owner)
 
     def close(self) -> None:

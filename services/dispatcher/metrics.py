@@ -23,3 +23,21 @@ SCHEDULER_LEADER = Gauge(
     "trainforge_scheduler_leader",
     "1 while this dispatcher leads scheduling (fires schedules); exactly one should.",
 )
+WEBHOOK_ATTEMPTS = Counter(
+    "trainforge_webhook_attempts_total",
+    "Webhook delivery attempts by outcome: delivered (2xx), http_error (any other status, "
+    "redirects included), timeout, unreachable, refused (the destination policy), error.",
+    ["outcome"],
+)
+WEBHOOKS_DISABLED = Counter(
+    "trainforge_webhooks_disabled_total",
+    "Webhook subscriptions disabled because a delivery failed every attempt.",
+)
+WEBHOOK_PENDING = Gauge(
+    "trainforge_webhook_deliveries_pending",
+    "Webhook deliveries waiting for their first or next attempt (enabled subscriptions).",
+)
+WEBHOOK_OLDEST_PENDING = Gauge(
+    "trainforge_webhook_oldest_pending_seconds",
+    "Age of the oldest pending webhook delivery (0 when none): receivers down, or no relay.",
+)

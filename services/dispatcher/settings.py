@@ -54,6 +54,35 @@ class DispatcherSettings(StoreSettings):
         "(started with the first job); false: each job starts a Ray of its own",
     )
     migrate_on_startup: bool = True
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, le=30, description="one webhook attempt, connection to answer, at most"
+    )
+    webhook_max_response_bytes: int = Field(
+        65536, ge=0, le=1024 * 1024, description="most bytes of a receiver's answer read"
+    )
+    webhook_max_attempts: int = Field(
+        40, ge=1, le=1000, description="attempts of one delivery; after the last failed one "
+        "the subscription is disabled (the defaults retry for about 31 hours, at least 25)",
+    )
+    webhook_retry_base_s: float = Field(10.0, gt=0, description="wait after a first failure")
+    webhook_retry_max_s: float = Field(
+        3600.0, gt=0, description="longest wait between two attempts (the wait doubles up to it)"
+    )
+    webhook_concurrency: int = Field(8, ge=1, le=64, description="deliveries sent at once")
+    webhook_poll_interval_s: float = Field(
+        1.0, gt=0, le=60, description="how often the relay looks for events and due deliveries"
+    )
+    webhook_confirm_grace_s: float = Field(
+        300.0, gt=0, description="before an alias move the API recorded but never confirmed "
+        "(it died) is settled from the alias log",
+    )
+    webhook_retention_days: float = Field(
+        14.0, gt=0, description="how long delivered events and their deliveries are kept"
+    )
+    webhook_ca_bundle: Path | None = Field(
+        None, description="PEM file of the CAs webhook receivers' certificates may chain to "
+        "(default: the system's)",
+    )
 
     @field_validator("dispatcher_local_module")
     @classmethod

@@ -175,3 +175,73 @@ class NewSchedule:
     spec: dict[str, Any]
     only_if_dataset_changed: bool
     paused: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NewWebhook:
+    """What the API hands the store to create a subscription (URL already checked, secret
+    already sealed)."""
+
+    id: str
+    team: str
+    url: str
+    events: tuple[str, ...]
+    description: str
+    secret_sealed: str
+
+
+@dataclass(frozen=True, slots=True)
+class Webhook:
+    """A team's subscription (never its secret)."""
+
+    id: str
+    team: str
+    url: str
+    events: tuple[str, ...]
+    description: str
+    created_at: datetime
+    disabled_at: datetime | None
+    disabled_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookEvent:
+    """One outbox row: the event's id, type, time and object."""
+
+    id: str
+    team: str
+    type: str
+    time: datetime
+    data: dict[str, Any]
+    expand: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One event for one subscription, as GET /v1/webhooks/{id}/deliveries shows it."""
+
+    id: int
+    webhook_id: str
+    event_id: str
+    event_type: str
+    event_time: datetime
+    state: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_attempt_at: datetime | None
+    last_status: int | None
+    last_error: str | None
+    created_at: datetime
+    finished_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryTask:
+    """A delivery a dispatcher has claimed for one attempt (number ``attempt``)."""
+
+    delivery_id: int
+    attempt: int
+    webhook_id: str
+    url: str
+    secret_sealed: str
+    event: WebhookEvent

@@ -1,5 +1,5 @@
-"""Public ids: a one-letter kind (``j`` job, ``s`` schedule) + a lowercase ULID (time-ordered,
-DNS-label safe, 27 characters)."""
+"""Public ids: a one-letter kind (``j`` job, ``s`` schedule, ``w`` webhook) + a lowercase ULID
+(time-ordered, DNS-label safe, 27 characters)."""
 
 from __future__ import annotations
 
@@ -29,3 +29,8 @@ def new_job_id() -> str:
 def new_schedule_id() -> str:
     """A fresh schedule id (``s…``)."""
     return _new_id("s")
+
+
+def new_webhook_id() -> str:
+    """A fresh webhook subscription id (``w…``)."""
+    return _new_id("w")

@@ -20,7 +20,7 @@ from sqlalchemy import Table, bindparam, func, insert, select, text
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
-from services.store import metrics
+from services.store import metrics, outbox
 from services.store.domain import (
     Event,
     IdempotentResponse,
@@ -552,7 +552,8 @@ def transition(
 ) -> None:
     """Move a (locked) job row to ``target`` and record the change as an event.
 
-    The one place that enforces ALLOWED_TRANSITIONS; timestamps follow the state.
+    The one place that enforces ALLOWED_TRANSITIONS; timestamps follow the state, and a
+    terminal state's webhook event is written with it (services/store/outbox.py).
 
     Raises:
         IllegalTransition: the table does not allow current → target.
@@ -587,6 +588,8 @@ def transition(
         session,
         metrics.Transitioned(row.kind, source, target, now, row.created_at, row.started_at),
     )
+    # What tools hear about (webhooks) is derived here, in the same transaction.
+    outbox.job_finished(session, row, target, now)
     log.info("job %s: %s -> %s (%s)", row.id, source, target, reason)
 
 

@@ -9,13 +9,13 @@ from typing import TypeVar
 from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from services.store.tables import JobRow, ScheduleRow
+from services.store.tables import JobRow, ScheduleRow, WebhookRow
 from trainforge.errors import TrainforgeError
 
 #: Anything else cannot be a public id (checked before it reaches SQL: e.g. NUL bytes).
 ID_PATTERN = re.compile(r"^[0-9a-z][-0-9a-z]{0,39}$")
 
-Owned = TypeVar("Owned", JobRow, ScheduleRow)
+Owned = TypeVar("Owned", JobRow, ScheduleRow, WebhookRow)
 T = TypeVar("T")
 
 

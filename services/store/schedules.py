@@ -3,8 +3,9 @@
 Like services/store/jobs.py, every function takes the caller's :class:`Session` and never
 commits. :func:`record_run` is the one place a fire time is settled: it re-reads the schedule
 under a row lock, refuses if another dispatcher (or a user's change) moved it on meanwhile, and
-inserts the run row, whose UNIQUE (schedule_id, fire_time) refuses a second run of the same fire
-time whatever happens (the caller's transaction also holds the job, if one was created).
+inserts the run row (with a ``schedule.run_failed`` webhook event when no job came of it),
+whose UNIQUE (schedule_id, fire_time) refuses a second run of the same fire time whatever
+happens (the caller's transaction also holds the job, if one was created).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.store import cron
+from services.store import cron, outbox
 from services.store.domain import NewSchedule, RunOutcome, Schedule, ScheduleRun
 from services.store.jobs import utcnow
 from services.store.rows import owned_row, page
@@ -273,4 +274,6 @@ def record_run(session: Session, seen: Schedule, record: RunRecord) -> ScheduleR
             row.dataset_fingerprint = record.fingerprint
             row.dataset_fingerprint_at = record.fire_time
     row.updated_at = now
+    if record.outcome is RunOutcome.FAILED:
+        outbox.schedule_run_failed(session, row, run)
     return _run(run)

@@ -7,8 +7,9 @@ import os
 import secrets
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from services.webhooks.destinations import DestinationPolicy
 from trainforge.access import AccessRules, StoragePolicy, embedded_policy
 from trainforge.errors import ConfigError
 from trainforge.settings import CommonSettings
@@ -65,8 +66,9 @@ class StoreSettings(DatabaseSettings):
     """The job store, the secret its tokens and links derive from, and the team limits every
     job creation checks (the API's submissions, the dispatcher's schedules).
 
-    Environment: ``TRAINFORGE_SECRET_KEY``, ``TRAINFORGE_DEFAULT_LIMITS`` and
-    ``TRAINFORGE_TEAM_LIMITS`` besides DatabaseSettings'. A placeholder secret is refused at
+    Environment: ``TRAINFORGE_SECRET_KEY``, ``TRAINFORGE_DEFAULT_LIMITS``,
+    ``TRAINFORGE_TEAM_LIMITS`` and ``TRAINFORGE_WEBHOOK_ALLOWED_HOSTS`` besides
+    DatabaseSettings'. A placeholder secret is refused at
     startup outside the embedded mode.
     """
 
@@ -85,6 +87,23 @@ class StoreSettings(DatabaseSettings):
         'JSON: {"default": {...}, "teams": {"vision": {"datasets": [...], "weights": [...]}}}; '
         "unset: nothing, except the embedded team's local paths in embedded mode",
     )
+
+    webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description='where webhooks may point, JSON: ["hooks.example.com", "*.corp.example", '
+        '"10.20.0.0/16"]; host names restrict the URLs (empty: any public host), networks '
+        "admit private addresses in them (docs/operations.md, Webhooks)",
+    )
+
+    @field_validator("webhook_allowed_hosts")
+    @classmethod
+    def _known_host_entries(cls, value: list[str]) -> list[str]:
+        DestinationPolicy.parse(value, embedded=False)  # raises for an entry it cannot read
+        return value
+
+    def webhook_destinations(self) -> DestinationPolicy:
+        """Where this deployment's webhooks may point (services/webhooks/destinations.py)."""
+        return DestinationPolicy.parse(self.webhook_allowed_hosts, embedded=self.embedded)
 
     def limits_for(self, team: str) -> TeamLimits:
         return self.team_limits.get(team, self.default_limits)

@@ -234,3 +234,86 @@ class ScheduleRunRow(Base):
         UniqueConstraint("schedule_id", "fire_time"),
         Index("ix_schedule_runs_schedule_id_id", "schedule_id", "id"),
     )
+
+
+class WebhookRow(Base):
+    """A team's webhook subscription: where to POST which events, and its signing secret.
+
+    The secret is stored sealed (services/webhooks/secrets.py: AES-GCM under a key derived
+    from TRAINFORGE_SECRET_KEY), so the database alone does not reveal it.
+    """
+
+    __tablename__ = "webhooks"
+
+    seq: Mapped[int] = mapped_column(SeqKey, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    team: Mapped[str] = mapped_column(String(63))
+    url: Mapped[str] = mapped_column(Text)
+    #: Event types (trainforge/webhooks.py EventType), as a JSON list.
+    events: Mapped[list[str]] = mapped_column(JSON)
+    description: Mapped[str] = mapped_column(Text, default="")
+    secret_sealed: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    #: Set when a delivery failed every attempt: the subscription gets nothing more.
+    disabled_at: Mapped[datetime | None]
+    disabled_reason: Mapped[str | None] = mapped_column(Text)
+
+    __table_args__ = (Index("ix_webhooks_team_seq", "team", "seq"),)
+
+
+class WebhookEventRow(Base):
+    """The outbox: one thing a team's tools may hear about, written in the transaction of the
+    change that caused it (services/store/outbox.py).
+
+    ``id`` is derived from what happened (the same job ending, alias move or publication always
+    has the same id), so an event recorded twice, by two paths or after a crash, is one row.
+    """
+
+    __tablename__ = "webhook_events"
+
+    seq: Mapped[int] = mapped_column(SeqKey, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    team: Mapped[str] = mapped_column(String(63))
+    type: Mapped[str] = mapped_column(String(32))
+    time: Mapped[datetime]
+    #: The object the event is about (a job, a model version, an alias move…), as JSON.
+    data: Mapped[dict[str, Any]]
+    #: unconfirmed (an alias move the API has not confirmed yet), ready (to fan out to the
+    #: team's subscriptions), fanned (deliveries created).
+    state: Mapped[str] = mapped_column(String(16))
+    #: A finished job: read its registry records (publication, promotion) before fanning out.
+    expand: Mapped[bool]
+    created_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_webhook_events_state_seq", "state", "seq"),)
+
+
+class WebhookDeliveryRow(Base):
+    """One event for one subscription, and how its attempts went.
+
+    ``next_attempt_at`` is when it is due; while a dispatcher sends it, it is that claim's
+    lease (``claimed_by``), after which another dispatcher may send it again.
+    """
+
+    __tablename__ = "webhook_deliveries"
+
+    id: Mapped[int] = mapped_column(SeqKey, primary_key=True, autoincrement=True)
+    webhook_id: Mapped[str] = mapped_column(ForeignKey("webhooks.id", ondelete="CASCADE"))
+    event_id: Mapped[str] = mapped_column(ForeignKey("webhook_events.id", ondelete="CASCADE"))
+    #: pending, delivered, failed (every attempt failed), abandoned (its subscription was
+    #: disabled meanwhile).
+    state: Mapped[str] = mapped_column(String(16))
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime]
+    claimed_by: Mapped[str | None] = mapped_column(String(64))
+    last_attempt_at: Mapped[datetime | None]
+    last_status: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+
+    __table_args__ = (
+        UniqueConstraint("webhook_id", "event_id"),
+        Index("ix_webhook_deliveries_state_next_attempt_at", "state", "next_attempt_at"),
+        Index("ix_webhook_deliveries_webhook_id_id", "webhook_id", "id"),
+    )

@@ -41,6 +41,10 @@ METRICS: dict[str, str] = {
     "trainforge_export_map_delta": "gauge",
     "trainforge_export_latency_seconds": "gauge",
     "trainforge_export_gate_passed": "gauge",
+    "trainforge_webhook_attempts_total": "counter",
+    "trainforge_webhooks_disabled_total": "counter",
+    "trainforge_webhook_deliveries_pending": "gauge",
+    "trainforge_webhook_oldest_pending_seconds": "gauge",
 }
 _KEYWORDS = {"and", "or", "unless", "by", "without", "on", "ignoring", "group_left",
              "group_right", "bool", "offset", "inf", "nan"}

@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from trainforge.cli import dataset, db, jobs, models, schedules, serve, tokens
+from trainforge.cli import dataset, db, jobs, models, schedules, serve, tokens, webhooks
 from trainforge.private import restrict_umask
 
 app = typer.Typer(
@@ -21,6 +21,7 @@ app.add_typer(schedules.app, name="schedules")
 app.add_typer(tokens.app, name="tokens")
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
+app.add_typer(webhooks.app, name="webhooks")
 app.command()(serve.serve)
 
 #: Commands that create files under $TRAINFORGE_HOME (the job store, the embedded server's

@@ -138,6 +138,8 @@ seccompProfile:
 {{- end }}
 - name: TRAINFORGE_STORAGE_POLICY
   value: {{ .Values.config.storagePolicy | toJson | quote }}
+- name: TRAINFORGE_WEBHOOK_ALLOWED_HOSTS
+  value: {{ .Values.config.webhookAllowedHosts | toJson | quote }}
 {{- with .Values.config.s3EndpointUrl }}
 - name: TRAINFORGE_S3_ENDPOINT_URL
   value: {{ . | quote }}

@@ -11,7 +11,8 @@ _DESCRIPTIONS = {
     401: "Missing, unknown or revoked bearer token",
     403: "Forbidden: a location the storage access policy does not allow, a limit, or an "
          "invalid link",
-    404: "No such job or schedule for this team (another team's is reported the same way)",
+    404: "No such job, schedule or webhook for this team (another team's is reported the same "
+         "way)",
     409: "The job's (or schedule's) state does not allow this",
     413: "Request body too large",
     422: "The request does not validate (field paths in `errors`)",
