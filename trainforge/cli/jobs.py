@@ -92,11 +92,12 @@ def submit(
 def resume(
     job_id: str,
     epochs: int | None = typer.Option(
-        None, min=1, help="the new total of epochs (default: the job's); e.g. 10 more than it "
-                          "asked for"),
+        None, min=1, help="the new total of epochs, at least the epochs it trained (default: "
+                          "the epochs it asked for); raising it trains that many more"),
     wait: bool = typer.Option(False, "--wait", help="watch progress; exit 1 if the job fails"),
 ) -> None:
-    """Continue a cancelled or failed training job from its last checkpoint, as a new job."""
+    """Continue a cancelled or failed training job from its last checkpoint, as a new job
+    (printed; its resumed_from is JOB_ID). docs/training.md says what carries over."""
     with _client() as client:
         try:
             job = client.resume(job_id, epochs=epochs)
