@@ -138,7 +138,8 @@ def run_worker(cfg: WorkerConfig) -> None:
                                  resumed_epoch=info.epoch + 1, attempt=cfg.attempt,
                                  workers=me.size)
             adapter.write_results_csv(info.results, run_dir / "results.csv")
-            _keep_best(resume, run_dir)
+            if me.lead:  # another rank's best.pt would make its final_eval validate, alone
+                _keep_best(resume, run_dir)
             outputs = adapter.train(
                 {"model": str(resume), **adapter.resume_overrides(
                     data_yaml=data_yaml, run_dir=run_dir, device=me.device, plots=cfg.plots)},
@@ -290,10 +291,12 @@ def _fetch_checkpoint(artifacts: JobArtifacts, dest: Path) -> Path | None:
 
 
 def _keep_best(last: Path, run_dir: Path) -> None:
-    """Put the checkpoint's best.pt where the resumed trainer keeps its own.
+    """Put the checkpoint's best.pt where the resumed trainer keeps its own (rank 0's run).
 
     Ultralytics writes best.pt only when an epoch beats the best fitness it resumed with: a
-    resumed run whose epochs never do would otherwise end without a best.pt to evaluate.
+    resumed run whose epochs never do would otherwise end without a best.pt to evaluate. Only
+    rank 0 may have one: Ultralytics' final_eval validates whatever best.pt a rank's run holds,
+    and a second rank validating on its own waits for the first in a collective forever.
     """
     best = last.parent / "best.pt"
     if best.is_file():
