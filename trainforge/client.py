@@ -221,6 +221,30 @@ class Client:
         job: dict[str, Any] = response.json()
         return job
 
+    def resume(self, job_id: str, *, epochs: int | None = None,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """Resume a cancelled or failed training job: a new job that continues its last
+        checkpoint; retries reuse one Idempotency-Key, so it is accepted once.
+
+        Args:
+            job_id: the stopped job.
+            epochs: the new total of epochs (default: the stopped job's).
+            idempotency_key: default a fresh UUID per call.
+
+        Returns:
+            The new job (state QUEUED, ``resumed_from`` = ``job_id``).
+
+        Raises:
+            ApiError: refused (``job_not_resumable`` with what to do instead, ``spec_invalid``
+                for too few epochs, ``quota_exceeded``…).
+        """
+        key = idempotency_key or str(uuid.uuid4())
+        body = {"epochs": epochs} if epochs is not None else {}
+        response = self._request("POST", f"/v1/jobs/{job_id}/resume", retry=True, json=body,
+                                 headers={"Idempotency-Key": key})
+        job: dict[str, Any] = response.json()
+        return job
+
     def get(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self._request("GET", f"/v1/jobs/{job_id}", retry=True).json()
         return job

@@ -51,6 +51,8 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 MEMORY_PATTERN = r"^[1-9][0-9]*(Mi|Gi|Ti)$"
 #: Most training workers (data-parallel ranks) a job, or a sweep trial, may ask for.
 MAX_WORKERS = 64
+#: Most epochs a job may train (also the most a resumed job may be raised to).
+MAX_EPOCHS = 1000
 
 
 class _Strict(BaseModel):
@@ -169,7 +171,7 @@ Imgsz = Annotated[int, Field(ge=32, le=2048, multiple_of=32)]
 class TrainParams(_Strict):
     """Training hyperparameters (names, meanings and defaults as in Ultralytics)."""
 
-    epochs: int = Field(100, ge=1, le=1000)
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     imgsz: Imgsz = 640
     batch: int = Field(16, ge=1, le=1024)
     patience: int = Field(100, ge=0, le=1000, description="early stop after N epochs w/o gain")

@@ -1,4 +1,5 @@
-"""Creating a job: the one path shared by ``POST /v1/jobs`` and the dispatcher's schedules.
+"""Creating a job: the one path shared by ``POST /v1/jobs``, ``POST /v1/jobs/{id}/resume``
+and the dispatcher's schedules.
 
 It checks the team's access and limits, writes the spec to ``jobs/<id>/spec.json``, then
 inserts the job under the team's submission lock with the active-job limit enforced, all in one
@@ -8,12 +9,15 @@ transaction that the caller can add its own rows to (an idempotency record, a sc
 :func:`create_job_async` is the API's: on PostgreSQL the lock, the job, its first event, the
 idempotency record and the limit check are one statement on an async connection (one round
 trip, no thread), on SQLite it runs :func:`create_job` in a thread. Both run the same checks in
-the same order and the same server-side function (migration 0003) on PostgreSQL.
+the same order and the same server-side function (migration 0003) on PostgreSQL. A resumed
+job (services/store/resumption.py) is created by :func:`create_job` only: its link to the job
+it continues is written in the job's transaction, which one autocommit statement cannot hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -27,11 +31,12 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.store import jobs as repo
-from services.store import metrics
+from services.store import metrics, resumption
 from services.store.db import Database
 from services.store.domain import Job, NewJob
 from services.store.ids import new_job_id
 from services.store.jobs import IdempotencyKeyTaken, IdempotencyRecord, NearLimit
+from services.store.resumption import ResumeFrom
 from services.store.settings import TeamLimits
 from trainforge.access import REGISTRY_SCHEME, AccessRules
 from trainforge.errors import LimitExceeded, QuotaExceeded, StorageError
@@ -184,12 +189,15 @@ def create_job(
     schedule_id: str | None = None,
     idempotency: Idempotency | None = None,
     within: Callable[[Session, Job], None] | None = None,
+    resume: ResumeFrom | None = None,
 ) -> Job:
     """Create a QUEUED job exactly once.
 
-    The spec is written to ``jobs/<id>/spec.json`` first; the job row is committed after, so a
-    job never exists without its spec, and a creation that fails half-way leaves at most an
-    orphan spec nobody can see (it is deleted).
+    The spec is written to ``jobs/<id>/spec.json`` first (for a resumed job, then the stopped
+    job's checkpoints are copied into the new job's, services/store/resumption.py); the job
+    row is committed after, so a job never exists without its spec and checkpoints, and a
+    creation that fails half-way leaves at most orphan objects nobody can see (they are
+    deleted).
 
     The active-job limit is exact without serialising a team's submissions: on PostgreSQL a
     transaction normally takes the team's advisory lock *shared* and commits if, counting its
@@ -214,6 +222,8 @@ def create_job(
         within: called once with the session and the new job inside the job's transaction,
             to write rows that must commit with the job or not at all (after the limit check
             on PostgreSQL, where the job's statement does it; before it on SQLite).
+        resume: the stopped job the new one continues (``resumed_from``), from a
+            :func:`services.store.resumption.plan`.
 
     Returns:
         The job.
@@ -224,17 +234,26 @@ def create_job(
         QuotaExceeded: the team is at its active-job limit.
         IdempotencyKeyTaken: ``idempotency.key`` was used before by this team (nothing is
             created; the caller replays the stored response).
-        StorageError: the spec could not be written.
+        AlreadyResumed: another job resumed ``resume.job_id`` first (nothing is created).
+        JobNotResumable: the stopped job's checkpoint vanished before it was copied.
+        StorageError: the spec (or a checkpoint) could not be written.
         Whatever ``within`` raises (the transaction is rolled back and the spec deleted).
     """
     check_job_access(spec, access)
     check_job_limits(spec, team, limits)
     new, key = _prepare(artifacts, artifacts_prefix, team, spec, schedule_id)
+    written = [key]
     try:
+        if resume is not None:
+            new = dataclasses.replace(new, resumed_from=resume.job_id, progress=resume.progress)
+            written += [dest for _, dest in resumption.checkpoint_keys(
+                artifacts_prefix, resume.job_id, new.id)]
+            resumption.copy_checkpoints(artifacts, artifacts_prefix, resume.job_id, new.id)
         job = (_insert_postgres(db, new, limits, idempotency, within) if db.is_postgres
                else _insert_sqlite(db, new, limits, idempotency, within))
     except BaseException:
-        _discard_spec(artifacts, key)
+        for written_key in written:
+            _discard(artifacts, written_key)
         raise
     _log_submitted(job)
     return job
@@ -361,9 +380,9 @@ async def create_job_async(
             log.warning("job %s: outcome of its creation unknown (%r); spec kept", new.id, exc)
             raise
         if inline:
-            _discard_spec(artifacts, key)
+            _discard(artifacts, key)
         else:
-            await to_thread.run_sync(_discard_spec, artifacts, key)
+            await to_thread.run_sync(_discard, artifacts, key)
         raise
     metrics.JOBS_SUBMITTED.labels(kind=job.kind.value).inc()  # committed: count it
     _log_submitted(job)
@@ -386,11 +405,12 @@ def _outcome_unknown(exc: BaseException) -> bool:
 
 def _log_submitted(job: Job) -> None:
     log.info("job %s submitted by team %s (%s %s)%s", job.id, job.team, job.kind, job.name,
-             f" from schedule {job.schedule_id}" if job.schedule_id else "")
+             f" from schedule {job.schedule_id}" if job.schedule_id else
+             f" resuming job {job.resumed_from}" if job.resumed_from else "")
 
 
-def _discard_spec(artifacts: ObjectStore, key: str) -> None:
+def _discard(artifacts: ObjectStore, key: str) -> None:
     try:
         artifacts.delete(key)
-    except StorageError as exc:  # an orphan spec is invisible; keep the original error
-        log.warning("could not delete orphan spec %s: %s", key, exc)
+    except StorageError as exc:  # an orphan object is invisible; keep the original error
+        log.warning("could not delete orphan %s: %s", key, exc)

@@ -88,6 +88,34 @@ def submit(
             raise _fail(str(exc)) from None
 
 
+@app.command()
+def resume(
+    job_id: str,
+    epochs: int | None = typer.Option(
+        None, min=1, help="the new total of epochs, at least the epochs it trained (default: "
+                          "the epochs it asked for); raising it trains that many more"),
+    wait: bool = typer.Option(False, "--wait", help="watch progress; exit 1 if the job fails"),
+) -> None:
+    """Continue a cancelled or failed training job from its last checkpoint, as a new job
+    (printed; its resumed_from is JOB_ID). docs/training.md says what carries over."""
+    with _client() as client:
+        try:
+            job = client.resume(job_id, epochs=epochs)
+            progress = job.get("progress") or {}
+            start = (f", continuing after epoch {progress['epoch']} of {progress['epochs']}"
+                     if progress else "")
+            console.print(f"resumed {job_id} as {job['id']} ({job['kind']} {job['name']}): "
+                          f"{job['state']}{start}", highlight=False)
+            if wait:
+                final = _wait(client, job["id"])
+                console.print(f"{final['id']} {final['state']}  mAP50-95 {_best_map(final)}",
+                              highlight=False)
+        except JobFailed as exc:
+            raise _fail(str(exc)) from None
+        except ApiError as exc:
+            raise _fail(str(exc)) from None
+
+
 @app.command("list")
 def list_jobs(
     state: list[str] = typer.Option([], "--state", help="QUEUED, RUNNING, … (repeatable)"),
