@@ -286,7 +286,7 @@ def _submitted_reason(new: NewJob) -> str:
 
 class AlreadyResumed(Exception):
     """The job a new job would resume was resumed by another one first (the unique
-    ``jobs.resumed_from``, migration 0004). Nothing was written."""
+    ``jobs.resumed_from``, migration 0005). Nothing was written."""
 
 
 #: The unique index behind :class:`AlreadyResumed`.

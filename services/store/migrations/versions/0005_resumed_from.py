@@ -8,12 +8,9 @@ dashboard's link back). NULLs do not collide, on either database.
 No foreign key: SQLite cannot add one to an existing table without rebuilding it, and jobs are
 never deleted.
 
-It comes after 0005 (webhooks), which was merged first: a database already upgraded to 0005
-must still get this column, which it would not if 0005 were moved after this one.
-
-Revision ID: 0004
-Revises: 0005
-Create Date: 2026-12-10
+Revision ID: 0005
+Revises: 0004
+Create Date: 2026-12-07
 """
 
 from __future__ import annotations
@@ -21,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004"
-down_revision = "0005"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
