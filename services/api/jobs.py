@@ -100,6 +100,8 @@ def submit(
         AccessDenied, LocationInvalid: the spec names a location the team may not read.
         ModelNotFound: a registry:// base the team has not published.
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
+        DatasetError, WeightsError: on the embedded server, a local dataset or base weights
+            the job could not open (submission.check_job_inputs).
         QuotaExceeded: the team is at its active-job limit.
     """
     _check_key(idempotency_key)
@@ -110,6 +112,7 @@ def submit(
         job = submission.create_job(
             state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
             state.settings.limits_for(team), access=state.access_for(team),
+            machine=state.machine,
             idempotency=_idempotency(idempotency_key, fingerprint, responses),
         )
     except submission.IdempotencyKeyTaken:
@@ -135,7 +138,7 @@ async def submit_async(
 
     Raises:
         InvalidRequest, IdempotencyKeyReused, AccessDenied, LocationInvalid, ModelNotFound,
-        LimitExceeded, QuotaExceeded: see :func:`submit`.
+        LimitExceeded, DatasetError, WeightsError, QuotaExceeded: see :func:`submit`.
     """
     _check_key(idempotency_key)
     fingerprint = request_fingerprint(body)
@@ -148,6 +151,7 @@ async def submit_async(
         job = await submission.create_job_async(
             state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
             state.settings.limits_for(team), access=state.access_for(team),
+            machine=state.machine,
             idempotency=_idempotency(idempotency_key, fingerprint, responses),
         )
     except submission.IdempotencyKeyTaken:

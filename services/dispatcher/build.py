@@ -67,5 +67,6 @@ def make_dispatcher(
         retry_delay=timedelta(seconds=settings.dispatcher_retry_delay_s),
         limits_for=settings.limits_for,
         access_for=settings.access_for,
+        machine=settings.local_machine(),
     )
     return Dispatcher(db, backend or make_backend(settings), config, fault=fault)

@@ -17,6 +17,7 @@ from services.store.ids import new_schedule_id
 from services.store.settings import TeamLimits
 from tests.dispatcher.support import SECRET, SPEC
 from tests.jobstore import open_access
+from trainforge.preflight import LocalMachine
 
 #: When the test schedules are created: fire times are T0 + 5 min, T0 + 10 min, …
 T0 = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
@@ -39,11 +40,13 @@ class Clock:
 
 def make_dispatcher(
     database: Database, tmp_path: Path, clock: Clock, *,
-    limits: TeamLimits | None = None, artifacts: Path | None = None, **kwargs: Any,
+    limits: TeamLimits | None = None, artifacts: Path | None = None,
+    machine: LocalMachine | None = None, **kwargs: Any,
 ) -> Dispatcher:
     """A dispatcher that fires schedules but launches nothing (max_active=0: jobs stay QUEUED).
 
-    Job specs go to ``artifacts`` (default ``tmp_path/artifacts``).
+    Job specs go to ``artifacts`` (default ``tmp_path/artifacts``); ``machine``: the embedded
+    server's view of its jobs' machine (default None, as in production).
     """
     config = DispatcherConfig(
         api_url="http://127.0.0.1:9",
@@ -53,6 +56,7 @@ def make_dispatcher(
         max_active=0,
         limits_for=lambda _team: limits or TeamLimits(),
         access_for=open_access,
+        machine=machine,
     )
     return Dispatcher(database, LocalBackend(tmp_path / "state"), config, clock=clock, **kwargs)
 

@@ -22,13 +22,12 @@ from typing import Any, Literal
 import yaml
 
 from trainforge import safeyaml
+from trainforge.datasets._source import DATA_YAML_NAMES, check_local_root
 from trainforge.datasets.report import Problem, problem
-from trainforge.errors import DatasetError, DatasetNotFound
+from trainforge.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-#: Looked for at the dataset root, in this order (the tutorial calls it dataset.yaml).
-DATA_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 MAX_DATA_YAML_BYTES = safeyaml.MAX_BYTES
 SPLITS = ("train", "val", "test")
 _KNOWN_KEYS = frozenset({"path", "train", "val", "test", "nc", "names", "download"})
@@ -406,9 +405,7 @@ def load_data_yaml(root: Path) -> DataConfig:
         DatasetError: data.yaml is missing or has an error (the message lists every error,
             each with the line and what to change). Warnings are logged.
     """
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise DatasetNotFound(f"{root} is not a directory: pass the dataset root")
+    root = check_local_root(Path(root))
     status = _local_dir_status(root)
     name, problems = find_yaml(lambda n: (root / n).is_file())
     if name is None:
