@@ -18,6 +18,9 @@ ENV_MODELS_URI = "TRAINFORGE_MODELS_URI"
 ENV_S3_ENDPOINT_URL = "TRAINFORGE_S3_ENDPOINT_URL"
 #: Node-local dataset cache, keyed by dataset fingerprint.
 ENV_DATASET_CACHE = "TRAINFORGE_DATASET_CACHE"
+#: Stock Ultralytics weights by name (yolov8n.pt), looked up before any download; default
+#: $TRAINFORGE_HOME/weights. The embedded server refuses an offline stock name not found there.
+ENV_WEIGHTS_CACHE = "TRAINFORGE_WEIGHTS_CACHE"
 #: Pushgateway address for export metrics (host:port or URL); unset disables pushing.
 ENV_PUSHGATEWAY_URL = "TRAINFORGE_PUSHGATEWAY_URL"
 

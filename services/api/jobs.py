@@ -103,6 +103,8 @@ def submit(
         AccessDenied, LocationInvalid: the spec names a location the team may not read.
         ModelNotFound: a registry:// base the team has not published.
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
+        DatasetError, WeightsError: on the embedded server, a local dataset or base weights
+            the job could not open (submission.check_job_inputs).
         QuotaExceeded: the team is at its active-job limit.
     """
     _check_key(idempotency_key)
@@ -128,7 +130,7 @@ def _create(state: AppState, team: str, spec: JobSpec,
     return submission.create_job(
         state.db, state.artifacts, state.artifacts_prefix, team, spec,
         state.settings.limits_for(team), access=state.access_for(team),
-        idempotency=idempotency, resume=resume,
+        machine=state.machine, idempotency=idempotency, resume=resume,
     )
 
 
@@ -146,7 +148,7 @@ async def submit_async(
 
     Raises:
         InvalidRequest, IdempotencyKeyReused, AccessDenied, LocationInvalid, ModelNotFound,
-        LimitExceeded, QuotaExceeded: see :func:`submit`.
+        LimitExceeded, DatasetError, WeightsError, QuotaExceeded: see :func:`submit`.
     """
     _check_key(idempotency_key)
     fingerprint = request_fingerprint(body)
@@ -159,6 +161,7 @@ async def submit_async(
         job = await submission.create_job_async(
             state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
             state.settings.limits_for(team), access=state.access_for(team),
+            machine=state.machine,
             idempotency=_idempotency(idempotency_key, fingerprint, responses),
         )
     except submission.IdempotencyKeyTaken:

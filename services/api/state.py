@@ -10,6 +10,7 @@ from services.api.settings import ApiSettings
 from services.api.token_cache import TokenCache
 from services.store.db import Database
 from trainforge.access import AccessRules
+from trainforge.preflight import LocalMachine
 from trainforge.storage import ObjectStore, join_key, open_location
 
 #: Teams whose access rules are kept (:meth:`AppState.access_for`); past it, the cache starts
@@ -26,6 +27,9 @@ class AppState:
     artifacts_prefix: str
     secret_key: bytes
     token_cache: TokenCache = field(repr=False)
+    #: The machine jobs run on when it is this one (embedded): submissions are checked
+    #: against its files (services/store/submission.py check_job_inputs).
+    machine: LocalMachine | None = None
     _access: dict[str, AccessRules] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -38,6 +42,7 @@ class AppState:
             artifacts_prefix=prefix,
             secret_key=settings.secret_key_bytes(),
             token_cache=TokenCache(settings.token_cache_s),
+            machine=settings.local_machine(),
         )
 
     def access_for(self, team: str) -> AccessRules:

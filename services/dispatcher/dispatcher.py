@@ -55,6 +55,7 @@ from trainforge.constants import (
 from trainforge.datasets import fingerprint as dataset_fingerprint
 from trainforge.errors import SpecTampered, StorageError
 from trainforge.layout import attempt_secrets_key
+from trainforge.preflight import LocalMachine
 from trainforge.spec import load_spec
 from trainforge.storage import ObjectStore, join_key, open_location
 
@@ -85,6 +86,9 @@ class DispatcherConfig:
     #: Team → what its jobs may read (the storage access policy); checked when a schedule
     #: fires and handed to every job, which checks again before it reads anything.
     access_for: Callable[[str], AccessRules] = no_access
+    #: The machine jobs run on when it is this one (embedded): the jobs schedules submit are
+    #: checked against its files, as the API's submissions are.
+    machine: LocalMachine | None = None
 
 
 class Dispatcher:
@@ -121,8 +125,8 @@ class Dispatcher:
         self._launch_failures: dict[tuple[str, int], int] = {}
         self.scheduler = Scheduler(
             db, artifacts_uri=config.artifacts_uri, owner=config.owner,
-            limits_for=config.limits_for, access_for=config.access_for, clock=clock,
-            fingerprint=fingerprint,
+            limits_for=config.limits_for, access_for=config.access_for,
+            machine=config.machine, clock=clock, fingerprint=fingerprint,
             fault=self._fault,
         )
 

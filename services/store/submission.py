@@ -41,6 +41,7 @@ from services.store.settings import TeamLimits
 from trainforge.access import REGISTRY_SCHEME, AccessRules
 from trainforge.errors import LimitExceeded, QuotaExceeded, StorageError
 from trainforge.layout import spec_key
+from trainforge.preflight import LocalMachine
 from trainforge.registry import ModelNotFound, resolve
 from trainforge.spec import JobKind, JobSpec
 from trainforge.storage import LocalStore, ObjectStore, join_key
@@ -49,6 +50,7 @@ __all__ = [
     "Idempotency",
     "IdempotencyKeyTaken",
     "check_job_access",
+    "check_job_inputs",
     "check_job_limits",
     "check_model_ref",
     "create_job",
@@ -126,6 +128,23 @@ def check_job_access(spec: JobSpec, access: AccessRules) -> None:
     access.check_spec(spec.dataset.uri, spec.model.base)
 
 
+def check_job_inputs(spec: JobSpec, machine: LocalMachine | None) -> None:
+    """Refuse a spec whose job would fail at once on the files this server can see: a local
+    dataset path that is missing or names data.yaml instead of its folder, a local base that
+    is not a file, a stock base an offline server cannot fetch (trainforge/preflight.py).
+
+    Only where jobs run on this machine (``machine``: the embedded server); in production
+    (None) the job itself reports what it finds. Call it after :func:`check_job_access`, so a
+    team learns nothing about locations it may not read.
+
+    Raises:
+        DatasetNotFound, DatasetError: the dataset folder cannot be opened.
+        WeightsError: the base weights cannot be fetched.
+    """
+    if machine is not None:
+        machine.check(spec.dataset.uri, spec.model.base)
+
+
 def check_model_ref(spec: JobSpec, team_models_uri: str) -> None:
     """Refuse a ``registry://`` base that is not published in the team's own registry.
 
@@ -186,6 +205,7 @@ def create_job(
     limits: TeamLimits,
     *,
     access: AccessRules,
+    machine: LocalMachine | None = None,
     schedule_id: str | None = None,
     idempotency: Idempotency | None = None,
     within: Callable[[Session, Job], None] | None = None,
@@ -216,6 +236,8 @@ def create_job(
         spec: the validated job spec.
         limits: the team's limits.
         access: what the team may read (checked before anything is written).
+        machine: the machine jobs run on, when the server sees it (embedded mode): the
+            spec's local inputs are checked against it (:func:`check_job_inputs`).
         schedule_id: the schedule that submits the job, if any.
         idempotency: an Idempotency-Key to record with the job (before the limit check, so a
             retry is replayed even when the team is at its limit).
@@ -231,6 +253,7 @@ def create_job(
     Raises:
         AccessDenied, LocationInvalid: see :func:`check_job_access`.
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
+        DatasetError, WeightsError: see :func:`check_job_inputs`.
         QuotaExceeded: the team is at its active-job limit.
         IdempotencyKeyTaken: ``idempotency.key`` was used before by this team (nothing is
             created; the caller replays the stored response).
@@ -241,6 +264,7 @@ def create_job(
     """
     check_job_access(spec, access)
     check_job_limits(spec, team, limits)
+    check_job_inputs(spec, machine)
     new, key = _prepare(artifacts, artifacts_prefix, team, spec, schedule_id)
     written = [key]
     try:
@@ -325,32 +349,36 @@ async def create_job_async(
     limits: TeamLimits,
     *,
     access: AccessRules,
+    machine: LocalMachine | None = None,
     idempotency: Idempotency | None = None,
 ) -> Job:
     """:func:`create_job` for an event loop (the API), with the same guarantees.
 
-    PostgreSQL: the checks, then the spec (written inline to a local directory, which costs
-    less than a thread hop; in a thread for a network store), then one autocommit statement on
-    the loop's async connection pool. SQLite: :func:`create_job` in a thread.
+    PostgreSQL: the checks (on the embedded server a few stat() calls of local paths, inline),
+    then the spec (written inline to a local directory, which costs less than a thread hop; in
+    a thread for a network store), then one autocommit statement on the loop's async
+    connection pool. SQLite: :func:`create_job` in a thread.
 
     Args:
-        db, artifacts, artifacts_prefix, team, spec, limits, access, idempotency: see
-            :func:`create_job`.
+        db, artifacts, artifacts_prefix, team, spec, limits, access, machine, idempotency:
+            see :func:`create_job`.
 
     Returns:
         The job (committed).
 
     Raises:
-        AccessDenied, LocationInvalid, LimitExceeded, QuotaExceeded, IdempotencyKeyTaken,
-        StorageError: see :func:`create_job`.
+        AccessDenied, LocationInvalid, LimitExceeded, DatasetError, WeightsError,
+        QuotaExceeded, IdempotencyKeyTaken, StorageError: see :func:`create_job`.
     """
     if not db.is_postgres:
         return await to_thread.run_sync(functools.partial(
             create_job, db, artifacts, artifacts_prefix, team, spec, limits, access=access,
-            idempotency=idempotency,
+            machine=machine, idempotency=idempotency,
         ))
     check_job_access(spec, access)
     check_job_limits(spec, team, limits)
+    # A few stat() calls on local paths at most (embedded mode): less than a thread hop.
+    check_job_inputs(spec, machine)
     inline = isinstance(artifacts, LocalStore)
     if inline:
         new, key = _prepare(artifacts, artifacts_prefix, team, spec, None)

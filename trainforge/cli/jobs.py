@@ -13,6 +13,7 @@ from rich.progress import BarColumn, Progress, TextColumn
 from trainforge.client import ApiError, Client, JobFailed
 from trainforge.errors import SpecError
 from trainforge.spec import load_spec_file
+from trainforge.states import JobState
 
 app = typer.Typer(help="Submit, watch and fetch fine-tuning jobs.", no_args_is_help=True)
 console = Console()
@@ -118,16 +119,21 @@ def resume(
 
 @app.command("list")
 def list_jobs(
-    state: list[str] = typer.Option([], "--state", help="QUEUED, RUNNING, … (repeatable)"),
+    state: list[str] = typer.Option([], "--state",
+                                    help="QUEUED, RUNNING, … (any case, repeatable)"),
     kind: str | None = typer.Option(None, help="train, sweep or export"),
     limit: int = typer.Option(50, min=1, help="most jobs to show"),
 ) -> None:
     """List your team's jobs, newest first."""
+    try:
+        states = [JobState(s).value for s in state]  # any case: the API accepts it too
+    except ValueError as exc:
+        raise _fail(f"--state: {exc}; use {', '.join(JobState)} (any case)", 2) from None
     print(f"{'ID':<28} {'STATE':<10} {'KIND':<6} {'NAME':<24} {'CREATED':<19} "
           f"{'EPOCH':<9} MAP50-95")
     with _client() as client:
         try:
-            for n, job in enumerate(client.list_jobs(state=state or None, kind=kind)):
+            for n, job in enumerate(client.list_jobs(state=states or None, kind=kind)):
                 if n >= limit:
                     break
                 progress = job.get("progress") or {}

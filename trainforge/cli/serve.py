@@ -145,7 +145,8 @@ def serve(
         daemon=True,
     )
     worker.start()
-    print(f"trainforge serving on {url} (home {home}; dev token in {token_path})", flush=True)
+    print(f"trainforge serving on {url} (home {home}; dev token in {token_path})\n"
+          f"dashboard: {url}/ui/ (sign in with the dev token: cat {token_path})", flush=True)
     try:
         uvicorn.run(create_app(api_settings), host=host, port=port, log_level="info")
     finally:
