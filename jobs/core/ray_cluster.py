@@ -131,7 +131,7 @@ def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> Jo
         asked = spec.resources
         on = f"{res.workers} worker(s) with one GPU each" if cluster.gpus else \
             f"the CPU ({res.workers} worker(s))"
-        reporter.message(
+        reporter.notice(
             f"the spec asks for {asked.workers} worker(s) with {asked.gpus_per_worker} GPU each"
             + (f" (sweep.gpus_per_trial={per_trial:g})" if spec.sweep is not None else "")
             + f" but this machine has {cluster.gpus} GPU(s): training on {on} instead (only a "

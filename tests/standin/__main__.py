@@ -1,8 +1,9 @@
 """Stands in for the training entrypoint (``python -m jobs.train``) in dispatcher/API tests.
 
 It speaks the same contract as a real job entrypoint, in well under a second: reads the spec
-from ``--spec URI``, reports RUNNING, a few ProgressEvents (per trial for sweeps) and the
-outcome through :class:`trainforge.reporting.JobReporter`, ships its log with
+from ``--spec URI``, reports RUNNING, a few ProgressEvents (per trial for sweeps, after the
+sweep's plan notice) and the outcome through :class:`trainforge.reporting.JobReporter`, ships
+its log with
 :func:`trainforge.joblog.ship_log`, writes a couple of small artifacts, and exits 0.
 
 The spec's ``name`` selects other behaviours tests need:
@@ -28,6 +29,7 @@ import sys
 import time
 
 from trainforge.constants import ENV_ARTIFACTS_URI, ENV_ATTEMPT, ENV_JOB_ID
+from trainforge.events import SWEEP_METRIC, SWEEP_TRIALS
 from trainforge.joblog import ship_log
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobKind, JobSpec, load_spec
@@ -74,6 +76,9 @@ def run(spec: JobSpec, reporter: JobReporter, job_id: str, attempt: int) -> int:
         if spec.kind is JobKind.SWEEP and spec.sweep is not None
         else [None]
     )
+    if spec.kind is JobKind.SWEEP and spec.sweep is not None:
+        reporter.notice(f"sweep: {len(trials)} stand-in trials",
+                        **{SWEEP_TRIALS: len(trials), SWEEP_METRIC: spec.sweep.metric})
     for epoch in range(1, epochs + 1):
         for index, trial in enumerate(trials):
             metrics = {
