@@ -70,6 +70,13 @@ class JobFailed(TrainforgeError):
     def __reduce__(self) -> Any:
         return (JobFailed, (self.message, self.job))
 
+    @classmethod
+    def of(cls, job: Mapping[str, Any]) -> JobFailed:
+        """The failure of a job that ended FAILED or CANCELLED, with its error if it has one."""
+        error = job.get("error") or {}
+        return cls(f"job {job['id']} {job['state']}"
+                   + (f": {error.get('code')}: {error.get('message')}" if error else ""), job)
+
 
 def default_token() -> str | None:
     """TRAINFORGE_TOKEN, else the embedded server's ``$TRAINFORGE_HOME/dev-token``."""
@@ -216,9 +223,11 @@ class Client:
                                             retry=False).json()
         return job
 
-    def events(self, job_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+    def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        """The job's events after event id ``after``, oldest first, at most ``limit`` of them
+        (the API's most is 1000)."""
         page = self._request("GET", f"/v1/jobs/{job_id}/events", retry=True,
-                             params={"after": after}).json()
+                             params={"after": after, "limit": limit}).json()
         items: list[dict[str, Any]] = page["items"]
         return items
 
@@ -322,12 +331,7 @@ class Client:
                 on_update(job)
             if job["state"] in TERMINAL:
                 if job["state"] != "SUCCEEDED":
-                    error = job.get("error") or {}
-                    raise JobFailed(
-                        f"job {job_id} {job['state']}"
-                        + (f": {error.get('code')}: {error.get('message')}" if error else ""),
-                        job,
-                    )
+                    raise JobFailed.of(job)
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s}s")

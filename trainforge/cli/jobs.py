@@ -8,15 +8,16 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
 
+from trainforge.cli import progress
 from trainforge.client import ApiError, Client, JobFailed
 from trainforge.errors import SpecError
 from trainforge.spec import load_spec_file
 
 app = typer.Typer(help="Submit, watch and fetch fine-tuning jobs.", no_args_is_help=True)
 console = Console()
-MAP_KEY = "metrics/mAP50-95(B)"
+err_console = Console(stderr=True)
+MAP_KEY = progress.MAP_KEY
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -36,32 +37,27 @@ def _best_map(job: dict[str, Any]) -> str:
     return f"{value:.4f}" if isinstance(value, int | float) else "-"
 
 
-def _wait(client: Client, job_id: str) -> dict[str, Any]:
-    columns = (
-        TextColumn("[bold]{task.fields[state]:<10}"),
-        BarColumn(),
-        TextColumn("epoch {task.fields[epoch]}"),
-        TextColumn("mAP50-95 {task.fields[map]}"),
-    )
-    with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task(job_id, total=None, state="QUEUED", map="-", epoch="-")
+def _watch(client: Client, job_id: str) -> None:
+    """The progress bar until the job ends; Ctrl-C stops watching (exit 130), not the job.
 
-        def update(job: dict[str, Any]) -> None:
-            fields = {"state": job["state"], "map": _best_map(job)}
-            if job.get("progress"):
-                epoch, epochs = job["progress"]["epoch"], job["progress"]["epochs"]
-                progress.update(task, completed=epoch, total=epochs,
-                                epoch=f"{epoch}/{epochs}", **fields)
-            else:
-                progress.update(task, **fields)
-
-        return client.wait(job_id, on_update=update)
+    Raises:
+        JobFailed: the job ended FAILED or CANCELLED.
+        ApiError: the API refused or could not be reached.
+    """
+    try:
+        final = progress.watch(client, job_id, console)
+    except progress.StoppedWatching as stopped:
+        console.print(stopped.message, highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
+    console.print(f"{final['id']} {final['state']}  mAP50-95 {_best_map(final)}",
+                  highlight=False)
 
 
 @app.command()
 def submit(
     spec_file: Path = typer.Argument(..., exists=True, dir_okay=False, help="job spec YAML/JSON"),
-    wait: bool = typer.Option(False, "--wait", help="watch progress; exit 1 if the job fails"),
+    wait: bool = typer.Option(False, "--wait", help="watch progress (as `jobs wait`); exit 1 if "
+                              "the job fails, 130 on Ctrl-C (the job goes on)"),
     idempotency_key: str | None = typer.Option(
         None, help="resubmitting with the same key returns the first job"
     ),
@@ -77,14 +73,25 @@ def submit(
             console.print(f"submitted {job['id']} ({job['kind']} {job['name']}): {job['state']}",
                           highlight=False)
             if wait:
-                final = _wait(client, job["id"])
-                console.print(f"{final['id']} {final['state']}  mAP50-95 {_best_map(final)}",
-                              highlight=False)
+                _watch(client, job["id"])
         except JobFailed as exc:
             raise _fail(str(exc)) from None
         except ApiError as exc:
             for error in exc.errors:
                 console.print(f"  {error['path']}: {error['message']}", highlight=False)
+            raise _fail(str(exc)) from None
+
+
+@app.command("wait")
+def wait_for(job_id: str) -> None:
+    """Watch a job's progress bar until it ends (again, after Ctrl-C stopped watching it).
+
+    Exit 0 when it succeeds, 1 when it fails or is cancelled, 130 on Ctrl-C (the job goes on).
+    """
+    with _client() as client:
+        try:
+            _watch(client, job_id)
+        except (JobFailed, ApiError) as exc:
             raise _fail(str(exc)) from None
 
 
