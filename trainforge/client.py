@@ -264,9 +264,18 @@ class Client:
             yield from response.iter_text()
 
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
-        page = self._request("GET", f"/v1/jobs/{job_id}/artifacts", retry=True).json()
-        items: list[dict[str, Any]] = page["items"]
+        """The job's artifacts (name, size, sha256, url); see :meth:`artifact_list` for
+        whether they are complete."""
+        items: list[dict[str, Any]] = self.artifact_list(job_id)["items"]
         return items
+
+    def artifact_list(self, job_id: str) -> dict[str, Any]:
+        """``{"items": [...], "complete": bool}``: ``complete`` is false until the job
+        SUCCEEDED and its run exited (a running, failed or cancelled job's artifacts are what
+        it wrote so far)."""
+        page: dict[str, Any] = self._request("GET", f"/v1/jobs/{job_id}/artifacts",
+                                             retry=True).json()
+        return page
 
     def download(self, job_id: str, dest: Path) -> list[Path]:
         """Download every artifact under ``dest``, checking each file's sha256.

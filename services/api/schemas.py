@@ -162,6 +162,11 @@ class ArtifactOut(_Out):
 
 class ArtifactList(_Out):
     items: list[ArtifactOut]
+    complete: bool = Field(
+        description="true once the job SUCCEEDED and its run exited: these are all its "
+        "artifacts, final. False while it runs, and for a failed or cancelled job: what it "
+        "wrote before it stopped (checkpoints, logs), outputs missing or partial"
+    )
 
 
 _CRON_DESCRIPTION = (

@@ -1,5 +1,5 @@
 """Watching a job from the CLI: Ctrl-C stops watching (not the job), `jobs wait` comes back
-to the same bar, and a sweep's bar counts trials.
+to the same bar, a sweep's bar counts trials, and unfinished artifacts say so.
 
 One real `trainforge serve` for the module, running jobs with tests.standin (well under a
 second each; a ``sleep`` job runs until it is cancelled). The CLI runs as a real process; for
@@ -162,3 +162,34 @@ def test_a_sweeps_bar_counts_trials_and_its_best_score(
     assert re.search(r"SUCCEEDED .*trial 3 of 3 best mAP50-95 0\.3200", done.stdout), done.stdout
     assert "epoch -" not in done.stdout
 
+
+def test_artifacts_of_an_unfinished_job_say_they_are_not_complete(
+    served: tuple[dict[str, str], Path], tmp_path: Path
+) -> None:
+    env, home = served
+    api = _api(env, home)
+    sleeping = re.search(r"submitted (j[0-9a-z]+)", _cli(  # type: ignore[union-attr]
+        env, "jobs", "submit", str(_spec(tmp_path, "sleep-artifacts"))).stdout).group(1)
+    _until_state(api, sleeping, ("RUNNING",))
+    listing = api.get(f"/v1/jobs/{sleeping}/artifacts").json()
+    assert listing["complete"] is False and listing["items"], listing
+    listed = _cli(env, "jobs", "artifacts", sleeping)
+    assert listed.returncode == 0 and "spec.json" in listed.stdout
+    assert f"note: job {sleeping} is RUNNING: its artifacts are not complete" in listed.stderr
+    api.post(f"/v1/jobs/{sleeping}/cancel")
+    _until_state(api, sleeping, ("CANCELLED",))
+    stopped = _cli(env, "jobs", "artifacts", sleeping, "--download", str(tmp_path / "dl"))
+    assert stopped.returncode == 0, stopped.stderr
+    assert "is CANCELLED: its artifacts are not complete (what it wrote before it stopped" \
+        in stopped.stderr
+
+    done = _cli(env, "jobs", "submit", str(_spec(tmp_path, "artifacts-done")), "--wait")
+    job = re.search(r"submitted (j[0-9a-z]+)", done.stdout).group(1)  # type: ignore[union-attr]
+    # SUCCEEDED comes from the job itself; complete waits until its run exited too.
+    deadline = time.monotonic() + 30
+    while not (listing := api.get(f"/v1/jobs/{job}/artifacts").json())["complete"]:
+        assert time.monotonic() < deadline, listing
+        time.sleep(0.1)
+    assert "train/best.pt" in {item["name"] for item in listing["items"]}
+    final = _cli(env, "jobs", "artifacts", job)
+    assert "train/best.pt" in final.stdout and "note:" not in final.stderr

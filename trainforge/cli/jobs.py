@@ -184,14 +184,33 @@ def artifacts(
     job_id: str,
     download: Path | None = typer.Option(None, "--download", help="download all into DIR"),
 ) -> None:
-    """List a job's artifacts (name, size, sha256), or download them all."""
+    """List a job's artifacts (name, size, sha256), or download them all.
+
+    Until the job has succeeded they are not complete (what it wrote so far): a note on
+    stderr says so.
+    """
     with _client() as client:
         try:
+            listing = client.artifact_list(job_id)
+            if not listing["complete"]:
+                _note_incomplete(client.get(job_id))
             if download is not None:
                 for path in client.download(job_id, download):
                     print(path)
                 return
-            for item in client.artifacts(job_id):
+            for item in listing["items"]:
                 print(f"{item['name']:<40} {item['size']:>12}  {item['sha256']}")
         except ApiError as exc:
             raise _fail(str(exc)) from None
+
+
+def _note_incomplete(job: dict[str, Any]) -> None:
+    state = job["state"]
+    if state in ("FAILED", "CANCELLED"):
+        why = "what it wrote before it stopped; nothing more will come"
+    elif state == "SUCCEEDED":
+        why = "its run is still exiting; list again in a few seconds"
+    else:
+        why = "it has not finished; outputs are missing or partial"
+    err_console.print(f"note: job {job['id']} is {state}: its artifacts are not complete "
+                      f"({why})", highlight=False, soft_wrap=True)
