@@ -362,7 +362,9 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 class ModelSummary(_Out):
     name: str
     versions: int = Field(description="published versions")
-    latest: str | None = Field(description="the newest version")
+    latest: str | None = Field(
+        description="the newest trained version (`@latest`; an export job's version never is)"
+    )
     aliases: dict[str, str] = Field(description="alias → version")
 
 

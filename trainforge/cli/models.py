@@ -43,7 +43,7 @@ def manifest_location(ref: str, models_uri: str) -> str:
     """The manifest URI for ``name@version``, ``registry://name@version``, a version folder
     URI, or a manifest URI.
 
-    ``@latest`` (or no version) picks the newest published version, ``@<alias>`` the version
+    ``@latest`` (or no version) picks the newest trained version, ``@<alias>`` the version
     the alias points at.
 
     Raises:
