@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -26,10 +27,14 @@ class AppState:
     artifacts_prefix: str
     secret_key: bytes
     token_cache: TokenCache = field(repr=False)
+    #: Wakes a dispatcher that runs in this process (``trainforge serve``) when a cancel is
+    #: requested, so that it stops the run now instead of at its next loop; None elsewhere.
+    wake_dispatcher: Callable[[], None] | None = field(default=None, repr=False)
     _access: dict[str, AccessRules] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: ApiSettings) -> AppState:
+    def from_settings(cls, settings: ApiSettings, *,
+                      wake_dispatcher: Callable[[], None] | None = None) -> AppState:
         store, prefix = open_location(settings.resolved_artifacts_uri + "/")
         return cls(
             settings=settings,
@@ -38,6 +43,7 @@ class AppState:
             artifacts_prefix=prefix,
             secret_key=settings.secret_key_bytes(),
             token_cache=TokenCache(settings.token_cache_s),
+            wake_dispatcher=wake_dispatcher,
         )
 
     def access_for(self, team: str) -> AccessRules:

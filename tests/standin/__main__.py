@@ -12,6 +12,8 @@ The spec's ``name`` selects other behaviours tests need:
 - contains ``invalid``: reports FAILED with ``dataset_invalid`` (not retryable) and exits 2;
 - contains ``flaky``: fails on attempt 1, succeeds on later attempts;
 - contains ``sleep``: reports RUNNING then sleeps (up to 10 minutes) until it is cancelled;
+- contains ``stubborn``: like ``sleep``, but survives SIGTERM, counting each one it receives
+  in ``jobs/<id>/attempts/<n>/sigterms`` (only SIGKILL stops it);
 - contains ``crash``: writes a traceback-like line to stderr and exits 4 without reporting
   anything (a job that dies before it can post its failure).
 
@@ -25,6 +27,7 @@ import argparse
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 
@@ -46,6 +49,19 @@ def _artifacts(job_id: str) -> tuple[ObjectStore, str] | None:
     return store, join_key(prefix, "jobs", job_id)
 
 
+def _count_sigterms(store: ObjectStore, prefix: str, attempt: int) -> None:
+    key = join_key(prefix, "attempts", str(attempt), "sigterms")
+    received = 0
+
+    def count(_signum: int, _frame: object) -> None:
+        nonlocal received
+        received += 1
+        store.put(key, f"{received}\n".encode())
+
+    signal.signal(signal.SIGTERM, count)
+    store.put(key, b"0\n")  # the handler is in place
+
+
 def run(spec: JobSpec, reporter: JobReporter, job_id: str, attempt: int) -> int:
     location = _artifacts(job_id)
     if location is not None:
@@ -65,7 +81,9 @@ def run(spec: JobSpec, reporter: JobReporter, job_id: str, attempt: int) -> int:
                        error_code="standin_failure")
         return 3
     reporter.state("RUNNING", "stand-in started")
-    if "sleep" in spec.name:
+    if "stubborn" in spec.name and location is not None:
+        _count_sigterms(*location, attempt)
+    if "sleep" in spec.name or "stubborn" in spec.name:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             time.sleep(0.2)

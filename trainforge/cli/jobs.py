@@ -129,7 +129,13 @@ def get(job_id: str) -> None:
 
 @app.command()
 def cancel(job_id: str) -> None:
-    """Cancel a job (a running one stops within the dispatcher's next loop)."""
+    """Cancel a job. A queued one is CANCELLED at once. A launched one is CANCELLING until
+    its run has stopped: the dispatcher sends the run one SIGTERM (`trainforge serve` at
+    once; another dispatcher on its next loop), the job stops training, shuts its Ray work
+    down and ships its log, which ends with the step it was stopped in; SIGKILL follows if it
+    has not exited 10 s later. On `trainforge serve` that takes a second or two. What the job
+    wrote (checkpoints, logs) stays; a model it had not yet published is not. On a cluster
+    the Ray job (Ray Jobs API) or the RayJob (KubeRay) is stopped instead."""
     with _client() as client:
         try:
             job = client.cancel(job_id)
