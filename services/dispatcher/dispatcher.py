@@ -51,6 +51,7 @@ from trainforge.constants import (
 )
 from trainforge.datasets import fingerprint as dataset_fingerprint
 from trainforge.errors import SpecTampered, StorageError
+from trainforge.joblog import strip_ansi
 from trainforge.layout import attempt_secrets_key
 from trainforge.spec import load_spec
 from trainforge.storage import ObjectStore, join_key, open_location
@@ -335,7 +336,7 @@ class Dispatcher:
             DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="logs").inc()
             log.warning("reading the output of %s failed: %s", handle, exc)
             return ""
-        tail = "\n".join(output.strip().splitlines()[-lines:])[-2000:]
+        tail = "\n".join(strip_ansi(output).strip().splitlines()[-lines:])[-2000:]
         return f"; last output:\n{tail}" if tail else ""
 
     def _poll(self, assignment: Assignment) -> None:
