@@ -134,9 +134,9 @@ def run_worker(cfg: WorkerConfig) -> None:
                 raise TrainingFailed(f"checkpoint {resume} holds no optimizer state; delete "
                                      f"{artifacts.uri(artifacts.checkpoint())} to start over")
             if reporter is not None:
-                reporter.message(f"resuming from epoch {info.epoch + 1}",
-                                 resumed_epoch=info.epoch + 1, attempt=cfg.attempt,
-                                 workers=me.size)
+                reporter.notice(f"resuming from epoch {info.epoch + 1}",
+                                resumed_epoch=info.epoch + 1, attempt=cfg.attempt,
+                                workers=me.size)
             adapter.write_results_csv(info.results, run_dir / "results.csv")
             if me.lead:  # another rank's best.pt would make its final_eval validate, alone
                 _keep_best(resume, run_dir)
@@ -195,7 +195,7 @@ def _announce(me: Rank, reporter: JobReporter | None, attempt: int, batch: int) 
     for peer in peers:
         reporter.message("training worker started", attempt=attempt, workers=me.size, **peer)
     if batch % me.size:
-        reporter.message(
+        reporter.notice(
             f"train.batch {batch} over {me.size} workers: {batch // me.size} images per worker, "
             f"{batch // me.size * me.size} per step (use a multiple of {me.size} to train "
             f"with all {batch})", batch=batch, workers=me.size)

@@ -315,8 +315,17 @@ def best_scores(state: AppState, page: JobPage, metric: str) -> dict[str, float]
 
 
 def cancel(state: AppState, team: str, job_id: str) -> JobOut:
+    """Cancel a job: a queued one at once (CANCELLED), a launched one through CANCELLING
+    (the dispatcher stops its run; this process's own dispatcher is woken to do it now).
+
+    Raises:
+        JobNotFound: no such job for this team.
+        JobStateConflict: the job is already finished.
+    """
     with state.db.transaction() as session:
         job = repo.request_cancel(session, job_id, team=team, reason=f"cancel requested by {team}")
+    if state.wake_dispatcher is not None and job.state is JobState.CANCELLING:
+        state.wake_dispatcher()
     return JobOut.from_domain(job)
 
 

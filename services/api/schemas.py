@@ -178,6 +178,11 @@ class ArtifactOut(_Out):
 
 class ArtifactList(_Out):
     items: list[ArtifactOut]
+    complete: bool = Field(
+        description="true once the job SUCCEEDED and its run exited: these are all its "
+        "artifacts, final. False while it runs, and for a failed or cancelled job: what it "
+        "wrote before it stopped (checkpoints, logs), outputs missing or partial"
+    )
 
 
 _CRON_DESCRIPTION = (
@@ -373,7 +378,9 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 class ModelSummary(_Out):
     name: str
     versions: int = Field(description="published versions")
-    latest: str | None = Field(description="the newest version")
+    latest: str | None = Field(
+        description="the newest trained version (`@latest`; an export job's version never is)"
+    )
     aliases: dict[str, str] = Field(description="alias → version")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -30,10 +31,14 @@ class AppState:
     #: The machine jobs run on when it is this one (embedded): submissions are checked
     #: against its files (services/store/submission.py check_job_inputs).
     machine: LocalMachine | None = None
+    #: Wakes a dispatcher that runs in this process (``trainforge serve``) when a cancel is
+    #: requested, so that it stops the run now instead of at its next loop; None elsewhere.
+    wake_dispatcher: Callable[[], None] | None = field(default=None, repr=False)
     _access: dict[str, AccessRules] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: ApiSettings) -> AppState:
+    def from_settings(cls, settings: ApiSettings, *,
+                      wake_dispatcher: Callable[[], None] | None = None) -> AppState:
         store, prefix = open_location(settings.resolved_artifacts_uri + "/")
         return cls(
             settings=settings,
@@ -43,6 +48,7 @@ class AppState:
             secret_key=settings.secret_key_bytes(),
             token_cache=TokenCache(settings.token_cache_s),
             machine=settings.local_machine(),
+            wake_dispatcher=wake_dispatcher,
         )
 
     def access_for(self, team: str) -> AccessRules:

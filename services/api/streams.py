@@ -198,29 +198,11 @@ def read_log(state: AppState, target: LogTarget | None, offset: int = 0) -> byte
         return b""
 
 
-#: How long after a job reported its own end a log follower still waits for the run's last
-#: upload (it ships its log once more as it exits, a second or two after that report).
-LOG_TAIL_GRACE_S = 10.0
-
-
 def _progress_of(state: AppState, team: str, job_id: str) -> tuple[int, bool]:
     """(latest attempt, whether that attempt can write no more log)."""
     with state.db.transaction() as session:
         job = repo.get_job(session, job_id, team=team)
-        if not job.state.terminal:
-            return job.attempts, False
-        if job.attempts == 0:
-            return 0, True
-        # The run uploads its last log lines as it exits, after reporting its outcome: wait
-        # until the dispatcher saw the exit (or the attempt never launched). A run that
-        # reported its own end is not polled again (dispatch.in_flight), so its attempt may
-        # never record the exit: past a grace for that last upload, its log is complete.
-        last = dispatch.attempts_of(session, job_id)[-1]
-        if last.finished_at is not None or last.handle is None:
-            return job.attempts, True
-        ended = job.finished_at
-        return job.attempts, ended is not None and (
-            repo.utcnow() - ended).total_seconds() > LOG_TAIL_GRACE_S
+        return job.attempts, dispatch.outputs_final(session, job)
 
 
 async def follow_log(

@@ -216,7 +216,7 @@ def test_a_spec_without_resources_trains_on_what_this_machine_has(
     assert local_runner.api.final_state("job-nogpu")["state"] == "SUCCEEDED"
     (adapted,) = local_runner.api.message("job-nogpu", "the spec asks for")
     assert adapted["data"] == {"requested_gpus": max(have + 1, 1), "gpus": have,
-                               "workers": max(have, 1)}
+                               "workers": max(have, 1), "notice": True}
     assert "training on" in adapted["message"]
 
 
