@@ -9,8 +9,12 @@ def job_prefix(job_id: str) -> str:
     return join_key("jobs", job_id) + "/"
 
 
+#: The accepted spec's name among a job's artifacts (``GET /v1/jobs/{id}/artifacts``).
+SPEC_ARTIFACT = "spec.json"
+
+
 def spec_key(job_id: str) -> str:
-    return join_key("jobs", job_id, "spec.json")
+    return join_key("jobs", job_id, SPEC_ARTIFACT)
 
 
 def attempt_log_key(job_id: str, attempt: int) -> str:

@@ -11,6 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from services.store.cron import MIN_INTERVAL, check_cron, check_timezone
 from services.store.domain import Event, Job, RunOutcome, Schedule, ScheduleRun
+from trainforge.layout import SPEC_ARTIFACT
 from trainforge.spec import NAME_PATTERN, JobKind, JobSpec, PromotePolicy
 from trainforge.states import JobState
 
@@ -91,7 +92,10 @@ class JobOut(_Out):
     metrics: dict[str, float] = Field(description="metrics of the latest finished epoch")
     error: ErrorOut | None = Field(description="why the job failed (or why an attempt did)")
     trials: list[TrialOut] | None = Field(description="sweeps: latest epoch/metrics per trial")
-    spec_uri: str
+    spec_artifact: str = Field(
+        description="the spec the API accepted, by its name among the job's artifacts "
+        "(GET /v1/jobs/{id}/artifacts gives its download link); responses name no location "
+        "inside the service")
     schedule_id: str | None = Field(description="the schedule that submitted the job, if any")
 
     @classmethod
@@ -120,7 +124,7 @@ class JobOut(_Out):
             ]
             if job.kind is JobKind.SWEEP
             else None,
-            spec_uri=job.spec_uri,
+            spec_artifact=SPEC_ARTIFACT,
             schedule_id=job.schedule_id,
         )
 
