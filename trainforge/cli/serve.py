@@ -147,7 +147,9 @@ def serve(
     worker.start()
     print(f"trainforge serving on {url} (home {home}; dev token in {token_path})", flush=True)
     try:
-        uvicorn.run(create_app(api_settings), host=host, port=port, log_level="info")
+        # X-Forwarded-* only from TRAINFORGE_API_TRUSTED_PROXIES (services/api/app.py).
+        uvicorn.run(create_app(api_settings), host=host, port=port, log_level="info",
+                    proxy_headers=False)
     finally:
         stop.set()
         worker.join(timeout=10)
