@@ -26,6 +26,7 @@ from pydantic import (
 from trainforge import safeyaml
 from trainforge.access import check_alias_name, check_location_syntax, reads_storage
 from trainforge.errors import LocationInvalid, SpecError
+from trainforge.text import SafeText, check_text
 
 __all__ = [
     "Augment",
@@ -65,22 +66,6 @@ class JobKind(StrEnum):
     EXPORT = "export"
 
 
-_CONTROL_CHARACTERS = frozenset(map(chr, [*range(0x20), 0x7F]))
-
-
-def _refuse_control_characters(value: str) -> None:
-    """Refuse U+0000-U+001F and U+007F in a location (the field's path prefixes the message).
-
-    A NUL or a newline in a URI or file name reads differently in each consumer (C strings,
-    log lines, PostgreSQL text, which cannot hold NUL at all): refuse it at the contract.
-
-    Raises:
-        ValueError: the value holds one.
-    """
-    if not _CONTROL_CHARACTERS.isdisjoint(value):
-        raise ValueError("control characters are not allowed")
-
-
 def _short_repr(value: Any) -> str:
     """``repr`` cut to a few entries: a message must not echo a whole request back."""
     short = reprlib.Repr()
@@ -100,7 +85,7 @@ class DatasetRef(_Strict):
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        _refuse_control_characters(value)
+        check_text(value)  # it reaches logs, events and the dashboard
         if "://" in value and not value.startswith(("s3://", "file://")):
             raise ValueError("dataset.uri must start with s3:// or file:// (or be a local path)")
         try:
@@ -126,7 +111,7 @@ class ModelRef(_Strict):
     @field_validator("base")
     @classmethod
     def _known_form(cls, value: str) -> str:
-        _refuse_control_characters(value)
+        check_text(value)
         if "://" in value and not value.startswith(("s3://", "file://", "registry://")):
             raise ValueError("model.base must be a stock name, s3://, file://, or registry:// URI")
         if not value.startswith(("s3://", "file://", "registry://")) and not value.endswith(
@@ -217,7 +202,8 @@ class Domain(_Strict):
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None
     randint: tuple[int, int] | None = None
-    choice: list[float | int | str | bool] | None = Field(None, min_length=1, max_length=64)
+    choice: list[float | int | SafeText | bool] | None = Field(None, min_length=1,
+                                                                max_length=64)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:

@@ -14,6 +14,7 @@ from services.store.domain import Event, Job, RunOutcome, Schedule, ScheduleRun
 from trainforge.layout import SPEC_ARTIFACT
 from trainforge.spec import NAME_PATTERN, JobKind, JobSpec, PromotePolicy
 from trainforge.states import JobState
+from trainforge.text import SafeText
 
 
 class _Out(BaseModel):
@@ -210,8 +211,8 @@ class ScheduleCreate(_ScheduleFields):
     """``POST /v1/schedules`` body."""
 
     name: str | None = Field(None, pattern=NAME_PATTERN, description="default: spec.name")
-    cron: str = Field(max_length=255, description=_CRON_DESCRIPTION)
-    timezone: str = Field("UTC", max_length=64, description=_TIMEZONE_DESCRIPTION)
+    cron: SafeText = Field(max_length=255, description=_CRON_DESCRIPTION)
+    timezone: SafeText = Field("UTC", max_length=64, description=_TIMEZONE_DESCRIPTION)
     only_if_dataset_changed: bool = Field(True, description=_CHANGED_DESCRIPTION)
     paused: bool = Field(False, description="create it paused (it fires once resumed)")
     spec: JobSpec = Field(description="the job template: a job spec, as POST /v1/jobs takes it")
@@ -222,8 +223,8 @@ class ScheduleUpdate(_ScheduleFields):
     resume, computes the next fire time from now."""
 
     name: str | None = Field(None, pattern=NAME_PATTERN)
-    cron: str | None = Field(None, max_length=255, description=_CRON_DESCRIPTION)
-    timezone: str | None = Field(None, max_length=64, description=_TIMEZONE_DESCRIPTION)
+    cron: SafeText | None = Field(None, max_length=255, description=_CRON_DESCRIPTION)
+    timezone: SafeText | None = Field(None, max_length=64, description=_TIMEZONE_DESCRIPTION)
     only_if_dataset_changed: bool | None = Field(None, description=_CHANGED_DESCRIPTION)
     paused: bool | None = Field(None, description="pause (true) or resume (false)")
     spec: JobSpec | None = Field(None, description="a new job template")
@@ -315,7 +316,7 @@ class SchedulePage(_Out):
 class DatasetValidationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    uri: str = Field(min_length=1, max_length=2048, description="s3://bucket/prefix/ …")
+    uri: SafeText = Field(min_length=1, max_length=2048, description="s3://bucket/prefix/ …")
 
 
 class DatasetValidation(_Out):
@@ -466,7 +467,8 @@ class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str = Field(pattern=VERSION_PATTERN, description="a version id, or another alias")
-    reason: str = Field("", max_length=500, description="why (kept in the alias's history)")
+    reason: SafeText = Field("", max_length=500,
+                             description="why (kept in the alias's history)")
     expected_version: str | None = Field(
         None, max_length=128,
         description="move only if the alias points at this version now (\"\" = only if "

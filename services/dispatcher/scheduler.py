@@ -48,6 +48,7 @@ from trainforge.errors import (
 )
 from trainforge.spec import JobSpec, parse_spec
 from trainforge.storage import open_location
+from trainforge.text import for_log
 
 log = logging.getLogger(__name__)
 
@@ -295,7 +296,7 @@ class Scheduler:
         SCHEDULE_RUNS.labels(outcome=run.outcome.value).inc()
         level = logging.WARNING if run.outcome is RunOutcome.FAILED else logging.INFO
         log.log(level, "schedule %s fired for %s: %s: %s", schedule.id,
-                run.fire_time.isoformat(), run.outcome, run.message)
+                run.fire_time.isoformat(), run.outcome, for_log(run.message))
         return 1
 
     def _moved(self, schedule: Schedule, fire_time: datetime) -> None:
