@@ -38,11 +38,13 @@ def create(state: AppState, team: str, body: ScheduleCreate) -> ScheduleOut:
 
     Raises:
         AccessDenied, LocationInvalid: the spec names a location the team may not read.
-        LimitExceeded: the spec asks for more GPUs or trials than the team may use.
+        LimitExceeded: the spec asks for more GPUs or trials than the team may use, or the
+            team already has ``max_schedules`` schedules.
     """
+    limits = state.settings.limits_for(team)
     check_job_access(body.spec, state.settings.access_for(team))
     check_model_ref(body.spec, state.settings.team_models_uri(team))
-    check_job_limits(body.spec, team, state.settings.limits_for(team))
+    check_job_limits(body.spec, team, limits)
     new = NewSchedule(
         id=new_schedule_id(),
         team=team,
@@ -54,7 +56,7 @@ def create(state: AppState, team: str, body: ScheduleCreate) -> ScheduleOut:
         paused=body.paused,
     )
     with state.db.transaction() as session:
-        schedule = repo.insert_schedule(session, new)
+        schedule = repo.insert_schedule(session, new, max_schedules=limits.max_schedules)
     log.info("schedule %s created by team %s (%r in %s, next %s)", schedule.id, team,
              schedule.cron, schedule.timezone, schedule.next_fire_at.isoformat())
     return ScheduleOut.from_domain(schedule)

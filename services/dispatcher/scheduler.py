@@ -38,7 +38,7 @@ from services.store.jobs import utcnow
 from services.store.schedules import RunRecord, ScheduleMoved
 from services.store.settings import TeamLimits
 from trainforge.access import AccessRules, TeamAccess
-from trainforge.datasets import fingerprint as dataset_fingerprint
+from trainforge.datasets.fingerprint import FingerprintCache
 from trainforge.errors import (
     AccessDenied,
     LimitExceeded,
@@ -162,7 +162,9 @@ class Scheduler:
             fire before the dataset is fingerprinted: the policy may have changed since the
             schedule was created.
         clock: the current time (tests pass a controllable one).
-        fingerprint: dataset URI → fingerprint (trainforge.datasets.fingerprint).
+        fingerprint: dataset URI → fingerprint; default: a
+            :class:`trainforge.datasets.fingerprint.FingerprintCache` of this scheduler (a
+            local tree is hashed again only when a file of it changed).
         fault: test hook, called at "schedule_fired" inside a submitted run's transaction.
     """
 
@@ -175,7 +177,7 @@ class Scheduler:
         limits_for: Callable[[str], TeamLimits] = default_limits,
         access_for: Callable[[str], AccessRules] = no_access,
         clock: Callable[[], datetime] = utcnow,
-        fingerprint: Callable[[str], str] = dataset_fingerprint,
+        fingerprint: Callable[[str], str] | None = None,
         fault: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
@@ -183,7 +185,9 @@ class Scheduler:
         self._limits_for = limits_for
         self._access_for = access_for
         self._clock = clock
-        self._fingerprint = fingerprint
+        #: Fingerprints of local datasets, kept while their files do not change.
+        self.fingerprints = FingerprintCache()
+        self._fingerprint = fingerprint or self.fingerprints.fingerprint
         self._fault = fault or (lambda point: None)
         self._artifacts, self._prefix = open_location(artifacts_uri + "/")
 
