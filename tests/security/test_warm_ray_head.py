@@ -19,7 +19,9 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -85,11 +87,24 @@ def _loopback(address: str) -> bool:
     return (mapped or ip).is_loopback
 
 
-def test_the_head_its_workers_and_a_job_listen_on_loopback_only(head: LocalRayHead) -> None:
-    job = _probe(_job_env(head))
+@contextmanager
+def _running_job(env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """A probe job joined to the head, its workers running; yields what it printed, then lets
+    it leave (it must exit cleanly)."""
+    job = _probe(env)
     try:
         assert job.stdout is not None and job.stdin is not None
-        seen = json.loads(job.stdout.readline())
+        yield json.loads(job.stdout.readline())
+        job.stdin.write("\n")
+        job.stdin.flush()
+        assert job.wait(timeout=60) == 0
+    finally:
+        job.kill()
+        job.wait()
+
+
+def test_the_head_its_workers_and_a_job_listen_on_loopback_only(head: LocalRayHead) -> None:
+    with _running_job(_job_env(head)) as seen:
         assert seen["node"] == "127.0.0.1"  # not the host's external address
         tree = _head_tree(head.home)
         pids = {p.pid for p in tree} | {seen["driver"], *seen["workers"]}
@@ -102,12 +117,6 @@ def test_the_head_its_workers_and_a_job_listen_on_loopback_only(head: LocalRayHe
         assert exposed == [], exposed
         # The metrics ports are the head's own, not Ray's fixed ones every Ray would share.
         assert not {44217, 44227} & {port for *_, port in sockets}
-        job.stdin.write("\n")
-        job.stdin.flush()
-        assert job.wait(timeout=60) == 0
-    finally:
-        job.kill()
-        job.wait()
 
 
 def test_a_job_on_the_head_cannot_read_another_jobs_token(head: LocalRayHead,
@@ -116,18 +125,8 @@ def test_a_job_on_the_head_cannot_read_another_jobs_token(head: LocalRayHead,
     assert LocalBackend(tmp_path / "state", ray_head=head).private_env is False
     assert LocalBackend(tmp_path / "state").private_env is True
     # Even a job that holds its token in its environment keeps it out of its runtime_env.
-    victim = _probe(_job_env(head, TRAINFORGE_JOB_TOKEN=TOKEN, TRAINFORGE_JOB_ID="j-victim"))
-    try:
-        assert victim.stdout is not None and victim.stdin is not None
-        json.loads(victim.stdout.readline())  # joined, with workers running
-        spy = _probe(_job_env(head), "--spy")
-        out, _ = spy.communicate(timeout=120)
+    with _running_job(_job_env(head, TRAINFORGE_JOB_TOKEN=TOKEN, TRAINFORGE_JOB_ID="j-victim")):
+        out, _ = _probe(_job_env(head), "--spy").communicate(timeout=120)
         jobs = json.loads(out)
         assert any("j-victim" in info for info in jobs.values()), "the spy sees the victim"
         assert TOKEN not in out
-        victim.stdin.write("\n")
-        victim.stdin.flush()
-        assert victim.wait(timeout=60) == 0
-    finally:
-        victim.kill()
-        victim.wait()
