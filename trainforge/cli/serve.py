@@ -145,13 +145,16 @@ def serve(
         daemon=True,
     )
     worker.start()
-    print(f"trainforge serving on {url} (home {home}; dev token in {token_path})", flush=True)
+    print(f"trainforge serving on {url} (home {home}; dev token in {token_path})\n"
+          f"dashboard: {url}/ui/ (sign in with the dev token: cat {token_path})", flush=True)
     try:
+        # The API wakes the dispatcher when a job is cancelled: its run stops at once.
         # X-Forwarded-* only from TRAINFORGE_API_TRUSTED_PROXIES (services/api/app.py).
-        uvicorn.run(create_app(api_settings), host=host, port=port, log_level="info",
-                    proxy_headers=False)
+        uvicorn.run(create_app(api_settings, wake_dispatcher=dispatcher.wake), host=host,
+                    port=port, log_level="info", proxy_headers=False)
     finally:
         stop.set()
+        dispatcher.wake()
         worker.join(timeout=10)
         if ray_head is not None:
             ray_head.stop()

@@ -26,8 +26,9 @@ __all__ = ["ErrorPages", "install"]
 
 
 def install(app: FastAPI) -> None:
-    """Add the dashboard's routes, its static files and its response headers to ``app``
-    (the error pages are passed to services/api/errors.py's install by the factory).
+    """Add the dashboard's routes (and ``GET /``, which redirects to it), its static files and
+    its response headers to ``app`` (the error pages are passed to services/api/errors.py's
+    install by the factory).
 
     Needs ``app.state.trainforge`` (the app's :class:`AppState`): the signed-out sessions are
     kept in its artifacts store.
@@ -36,8 +37,8 @@ def install(app: FastAPI) -> None:
     app.state.ui_sessions = RevokedSessions(
         state.artifacts, state.artifacts_prefix, recheck_s=state.settings.token_cache_s,
         ttl_s=state.settings.ui_session_ttl_s)
-    for router in (session_routes.router, job_routes.router, model_routes.router,
-                   schedule_routes.router, dataset_routes.router):
+    for router in (session_routes.root_router, session_routes.router, job_routes.router,
+                   model_routes.router, schedule_routes.router, dataset_routes.router):
         app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app.add_middleware(SecurityHeaders)
