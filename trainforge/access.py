@@ -9,7 +9,8 @@ The rules, applied at every entry (job submission, schedule create/update and ea
 ``POST /v1/datasets/validate``) and again inside the job before it reads anything:
 
 1. A location is normalised before it is compared, and refused when that is ambiguous:
-   control characters, percent-encoding, backslashes, ``?``/``#``, empty (``//``), ``.`` or
+   control characters, line separators and bidirectional controls (trainforge/text.py),
+   percent-encoding, backslashes, ``?``/``#``, empty (``//``), ``.`` or
    ``..`` segments, S3 bucket names that are not exactly a valid lowercase bucket name,
    ``file://host/…`` and relative paths (:func:`check_location_syntax`). Local paths are
    then resolved through symlinks (:func:`normalise`), so a link cannot leave an allowed tree.
@@ -37,6 +38,7 @@ from typing import Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from trainforge.errors import AccessDenied, LocationInvalid
+from trainforge.text import check_text
 
 __all__ = [
     "ALIAS_NAME",
@@ -59,7 +61,6 @@ __all__ = [
 #: run by hand publishes into its registry).
 EMBEDDED_TEAM = "dev"
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 #: S3 bucket names: lowercase letters, digits, '.' and '-', at most 63 characters.
 _BUCKET = re.compile(r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$")
 _MODEL_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -93,8 +94,10 @@ def check_location_syntax(uri: str, *, field: str = "uri") -> str:
     Raises:
         LocationInvalid: with what to change.
     """
-    if _CONTROL.search(uri):
-        raise LocationInvalid(f"{field}: control characters are not allowed")
+    try:
+        check_text(uri)  # control, line-separator and bidirectional characters, with position
+    except ValueError as exc:
+        raise LocationInvalid(f"{field}: {exc}") from None
     if not uri.strip() or uri != uri.strip():
         raise LocationInvalid(f"{field}: must not be empty or start or end with whitespace")
     for char, what in (("%", "percent-encoded characters (write the characters themselves)"),

@@ -42,6 +42,9 @@ ENV_JOB_TEAM = "TRAINFORGE_JOB_TEAM"
 ENV_JOB_ACCESS = "TRAINFORGE_JOB_ACCESS"
 #: Set by the dispatcher: the sha256 the API recorded for spec.json; a job refuses another.
 ENV_SPEC_SHA256 = "TRAINFORGE_SPEC_SHA256"
+#: Addresses or CIDR networks (JSON list) of the proxies whose X-Forwarded-Proto and
+#: X-Forwarded-For the API believes (services/api/settings.py).
+ENV_API_TRUSTED_PROXIES = "TRAINFORGE_API_TRUSTED_PROXIES"
 #: Per-team storage access policy (JSON) of the API and the dispatcher.
 ENV_STORAGE_POLICY = "TRAINFORGE_STORAGE_POLICY"
 #: Where webhooks may point (JSON list of hosts and networks) for the API and the dispatcher.

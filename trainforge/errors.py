@@ -285,6 +285,15 @@ class TrainingFailed(TrainforgeError):
     code = "training_failed"
 
 
+class RankGroupRefused(TrainingFailed):
+    """A data-parallel group did not form of its own ranks only (jobs/core/rendezvous.py): a
+    value in its rendezvous was not written by one of them, a rank ran elsewhere than its
+    placement-group bundle or was claimed twice, or a connection of the group failed the
+    proof. Another attempt forms a new group with a new secret."""
+
+    code = "rank_group_refused"
+
+
 class RetriesExhausted(TrainforgeError):
     """The job has already trained as many times as its spec allows (``retries`` + 1 runs,
     counting Ray Train's worker restarts and the dispatcher's attempts together)."""

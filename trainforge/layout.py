@@ -9,8 +9,12 @@ def job_prefix(job_id: str) -> str:
     return join_key("jobs", job_id) + "/"
 
 
+#: The accepted spec's name among a job's artifacts (``GET /v1/jobs/{id}/artifacts``).
+SPEC_ARTIFACT = "spec.json"
+
+
 def spec_key(job_id: str) -> str:
-    return join_key("jobs", job_id, "spec.json")
+    return join_key("jobs", job_id, SPEC_ARTIFACT)
 
 
 def attempt_log_key(job_id: str, attempt: int) -> str:
@@ -64,3 +68,13 @@ def attempt_secrets_key(job_id: str, attempt: int) -> str:
     """Secrets the dispatcher hands one attempt through the store (outside ``jobs/<id>/``, so
     never listed as an artifact); see trainforge.constants.ENV_JOB_SECRETS_URI."""
     return join_key("internal", "attempts", job_id, str(attempt), "secrets.json")
+
+
+def ui_session_revocation_key(session_id: str) -> str:
+    """A signed-out dashboard session, kept until its cookie would have expired
+    (services/api/ui/session_revocations.py); outside ``jobs/``, never listed as an artifact."""
+    return join_key("internal", "ui-sessions", f"{session_id}.json")
+
+
+def ui_session_revocations_prefix() -> str:
+    return join_key("internal", "ui-sessions") + "/"

@@ -28,6 +28,7 @@ from trainforge import safeyaml
 from trainforge.access import check_alias_name, check_location_syntax, reads_storage
 from trainforge.errors import LocationInvalid, SpecError
 from trainforge.spec_hints import PLACEHOLDER, nested_model, unknown_key_hint
+from trainforge.text import SafeText, check_text
 
 __all__ = [
     "Augment",
@@ -69,22 +70,6 @@ class JobKind(StrEnum):
     EXPORT = "export"
 
 
-_CONTROL_CHARACTERS = frozenset(map(chr, [*range(0x20), 0x7F]))
-
-
-def _refuse_control_characters(value: str) -> None:
-    """Refuse U+0000-U+001F and U+007F in a location (the field's path prefixes the message).
-
-    A NUL or a newline in a URI or file name reads differently in each consumer (C strings,
-    log lines, PostgreSQL text, which cannot hold NUL at all): refuse it at the contract.
-
-    Raises:
-        ValueError: the value holds one.
-    """
-    if not _CONTROL_CHARACTERS.isdisjoint(value):
-        raise ValueError("control characters are not allowed")
-
-
 def _refuse_placeholder(value: str, replace_with: str) -> None:
     """Refuse an example spec's placeholder (``@DATASET_URI@``), saying what goes there.
 
@@ -115,7 +100,7 @@ class DatasetRef(_Strict):
     @field_validator("uri")
     @classmethod
     def _known_scheme(cls, value: str) -> str:
-        _refuse_control_characters(value)
+        check_text(value)  # it reaches logs, events and the dashboard
         _refuse_placeholder(value, "the dataset's folder, the one with data.yaml: "
                             'dataset: {uri: "file:///abs/path/to/dataset/"} (`trainforge '
                             "dataset synth DIR` prints this line for the dataset it makes) or "
@@ -145,7 +130,7 @@ class ModelRef(_Strict):
     @field_validator("base")
     @classmethod
     def _known_form(cls, value: str) -> str:
-        _refuse_control_characters(value)
+        check_text(value)
         _refuse_placeholder(value, "yolov8n.yaml (from scratch), a stock name such as "
                             "yolov8n.pt, or registry://model-name@version")
         if "://" in value and not value.startswith(("s3://", "file://", "registry://")):
@@ -238,7 +223,8 @@ class Domain(_Strict):
     uniform: tuple[float, float] | None = None
     loguniform: tuple[float, float] | None = None
     randint: tuple[int, int] | None = None
-    choice: list[float | int | str | bool] | None = Field(None, min_length=1, max_length=64)
+    choice: list[float | int | SafeText | bool] | None = Field(None, min_length=1,
+                                                                max_length=64)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> Self:

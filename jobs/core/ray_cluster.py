@@ -16,6 +16,7 @@ import jobs
 import trainforge
 from trainforge import layout
 from trainforge.constants import (
+    ENV_JOB_TOKEN,
     ENV_LOCAL_RAY,
     ENV_RAY_ADDRESS,
     ENV_RAY_TRAIN_PREEMPTION_WATCHER,
@@ -172,8 +173,15 @@ def _runtime_env() -> dict[str, Any] | None:
 
 
 def _job_env() -> dict[str, str]:
-    """The variables of this job that its Ray workers need (they do not inherit ours)."""
-    return {k: v for k, v in os.environ.items() if k.startswith(_FORWARDED_PREFIXES)}
+    """The variables of this job that its Ray workers need (they do not inherit ours).
+
+    Never the job token: a runtime_env is kept in the cluster's GCS, where every driver of
+    the cluster can read it (``gcs_client.get_all_job_info()``). Where a job joins a shared
+    cluster, the dispatcher hands it the token through the store (TRAINFORGE_JOB_SECRETS_URI,
+    which does travel).
+    """
+    return {k: v for k, v in os.environ.items()
+            if k.startswith(_FORWARDED_PREFIXES) and k != ENV_JOB_TOKEN}
 
 
 def shutdown() -> None:

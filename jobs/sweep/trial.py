@@ -87,16 +87,16 @@ def run_trial(config: dict[str, Any], ctx: TrialContext) -> None:
         train_trial(config, ctx, trial_id, checkpoint)
         shutil.rmtree(ctx.work_dir / "trials" / trial_id, ignore_errors=True)
         return
-    group = ranks.rendezvous(sweep.workers_per_trial, gpus=sweep.gpus_per_trial > 0)
+    host = ranks.open_group(sweep.workers_per_trial, gpus=sweep.gpus_per_trial > 0)
     others = ranks.start_other_ranks(
-        group, functools.partial(train_trial, config, ctx, trial_id, checkpoint),
+        host.invitation, functools.partial(train_trial, config, ctx, trial_id, checkpoint),
         cpus=sweep.cpus_per_trial, gpus=sweep.gpus_per_trial)
-    group.join(0)
     try:
+        ranks.join(host.invitation, 0, host=host)
         train_trial(config, ctx, trial_id, checkpoint)
         ray.get(others)  # a rank's own error, if one failed after rank 0 finished
     finally:
-        group.leave()
+        ranks.leave()
     shutil.rmtree(ctx.work_dir / "trials" / trial_id, ignore_errors=True)
 
 

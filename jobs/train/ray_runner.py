@@ -1,9 +1,9 @@
 """Ray Train around the training worker: ``resources.workers`` TorchTrainer workers, one
-data-parallel rank each, in a process group Ray Train sets up (NCCL on GPUs, gloo on CPUs);
-Ultralytics' trainer runs as one rank in each (jobs/core/adapter/distributed.py). When any
-worker dies, Ray restarts the whole group, up to what the job's budget of runs has left, and
-every rank resumes from the job's last checkpoint in the artifacts store. Connecting to Ray
-is jobs/core/ray_cluster.py's.
+data-parallel rank each, in a process group formed through trainforge's authenticated
+rendezvous (jobs/train/group.py; NCCL on GPUs, gloo on CPUs); Ultralytics' trainer runs as
+one rank in each (jobs/core/adapter/distributed.py). When any worker dies, Ray restarts the
+whole group, up to what the job's budget of runs has left, and every rank resumes from the
+job's last checkpoint in the artifacts store. Connecting to Ray is jobs/core/ray_cluster.py's.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from jobs.core.artifacts import JobArtifacts
 from jobs.core.ray_cluster import storage_for
+from jobs.train.group import GroupConfig
 from jobs.train.worker import WorkerConfig, ray_train_loop
 from trainforge.errors import TrainforgeError, TrainingFailed
 from trainforge.spec import Resources
@@ -35,6 +36,7 @@ def run(cfg: WorkerConfig) -> None:
     trainer = TorchTrainer(
         ray_train_loop,
         train_loop_config={"worker": cfg},
+        torch_config=GroupConfig(),
         scaling_config=scaling_config(cfg.spec.resources),
         run_config=RunConfig(
             name=cfg.job_id,

@@ -33,7 +33,9 @@ def main() -> None:
         workers=settings.api_workers,
         log_level=settings.log_level,
         access_log=settings.api_access_log,
-        proxy_headers=True,
+        # The app believes X-Forwarded-* from TRAINFORGE_API_TRUSTED_PROXIES only (app.py);
+        # uvicorn's own handling would trust 127.0.0.1 or FORWARDED_ALLOW_IPS besides.
+        proxy_headers=False,
     )
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from services.api import errors, log_redaction, ui
 from services.api.body_limit import BodyLimitMiddleware
@@ -80,6 +81,10 @@ def create_app(settings: ApiSettings | None = None, *,
     ui.install(app)  # the dashboard at /ui/ (docs/dashboard.md)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(HttpMetricsMiddleware)
+    if settings.api_trusted_proxies:
+        # Outermost, so that every route sees the scheme and client the proxy reports; only
+        # from the proxies listed (the servers that run this app turn uvicorn's own off).
+        app.add_middleware(ProxyHeadersMiddleware, trusted_hosts=settings.api_trusted_proxies)
     app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
 

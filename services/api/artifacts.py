@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -104,14 +105,45 @@ class LinkSigner:
         return store.presign(key, expires_s=self.ttl)
 
 
-def check_link(state: AppState, scope: str, expires: int, sig: str) -> None:
-    """Check an API-served link to ``scope``.
+#: A signed link's query, exactly as :class:`LinkSigner` writes it: each name once, spelled
+#: plainly. A percent-encoded or repeated name (``%73ignature=…``, ``signature=a&signature=b``)
+#: means the same to the route but something else to whatever reads the URL as text (a log
+#: redactor, a proxy's cache key, a WAF rule): such links are refused, not interpreted.
+_LINK_QUERY = re.compile(
+    r"^expires=(?P<expires>[0-9]{1,19})&signature=(?P<signature>[0-9a-f]{64})$")
+_LINK_QUERY_HELP = ("a download link carries expires and signature once each, as the API issued "
+                    "it (no other, repeated or percent-encoded parameters); list the artifacts "
+                    "again for a fresh link")
+
+
+def _link_query(raw_query: str) -> tuple[int, str]:
+    """(expires, signature) of a link's raw query string (as sent, before any decoding).
 
     Raises:
-        DownloadLinkInvalid: wrong signature, expired, or expiring later than any link this
-            API issues (``download_url_ttl_s`` from now): links are valid ≤ 15 minutes even
-            when whoever holds the secret key signs a longer one.
+        DownloadLinkInvalid: any other spelling of the query.
     """
+    found = _LINK_QUERY.fullmatch(raw_query)
+    if found is None:
+        raise DownloadLinkInvalid(_LINK_QUERY_HELP)
+    return int(found["expires"]), found["signature"]
+
+
+def check_link(state: AppState, scope: str, raw_query: str) -> None:
+    """Check an API-served link to ``scope``: its query exactly as issued, its signature and
+    its expiry. Every signed link (job artifacts, model files) goes through here.
+
+    Args:
+        state: the app's state (secret key, TTL).
+        scope: what the link opens (:func:`job_scope`, ``model_files.model_scope``).
+        raw_query: the request's query string as sent (ASGI ``query_string``), undecoded.
+
+    Raises:
+        DownloadLinkInvalid: a query spelled otherwise than issued, a wrong signature, an
+            expired link, or one expiring later than any link this API issues
+            (``download_url_ttl_s`` from now): links are valid ≤ 15 minutes even when whoever
+            holds the secret key signs a longer one.
+    """
+    expires, sig = _link_query(raw_query)
     expected = _sign(state.secret_key, scope, expires)
     if not hmac.compare_digest(expected.encode(), sig.encode()):
         raise DownloadLinkInvalid("the download link's signature does not match; list the "
@@ -158,10 +190,9 @@ def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> Ar
     return ArtifactList(items=items, complete=complete)
 
 
-def open_download(
-    state: AppState, job_id: str, name: str, expires: int, sig: str
-) -> tuple[BinaryIO, int]:
-    """Check a download link and open the object.
+def open_download(state: AppState, job_id: str, name: str, raw_query: str
+                  ) -> tuple[BinaryIO, int]:
+    """Check a download link (its raw query string) and open the object.
 
     Returns:
         A reader (the caller closes it) and the object's size.
@@ -171,7 +202,7 @@ def open_download(
         NotFound: the object is gone.
         StorageError: the object store failed (503).
     """
-    check_link(state, job_scope(job_id, name), expires, sig)
+    check_link(state, job_scope(job_id, name), raw_query)
     return open_artifact(state, job_id, name)
 
 

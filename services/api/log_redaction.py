@@ -5,6 +5,11 @@ credential until it expires: whoever reads it from a log can fetch the artifact.
 access log writes every request's full path with its query string, so the signature query
 values are replaced with ``REDACTED`` before any handler formats the record. ``expires`` and
 other values stay: they help debugging and grant nothing.
+
+A parameter's name is compared as a server reads it, after percent-decoding and in any case:
+``%73ignature=…`` is ``signature`` to the route, so it is one here too (the log line shows
+the query as sent, encoded). The download routes also refuse such spellings
+(services/api/artifacts.py, ``check_link``), so an encoded name never downloads anything.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import unquote_plus
 
 #: Query parameters whose values are credentials: ours, and S3 presigning's (SigV4, SigV2).
 SECRET_QUERY_PARAMS = (
@@ -21,13 +27,12 @@ SECRET_QUERY_PARAMS = (
     "X-Amz-Security-Token",
     "AWSAccessKeyId",
 )
-# Case-insensitive: "Signature" (SigV2) is "signature" with another case, and a client may
-# change the case of a name without changing what the link grants.
-_SECRET_VALUE = re.compile(
-    r"(?P<name>[?&;](?:" + "|".join(map(re.escape, SECRET_QUERY_PARAMS)) + r")=)"
-    r"(?P<value>[^&;#\s\"']*)",
-    re.IGNORECASE,
-)
+_SECRET_NAMES = frozenset(name.lower() for name in SECRET_QUERY_PARAMS)
+#: One ``name=value`` of a query string (after ``?``, ``&`` or ``;``), as sent.
+_QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&;#?\s\"']*)=(?P<value>[^&;#\s\"']*)")
+#: Decoding rounds: a name encoded twice (``%2573ignature``) reads as ``signature`` to a server
+#: behind one more decoding hop; more rounds than that are not worth the time.
+_DECODE_ROUNDS = 3
 REDACTED = "REDACTED"
 
 #: Loggers that write request URLs: uvicorn's access log, and its error log (which can quote
@@ -35,11 +40,29 @@ REDACTED = "REDACTED"
 URL_LOGGERS = ("uvicorn.access", "uvicorn.error")
 
 
+def _read_as(name: str) -> str:
+    """A query parameter's name as a server may read it: percent-decoded (``+`` as a space),
+    case-folded, surrounding spaces ignored."""
+    for _ in range(_DECODE_ROUNDS):
+        decoded = unquote_plus(name)
+        if decoded == name:
+            break
+        name = decoded
+    return name.strip().lower()
+
+
+def _redacted(match: re.Match[str]) -> str:
+    if _read_as(match["name"]) not in _SECRET_NAMES:
+        return match.group(0)
+    return f"{match['lead']}{match['name']}={REDACTED}"
+
+
 def redact(text: str) -> str:
-    """``text`` with the value of every secret query parameter replaced by ``REDACTED``."""
+    """``text`` with the value of every secret query parameter replaced by ``REDACTED``,
+    however its name is spelled (case, percent-encoding)."""
     if "=" not in text:
         return text
-    return _SECRET_VALUE.sub(lambda m: m.group("name") + REDACTED, text)
+    return _QUERY_PARAM.sub(_redacted, text)
 
 
 def _redact_arg(value: Any) -> Any:

@@ -67,14 +67,14 @@ def list_files(state: AppState, team: str, name: str, ref: str, base_url: str
 
 
 def open_download(state: AppState, team: str, name: str, version: str, file: str,
-                  expires: int, sig: str) -> tuple[BinaryIO, int]:
-    """Check a model file's link and open the file.
+                  raw_query: str) -> tuple[BinaryIO, int]:
+    """Check a model file's link (its raw query string) and open the file.
 
     Raises:
         DownloadLinkInvalid: see :func:`services.api.artifacts.check_link`.
         NotFound: the file is gone.
     """
-    check_link(state, model_scope(team, name, version, file), expires, sig)
+    check_link(state, model_scope(team, name, version, file), raw_query)
     return open_file(state, team, name, version, file)
 
 

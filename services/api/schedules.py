@@ -62,8 +62,10 @@ def create(state: AppState, team: str, body: ScheduleCreate) -> ScheduleOut:
     Raises:
         AccessDenied, LocationInvalid, ModelNotFound, LimitExceeded, DatasetError,
         WeightsError: see :func:`_check_template`.
+        LimitExceeded: also when the team already has ``max_schedules`` schedules.
     """
     _check_template(state, team, body.spec)
+    limits = state.settings.limits_for(team)
     new = NewSchedule(
         id=new_schedule_id(),
         team=team,
@@ -75,7 +77,7 @@ def create(state: AppState, team: str, body: ScheduleCreate) -> ScheduleOut:
         paused=body.paused,
     )
     with state.db.transaction() as session:
-        schedule = repo.insert_schedule(session, new)
+        schedule = repo.insert_schedule(session, new, max_schedules=limits.max_schedules)
     log.info("schedule %s created by team %s (%r in %s, next %s)", schedule.id, team,
              schedule.cron, schedule.timezone, schedule.next_fire_at.isoformat())
     return ScheduleOut.from_domain(schedule)

@@ -11,8 +11,10 @@ from pydantic_core import PydanticCustomError
 
 from services.store.cron import MIN_INTERVAL, check_cron, check_timezone
 from services.store.domain import Event, Job, RunOutcome, Schedule, ScheduleRun
+from trainforge.layout import SPEC_ARTIFACT
 from trainforge.spec import MAX_EPOCHS, NAME_PATTERN, JobKind, JobSpec, PromotePolicy
 from trainforge.states import JobState
+from trainforge.text import SafeText
 
 
 class _Out(BaseModel):
@@ -103,7 +105,10 @@ class JobOut(_Out):
     metrics: dict[str, float] = Field(description="metrics of the latest finished epoch")
     error: ErrorOut | None = Field(description="why the job failed (or why an attempt did)")
     trials: list[TrialOut] | None = Field(description="sweeps: latest epoch/metrics per trial")
-    spec_uri: str
+    spec_artifact: str = Field(
+        description="the spec the API accepted, by its name among the job's artifacts "
+        "(GET /v1/jobs/{id}/artifacts gives its download link); responses name no location "
+        "inside the service")
     schedule_id: str | None = Field(description="the schedule that submitted the job, if any")
     resumed_from: str | None = Field(
         description="the stopped job this one continues (POST /v1/jobs/{id}/resume), if any")
@@ -134,7 +139,7 @@ class JobOut(_Out):
             ]
             if job.kind is JobKind.SWEEP
             else None,
-            spec_uri=job.spec_uri,
+            spec_artifact=SPEC_ARTIFACT,
             schedule_id=job.schedule_id,
             resumed_from=job.resumed_from,
         )
@@ -226,8 +231,8 @@ class ScheduleCreate(_ScheduleFields):
     """``POST /v1/schedules`` body."""
 
     name: str | None = Field(None, pattern=NAME_PATTERN, description="default: spec.name")
-    cron: str = Field(max_length=255, description=_CRON_DESCRIPTION)
-    timezone: str = Field("UTC", max_length=64, description=_TIMEZONE_DESCRIPTION)
+    cron: SafeText = Field(max_length=255, description=_CRON_DESCRIPTION)
+    timezone: SafeText = Field("UTC", max_length=64, description=_TIMEZONE_DESCRIPTION)
     only_if_dataset_changed: bool = Field(True, description=_CHANGED_DESCRIPTION)
     paused: bool = Field(False, description="create it paused (it fires once resumed)")
     spec: JobSpec = Field(description="the job template: a job spec, as POST /v1/jobs takes it")
@@ -238,8 +243,8 @@ class ScheduleUpdate(_ScheduleFields):
     resume, computes the next fire time from now."""
 
     name: str | None = Field(None, pattern=NAME_PATTERN)
-    cron: str | None = Field(None, max_length=255, description=_CRON_DESCRIPTION)
-    timezone: str | None = Field(None, max_length=64, description=_TIMEZONE_DESCRIPTION)
+    cron: SafeText | None = Field(None, max_length=255, description=_CRON_DESCRIPTION)
+    timezone: SafeText | None = Field(None, max_length=64, description=_TIMEZONE_DESCRIPTION)
     only_if_dataset_changed: bool | None = Field(None, description=_CHANGED_DESCRIPTION)
     paused: bool | None = Field(None, description="pause (true) or resume (false)")
     spec: JobSpec | None = Field(None, description="a new job template")
@@ -331,7 +336,7 @@ class SchedulePage(_Out):
 class DatasetValidationRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    uri: str = Field(min_length=1, max_length=2048, description="s3://bucket/prefix/ …")
+    uri: SafeText = Field(min_length=1, max_length=2048, description="s3://bucket/prefix/ …")
 
 
 class DatasetValidation(_Out):
@@ -484,7 +489,8 @@ class PromoteRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     version: str = Field(pattern=VERSION_PATTERN, description="a version id, or another alias")
-    reason: str = Field("", max_length=500, description="why (kept in the alias's history)")
+    reason: SafeText = Field("", max_length=500,
+                             description="why (kept in the alias's history)")
     expected_version: str | None = Field(
         None, max_length=128,
         description="move only if the alias points at this version now (\"\" = only if "

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from services.store.settings import StoreSettings
 from services.store.settings import TeamLimits as TeamLimits  # re-exported for callers
@@ -18,6 +19,13 @@ class ApiSettings(StoreSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_workers: int = Field(1, ge=1, le=64, description="uvicorn worker processes")
     api_access_log: bool = True
+    api_trusted_proxies: list[str] = Field(
+        default_factory=list,
+        description='addresses or CIDR networks of the proxies whose X-Forwarded-Proto and '
+        'X-Forwarded-For the API believes, JSON: ["10.0.0.0/8"]; the dashboard cookie is Secure '
+        "when such a proxy says the browser used https; empty: none (the connection's own "
+        "scheme and peer count)",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     max_body_bytes: int = Field(1024 * 1024, ge=1024, description="larger bodies get 413")
     migrate_on_startup: bool = True
@@ -39,6 +47,16 @@ class ApiSettings(StoreSettings):
         8 * 3600, ge=60, le=7 * 24 * 3600, description="how long a dashboard sign-in lasts "
         "(/ui/; the session cookie is signed with a key derived from secret_key)",
     )
+
+    @field_validator("api_trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"{entry!r} is not an address or a CIDR network") from None
+        return value
 
 
 @functools.cache

@@ -7,6 +7,7 @@ from datetime import datetime
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from services.store.domain import Delivery, Webhook
+from trainforge.text import SafeText
 from trainforge.webhooks import EventType
 
 
@@ -15,12 +16,13 @@ class WebhookCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    url: str = Field(min_length=1, max_length=2048,
+    url: SafeText = Field(min_length=1, max_length=2048,
                      description="https URL the events are POSTed to (docs/operations.md says "
                      "which destinations this service accepts)")
     events: list[EventType] = Field(min_length=1, max_length=len(EventType),
                                     description="the event types to send")
-    description: str = Field("", max_length=200, description="what it is for, for people")
+    description: SafeText = Field("", max_length=200,
+                                  description="what it is for, for people")
 
     @field_validator("events")
     @classmethod

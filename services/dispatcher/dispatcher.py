@@ -52,7 +52,6 @@ from trainforge.constants import (
     ENV_S3_ENDPOINT_URL,
     ENV_SPEC_SHA256,
 )
-from trainforge.datasets import fingerprint as dataset_fingerprint
 from trainforge.errors import SpecTampered, StorageError
 from trainforge.joblog import strip_ansi
 from trainforge.layout import attempt_secrets_key
@@ -106,7 +105,8 @@ class Dispatcher:
             "after_record", "schedule_fired"); a crash-injection test raises or kills the
             process there.
         clock: the current time, for firing schedules (tests pass a controllable one).
-        fingerprint: dataset URI → fingerprint, for schedules that run only on new data.
+        fingerprint: dataset URI → fingerprint, for schedules that run only on new data;
+            default: the scheduler's own cache (services/dispatcher/scheduler.py).
         relay: the webhook relay :meth:`run` runs beside the loop (None: no webhooks).
     """
 
@@ -118,7 +118,7 @@ class Dispatcher:
         *,
         fault: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = utcnow,
-        fingerprint: Callable[[str], str] = dataset_fingerprint,
+        fingerprint: Callable[[str], str] | None = None,
         relay: WebhookRelay | None = None,
     ) -> None:
         self.db = db

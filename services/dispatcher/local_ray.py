@@ -7,7 +7,9 @@ when the server exits, its session logs under ``$TRAINFORGE_HOME/ray``. The loca
 points each job at it (``RAY_ADDRESS``, the head's token, ``TRAINFORGE_LOCAL_RAY=1``); the job
 then connects in about a second and treats the head as its own machine
 (jobs/core/ray_cluster.py). The head requires Ray's token authentication with a token made
-for it, so no other process on the machine can run code on it.
+for it, so no other process on the machine can run code on it, and runs in Ray's
+single-machine mode, so every port of it (GCS, raylet, object manager, agents, metrics,
+workers), and of the jobs' drivers, listens on loopback only.
 
 The head runs with the same environment allow-list as the jobs themselves
 (:func:`services.dispatcher.backends.local.inherited_env`): its worker processes serve every
@@ -40,6 +42,11 @@ log = logging.getLogger(__name__)
 _MAX_TEMP_DIR = 48
 #: The jobs share the head's object store; training moves no large objects through it.
 _OBJECT_STORE_BYTES = 512 * 1024**2
+#: Ray's single-machine mode (named for the platforms where it is the default): Ray takes
+#: 127.0.0.1 as the node's address instead of replacing it by the host's external one, binds
+#: every server (GCS, raylet, object manager, agents, metrics, workers) to loopback, and
+#: refuses any other node. The head and the drivers of the jobs that join it both need it.
+_LOOPBACK_ONLY = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 
 
 def _stop_with_parent() -> None:
@@ -87,8 +94,9 @@ class LocalRayHead:
             and self._process.poll() is None
 
     def job_env(self) -> dict[str, str]:
-        """What a job needs to join the head, starting it first if need be: its address and
-        its token (Ray's token authentication: no other local user's process can use it).
+        """What a job needs to join the head, starting it first if need be: its address, its
+        token (Ray's token authentication: no other local user's process can use it) and
+        Ray's single-machine mode (the job's own Ray servers listen on loopback too).
 
         Raises:
             BackendError: Ray did not come up.
@@ -99,7 +107,7 @@ class LocalRayHead:
                 self._address = self._start()
             assert self._address is not None
             return {"RAY_ADDRESS": self._address, "RAY_AUTH_MODE": "token",
-                    "RAY_AUTH_TOKEN": self._token}
+                    "RAY_AUTH_TOKEN": self._token, **_LOOPBACK_ONLY}
 
     def _temp_dir(self) -> Path:
         link = self.home / "ray"
@@ -125,7 +133,10 @@ class LocalRayHead:
         self._token = secrets.token_hex(32)
         env = inherited_env(os.environ)
         env.update({"PATH": f"{bin_dir}:{env.get('PATH', '')}", "RAY_USAGE_STATS_ENABLED": "0",
-                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self._token})
+                    "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self._token, **_LOOPBACK_ONLY,
+                    # Fixed ports otherwise (44217, 44227), shared by every Ray on the machine.
+                    "AUTOSCALER_METRIC_PORT": str(_free_port()),
+                    "DASHBOARD_METRIC_PORT": str(_free_port())})
         command = [
             str(bin_dir / "ray"), "start", "--head", "--block", f"--port={port}",
             "--node-ip-address=127.0.0.1", "--include-dashboard=false",

@@ -38,7 +38,7 @@ from services.store.jobs import utcnow
 from services.store.schedules import RunRecord, ScheduleMoved
 from services.store.settings import TeamLimits
 from trainforge.access import AccessRules, TeamAccess
-from trainforge.datasets import fingerprint as dataset_fingerprint
+from trainforge.datasets.fingerprint import FingerprintCache
 from trainforge.errors import (
     AccessDenied,
     DatasetError,
@@ -51,6 +51,7 @@ from trainforge.errors import (
 from trainforge.preflight import LocalMachine
 from trainforge.spec import JobSpec, parse_spec
 from trainforge.storage import open_location
+from trainforge.text import for_log
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,9 @@ class Scheduler:
         machine: the machine jobs run on when it is this one (embedded mode): each job is
             checked against its files (submission.check_job_inputs).
         clock: the current time (tests pass a controllable one).
-        fingerprint: dataset URI → fingerprint (trainforge.datasets.fingerprint).
+        fingerprint: dataset URI → fingerprint; default: a
+            :class:`trainforge.datasets.fingerprint.FingerprintCache` of this scheduler (a
+            local tree is hashed again only when a file of it changed).
         fault: test hook, called at "schedule_fired" inside a submitted run's transaction.
     """
 
@@ -180,7 +183,7 @@ class Scheduler:
         access_for: Callable[[str], AccessRules] = no_access,
         machine: LocalMachine | None = None,
         clock: Callable[[], datetime] = utcnow,
-        fingerprint: Callable[[str], str] = dataset_fingerprint,
+        fingerprint: Callable[[str], str] | None = None,
         fault: Callable[[str], None] | None = None,
     ) -> None:
         self.db = db
@@ -189,7 +192,9 @@ class Scheduler:
         self._access_for = access_for
         self._machine = machine
         self._clock = clock
-        self._fingerprint = fingerprint
+        #: Fingerprints of local datasets, kept while their files do not change.
+        self.fingerprints = FingerprintCache()
+        self._fingerprint = fingerprint or self.fingerprints.fingerprint
         self._fault = fault or (lambda point: None)
         self._artifacts, self._prefix = open_location(artifacts_uri + "/")
 
@@ -303,7 +308,7 @@ class Scheduler:
         SCHEDULE_RUNS.labels(outcome=run.outcome.value).inc()
         level = logging.WARNING if run.outcome is RunOutcome.FAILED else logging.INFO
         log.log(level, "schedule %s fired for %s: %s: %s", schedule.id,
-                run.fire_time.isoformat(), run.outcome, run.message)
+                run.fire_time.isoformat(), run.outcome, for_log(run.message))
         return 1
 
     def _moved(self, schedule: Schedule, fire_time: datetime) -> None:

@@ -39,6 +39,7 @@ from services.store.jobs import _event, to_domain, transition, utcnow
 from services.store.tables import AttemptRow, JobRow
 from trainforge.errors import non_retryable_codes
 from trainforge.states import JobState
+from trainforge.text import for_event
 
 log = logging.getLogger(__name__)
 
@@ -378,6 +379,7 @@ def settle(
         return None
     job, attempt = found
     now = utcnow()
+    message = for_event(message)  # a run's output tail: the team's data, relayed
     attempt.finished_at = now
     attempt.outcome = "succeeded" if succeeded else "failed"
     attempt.message = message[:4000]

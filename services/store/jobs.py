@@ -42,6 +42,7 @@ from trainforge.errors import (
 from trainforge.events import MessageEvent, ProgressEvent, StateEvent
 from trainforge.spec import JobKind
 from trainforge.states import TERMINAL_STATES, JobState, can_transition
+from trainforge.text import for_log
 
 log = logging.getLogger(__name__)
 
@@ -657,7 +658,7 @@ def transition(
     )
     # What tools hear about (webhooks) is derived here, in the same transaction.
     outbox.job_finished(session, row, target, now)
-    log.info("job %s: %s -> %s (%s)", row.id, source, target, reason)
+    log.info("job %s: %s -> %s (%s)", row.id, source, target, for_log(reason))
 
 
 def request_cancel(session: Session, job_id: str, *, team: str, reason: str) -> Job:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from services.store import cron, outbox
@@ -23,7 +23,7 @@ from services.store.domain import NewSchedule, RunOutcome, Schedule, ScheduleRun
 from services.store.jobs import utcnow
 from services.store.rows import owned_row, page
 from services.store.tables import EventRow, ScheduleRow, ScheduleRunRow
-from trainforge.errors import ScheduleNotFound, ScheduleStateConflict
+from trainforge.errors import LimitExceeded, ScheduleNotFound, ScheduleStateConflict
 
 log = logging.getLogger(__name__)
 
@@ -138,10 +138,33 @@ def due_schedules(session: Session, now: datetime, *, limit: int = 50) -> list[S
 # --- writing -------------------------------------------------------------------------------
 
 
-def insert_schedule(session: Session, new: NewSchedule, *, now: datetime | None = None
-                    ) -> Schedule:
-    """Create a schedule; its first fire time is the first after ``now``."""
+def count_schedules(session: Session, team: str) -> int:
+    """The team's schedules, paused ones included."""
+    return int(session.scalar(select(func.count()).where(ScheduleRow.team == team)) or 0)
+
+
+def insert_schedule(session: Session, new: NewSchedule, *, max_schedules: int,
+                    now: datetime | None = None) -> Schedule:
+    """Create a schedule if its team has fewer than ``max_schedules``; its first fire time is
+    the first after ``now``.
+
+    Exact under concurrent creations: on PostgreSQL the team's schedule lock (a
+    transaction-scoped advisory lock) is taken before counting, so two creations of one team
+    count one after the other; SQLite serialises every transaction anyway.
+
+    Raises:
+        LimitExceeded: the team already has ``max_schedules`` schedules.
+    """
     now = now or utcnow()
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(hashtext('trainforge.schedules'), "
+                             "hashtext(:team))"), {"team": new.team})
+    count = count_schedules(session, new.team)
+    if count >= max_schedules:
+        raise LimitExceeded(
+            f"team {new.team!r} has {count} schedules, the most it may have (max_schedules: "
+            f"{max_schedules}); delete one it no longer needs (trainforge schedules delete ID) "
+            "or ask an operator to raise the team's limit")
     row = ScheduleRow(
         id=new.id,
         team=new.team,

@@ -56,6 +56,10 @@ class TeamLimits(BaseModel):
     max_active_jobs: int = Field(20, ge=0, description="unfinished jobs at once (else 429)")
     max_gpus_per_job: int = Field(8, ge=0, description="GPUs one job may ask for (else 403)")
     max_sweep_trials: int = Field(64, ge=1, description="trials of one sweep (else 403)")
+    max_schedules: int = Field(
+        20, ge=0, description="schedules at once, paused ones included (else 403); each fire "
+        "of a schedule fingerprints its dataset in the dispatcher",
+    )
     max_running_jobs: int | None = Field(
         None,
         ge=1,

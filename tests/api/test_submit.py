@@ -33,7 +33,7 @@ def test_submit_returns_the_job_and_writes_its_spec(
     spec_file = artifacts_dir / "jobs" / job["id"] / "spec.json"
     stored = json.loads(spec_file.read_text())
     assert stored["train"]["epochs"] == 3 and stored["train"]["imgsz"] == 640
-    assert job["spec_uri"] == f"file://{spec_file}"
+    assert job["spec_artifact"] == "spec.json"
     assert client.get(f"/v1/jobs/{job['id']}", headers=auth).json() == job
 
 

@@ -248,7 +248,8 @@ def test_a_failed_schedule_run_is_an_event(
     with db.transaction() as session:
         schedule = schedule_repo.insert_schedule(session, NewSchedule(
             id=new_schedule_id(), team="vision", name="nightly", cron="0 3 * * *",
-            timezone="UTC", spec={}, only_if_dataset_changed=True, paused=False))
+            timezone="UTC", spec={}, only_if_dataset_changed=True, paused=False),
+            max_schedules=1)
         schedule_repo.record_run(session, schedule, RunRecord(
             fire_time=schedule.next_fire_at, outcome=RunOutcome.FAILED,
             message="no job submitted: dataset unreadable",

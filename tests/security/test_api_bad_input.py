@@ -53,7 +53,8 @@ def test_valid_and_misspelt_export_formats_still_behave(
     assert all(r.status_code == 422 and "tflite" in r.json()["detail"] for r in bad)
 
 
-@pytest.mark.parametrize("char", ["\x00", "\n", "\x1f", "\x7f"])
+@pytest.mark.parametrize("char", ["\x00", "\n", "\x1f", "\x7f", "\x85", "\u2028", "\u202e",
+                                  "\u2069"])
 @pytest.mark.parametrize(("field", "spec"), [
     ("dataset.uri", {"dataset": {"uri": "s3://datasets/ppe{c}/v3/"}}),
     ("dataset.uri", {"dataset": {"uri": "file:///data/ppe{c}/"}}),
@@ -71,9 +72,13 @@ def test_control_characters_in_locations_are_422(
     filled: dict[str, Any] = {"name": "ppe-detector"}
     for section, values in spec.items():
         filled[section] = {k: v.format(c=char) for k, v in values.items()}
+    section, key = field.split(".")
+    position = filled[section][key].index(char) + 1
     for response in _post_both(live_url, auth, filled):
         assert response.status_code == 422, response.text
         errors = {e["path"]: e["message"] for e in response.json()["errors"]}
-        assert errors == {f"spec.{field}": "Value error, control characters are not allowed"}
-        assert f"spec.{field}: Value error, control characters are not allowed" in \
-            response.json()["detail"]
+        assert list(errors) == [f"spec.{field}"], errors
+        message = errors[f"spec.{field}"]
+        assert message.startswith(f"Value error, character {position} is U+{ord(char):04X} ")
+        assert "are not allowed" in message
+        assert f"spec.{field}: {message}" in response.json()["detail"]

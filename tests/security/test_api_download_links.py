@@ -77,9 +77,49 @@ def test_signed_urls_leave_no_secret_in_the_access_log(
      "http://m/k?AWSAccessKeyId=REDACTED&Signature=REDACTED&Expires=5"),
     ("no query here, signature=kept-outside-a-url", "no query here, signature=kept-outside-a-url"),
     ("/v1/jobs?state=RUNNING", "/v1/jobs?state=RUNNING"),
+    # Names a server decodes to a secret one are secret names too.
+    ("/d?expires=1&%73ignature=abc", "/d?expires=1&%73ignature=REDACTED"),
+    ("/d?%2573ignature=abc&x=1", "/d?%2573ignature=REDACTED&x=1"),
+    ("/d?Sig%6Eature=abc;X-Amz-%53ignature=ff",
+     "/d?Sig%6Eature=REDACTED;X-Amz-%53ignature=REDACTED"),
+    ("/d?signature+=abc&+signature=def", "/d?signature+=REDACTED&+signature=REDACTED"),
 ])
 def test_redaction_covers_our_links_and_s3_presigning(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+def test_an_encoded_or_repeated_signature_is_refused_and_never_logged(
+    tmp_path: Path, database_url: str, artifacts_dir: Path, db: Database,
+    make_token: Callable[[str], str],
+) -> None:
+    """The attack: ``?expires=…&%73ignature=<sig>`` downloaded the file (the route reads the
+    name decoded) while the access log, matching names as sent, showed the signature."""
+    headers = {"Authorization": f"Bearer {make_token('vision')}"}
+    env = api_env(tmp_path, database_url, artifacts_dir)
+    log_path = tmp_path / "api.log"
+    with serve_api(env, log_path) as api, httpx.Client(base_url=api.url, timeout=30) as client:
+        job_id = client.post("/v1/jobs", json={"spec": SPEC}, headers=headers).json()["id"]
+        (artifacts_dir / "jobs" / job_id / "model.pt").write_bytes(b"weights")
+        listed = client.get(f"/v1/jobs/{job_id}/artifacts", headers=headers).json()["items"]
+        url = urlparse(next(i["url"] for i in listed if i["name"] == "model.pt"))
+        query = parse_qs(url.query)
+        expires, sig = query["expires"][0], query["signature"][0]
+        spellings = {
+            "encoded name": f"expires={expires}&%73ignature={sig}",
+            "twice-encoded name": f"expires={expires}&%2573ignature={sig}",
+            "repeated name": f"expires={expires}&signature=0&signature={sig}",
+            "encoded expiry name": f"%65xpires={expires}&signature={sig}",
+            "extra parameter": f"expires={expires}&signature={sig}&download=1",
+        }
+        for what, raw in spellings.items():
+            refused = client.get(f"{url.path}?{raw}")
+            assert refused.status_code in {403, 422}, (what, refused.status_code)
+            assert refused.content != b"weights", what
+        assert client.get(f"{url.path}?{url.query}").content == b"weights"  # as issued
+    log = log_path.read_text()  # the server has exited: everything is flushed
+    downloads = [line for line in log.splitlines() if url.path in line]
+    assert len(downloads) == len(spellings) + 1, log
+    assert sig not in log
 
 
 def test_every_app_installs_the_filter_on_uvicorns_loggers(

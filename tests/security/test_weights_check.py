@@ -114,6 +114,56 @@ def test_code_in_the_model_yaml_is_refused(
     assert sentinel.is_file(), "the YAML payload is not live"
 
 
+def _ema_decoy(dest: Path, sentinel: Path) -> Path:
+    """A genuine DetectionModel as 'model' and, as 'ema', an allow-listed C2f block carrying
+    a model YAML with code: the pre-flight used to check the first DetectionModel among the
+    two, while Ultralytics builds from ``ckpt.get("ema") or ckpt["model"]``, the C2f."""
+    import torch
+    from ultralytics.nn.modules.block import C2f
+    from ultralytics.nn.tasks import DetectionModel
+
+    decoy = C2f(8, 8)
+    decoy.yaml = {"nc": 3, "activation": f"nn.SiLU() if open({str(sentinel)!r}, 'w') else 0",
+                  "backbone": [[-1, 1, "Conv", [16, 3, 2]]], "head": []}
+    genuine = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    torch.save({"ema": decoy, "model": genuine, "epoch": -1}, dest)
+    return dest
+
+
+def test_the_object_ultralytics_loads_must_be_the_task_model(tmp_path: Path) -> None:
+    from ultralytics.nn.tasks import load_checkpoint
+
+    sentinel = tmp_path / "sentinel"
+    weights = _ema_decoy(tmp_path / "x.pt", sentinel)
+    error = _refusal(weights, sentinel, source="s3://bucket/x.pt")
+    assert error.message == (
+        "weights s3://bucket/x.pt: Ultralytics would build the model from their 'ema' entry, "
+        "which is a C2f, not an Ultralytics DetectionModel; trainforge loads only Ultralytics "
+        "checkpoints (torch weights_only with an allow-list)")
+    # Control: that is indeed what Ultralytics' own loader picks from this file.
+    model, _ = load_checkpoint(weights)
+    assert type(model).__name__ == "C2f"
+    # The shapes Ultralytics writes pass: a mid-run 'ema', a stripped file's 'model' alone.
+    import torch
+
+    genuine = model_only = torch.load(weights, weights_only=True)["model"]
+    for name, ckpt in {"ema": {"ema": genuine, "model": genuine},
+                       "stripped": {"ema": None, "model": model_only}}.items():
+        torch.save(ckpt, tmp_path / f"{name}.pt")
+        adapter.check_weights(tmp_path / f"{name}.pt")
+
+
+def test_an_ema_without_a_truth_value_is_refused(tmp_path: Path) -> None:
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    weights = tmp_path / "x.pt"
+    torch.save({"ema": torch.zeros(3), "model": DetectionModel("yolov8n.yaml", verbose=False)},
+               weights)
+    error = _refusal(weights, tmp_path / "sentinel")
+    assert "their 'ema' entry is a Tensor without a truth value" in error.message
+
+
 @pytest.mark.parametrize("which", ["best", "mid_run", "resumed"])
 def test_genuine_checkpoints_pass(
         which: str, genuine_checkpoints: GenuineCheckpoints) -> None:

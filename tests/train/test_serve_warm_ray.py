@@ -56,6 +56,9 @@ def test_jobs_share_one_warm_ray_head_that_stops_with_the_server(
             job_log = client.get(f"/v1/jobs/{job}/logs").text
             assert state == "SUCCEEDED", job_log[-5000:]
             assert "step ray-connect: the embedded server's Ray at 127.0.0.1:" in job_log
+            # Rank 0's per-epoch events come from a Ray worker, with the token the job got
+            # through the store (never through the head's runtime_env): they were accepted.
+            assert client.get(f"/v1/jobs/{job}").json()["progress"] == {"epoch": 2, "epochs": 2}
             events = client.get(f"/v1/jobs/{job}/events").json()["items"]
             assert any("but this machine has 0 GPU(s): training on the CPU" in e["reason"]
                        for e in events), events

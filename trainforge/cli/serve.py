@@ -149,8 +149,9 @@ def serve(
           f"dashboard: {url}/ui/ (sign in with the dev token: cat {token_path})", flush=True)
     try:
         # The API wakes the dispatcher when a job is cancelled: its run stops at once.
+        # X-Forwarded-* only from TRAINFORGE_API_TRUSTED_PROXIES (services/api/app.py).
         uvicorn.run(create_app(api_settings, wake_dispatcher=dispatcher.wake), host=host,
-                    port=port, log_level="info")
+                    port=port, log_level="info", proxy_headers=False)
     finally:
         stop.set()
         dispatcher.wake()

@@ -16,6 +16,9 @@ with that metadata); a dataset uploaded by other tools still has a stable finger
 from __future__ import annotations
 
 import hashlib
+import os
+import threading
+from collections import OrderedDict
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -101,3 +104,74 @@ def file_digests(source: LocalSource | StoreSource, *, workers: int = 16) -> lis
         return []
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="fingerprint") as pool:
         return list(pool.map(one, entries))
+
+
+def stat_signature(source: LocalSource) -> str:
+    """A digest of what ``stat`` says about every fingerprinted file of a local tree: relative
+    path, size, mtime and ctime (nanoseconds), inode and device, plus what the fingerprint
+    refuses (symlinks leaving the root).
+
+    Content cannot change without changing it: a write moves the file's mtime and ctime, a
+    replacement (a rename over it) its inode; a user can set an old mtime back (``touch -d``),
+    never the ctime, which the kernel sets to now on that very call. Nothing is read.
+    """
+    listing = source.listing()
+    digest = hashlib.sha256(b"trainforge-stat-v1\n")
+    for bad in sorted(listing.escapes + listing.unsafe):
+        digest.update(f"!{bad}\n".encode())
+    for rel, entry in sorted(listing.files.items()):
+        if is_excluded(rel):
+            continue
+        try:
+            st = os.stat(entry.path or source.path(rel))
+        except OSError:  # gone since the listing: a change
+            digest.update(f"?{rel}\n".encode())
+            continue
+        digest.update(f"{rel}\t{st.st_size}\t{st.st_mtime_ns}\t{st.st_ctime_ns}\t"
+                      f"{st.st_ino}\t{st.st_dev}\n".encode())
+    return digest.hexdigest()
+
+
+class FingerprintCache:
+    """:func:`fingerprint`, hashing a local tree again only when its :func:`stat_signature`
+    changed since the last hash of that tree (``s3://`` sources are fingerprinted as always:
+    one listing and one HEAD per object, no content read).
+
+    A hash is remembered only if the tree's signature was the same before and after it, so a
+    tree written to while it was hashed is hashed again next time. Thread-safe; at most
+    ``max_entries`` trees are remembered (the least recently used go first).
+    """
+
+    def __init__(self, *, max_entries: int = 1024, workers: int = 16) -> None:
+        self._max_entries = max_entries
+        self._workers = workers
+        self._known: OrderedDict[str, tuple[str, str]] = OrderedDict()  # root -> (sig, fp)
+        self._lock = threading.Lock()
+        self.hashed = 0  # trees hashed (not answered from memory): for logs and tests
+
+    def fingerprint(self, uri_or_path: str | Path) -> str:
+        """The fingerprint of the dataset at ``uri_or_path``, as :func:`fingerprint` gives it.
+
+        Raises:
+            DatasetNotFound, DatasetUnsafe, StorageError: as :func:`fingerprint`.
+        """
+        source = open_source(uri_or_path)
+        if not isinstance(source, LocalSource):
+            return fingerprint_of(file_digests(source, workers=self._workers))
+        root = str(source.local_root)
+        before = stat_signature(source)
+        with self._lock:
+            known = self._known.get(root)
+            if known is not None and known[0] == before:
+                self._known.move_to_end(root)
+                return known[1]
+        result = fingerprint_of(file_digests(source, workers=self._workers))
+        with self._lock:
+            self.hashed += 1
+        if stat_signature(LocalSource(Path(root))) == before:  # a fresh listing
+            with self._lock:
+                self._known[root] = (before, result)
+                self._known.move_to_end(root)
+                while len(self._known) > self._max_entries:
+                    self._known.popitem(last=False)
+        return result

@@ -271,8 +271,9 @@ def check_weights(path: Path, *, source: str | None = None) -> None:
     """Pre-flight for base weights: a safe load that must yield an Ultralytics detection model.
 
     Loads ``path`` with torch's weights-only unpickler and :data:`SAFE_GLOBALS` (after
-    :func:`harden_loading`), then requires a checkpoint dict whose ``ema`` or ``model`` is an
-    Ultralytics ``DetectionModel`` and whose model YAML names only ``torch.nn``/Ultralytics
+    :func:`harden_loading`), then requires a checkpoint dict in which the object Ultralytics
+    will build the model from (``ema`` when set, else ``model``) is exactly the task's model
+    class (:func:`task_model_class`) and its model YAML names only ``torch.nn``/Ultralytics
     layers and a literal ``activation``.
 
     Args:
@@ -295,7 +296,6 @@ def load_checked(path: Path, name: str) -> dict[str, Any]:
     """
     harden_loading()
     import torch
-    from ultralytics.nn.tasks import DetectionModel
 
     if not path.is_file():
         raise WeightsError(f"weights {name}: no file at {path}")
@@ -314,18 +314,54 @@ def load_checked(path: Path, name: str) -> dict[str, Any]:
     except Exception as exc:  # not a torch file at all: RuntimeError, EOFError, ValueError…
         raise UnsafeWeights(f"weights {name} are not a torch checkpoint ({type(exc).__name__}: "
                             f"{_first_line(exc)}); {_LOADS_ONLY}") from None
-    models = [ckpt.get(key) for key in ("ema", "model")] if isinstance(ckpt, dict) else []
-    model = next((m for m in models if isinstance(m, DetectionModel)), None)
-    if model is None or not isinstance(ckpt, dict):
-        held = f"keys {sorted(map(str, ckpt))[:10]}" if isinstance(ckpt, dict) \
-            else f"a {type(ckpt).__name__}"
+    if not isinstance(ckpt, dict):
         raise UnsafeWeights(f"weights {name} hold no Ultralytics detection model (an 'ema' or "
-                            f"'model' DetectionModel, as YOLO training writes) but {held}; "
-                            f"{_LOADS_ONLY}")
+                            f"'model' DetectionModel, as YOLO training writes) but a "
+                            f"{type(ckpt).__name__}; {_LOADS_ONLY}")
+    key, model = _what_ultralytics_loads(ckpt, name)
+    if model is None:
+        raise UnsafeWeights(f"weights {name} hold no Ultralytics detection model (an 'ema' or "
+                            f"'model' DetectionModel, as YOLO training writes) but keys "
+                            f"{sorted(map(str, ckpt))[:10]}; {_LOADS_ONLY}")
+    wanted = task_model_class()
+    if type(model) is not wanted:
+        raise UnsafeWeights(
+            f"weights {name}: Ultralytics would build the model from their {key!r} entry, "
+            f"which is a {type(model).__name__}, not an Ultralytics {wanted.__name__}; "
+            f"{_LOADS_ONLY}")
     problem = _model_yaml_problem(getattr(model, "yaml", None))
     if problem:
         raise UnsafeWeights(f"weights {name}: {problem}; {_LOADS_ONLY}")
     return {str(k): v for k, v in ckpt.items()}
+
+
+def task_model_class() -> type[Any]:
+    """The model class a checkpoint must carry: Ultralytics' ``DetectionModel`` (trainforge
+    trains detectors; a model of another task, or a layer standing in for a model, is
+    refused)."""
+    from ultralytics.nn.tasks import DetectionModel
+
+    return DetectionModel
+
+
+def _what_ultralytics_loads(ckpt: dict[Any, Any], name: str) -> tuple[str, Any]:
+    """The entry Ultralytics builds the model from, and its value: ``ckpt.get("ema") or
+    ckpt["model"]`` (``ultralytics/nn/tasks.py``: ``load_checkpoint``, ``BaseModel.load``),
+    so exactly the object checked is the object used; (``"model"``, None) when neither holds
+    anything.
+
+    Raises:
+        UnsafeWeights: the 'ema' entry has no truth value (a tensor of several elements, on
+            which Ultralytics' own ``or`` fails).
+    """
+    ema = ckpt.get("ema")
+    try:
+        use_ema = bool(ema)
+    except Exception as exc:  # torch refuses bool() of a multi-element tensor
+        raise UnsafeWeights(f"weights {name}: their 'ema' entry is a {type(ema).__name__} "
+                            f"without a truth value ({_first_line(exc)}); {_LOADS_ONLY}"
+                            ) from None
+    return ("ema", ema) if use_ema else ("model", ckpt.get("model"))
 
 
 def _refused_globals(path: Path) -> list[str]:

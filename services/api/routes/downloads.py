@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, BinaryIO
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from services.api import artifacts, model_files
@@ -25,6 +25,13 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     },
     **problems(403, 404, 422, 503),
 }
+
+
+def _raw_query(request: Request) -> str:
+    """The query string as sent: a signed link is checked on its spelling, not on what a
+    decoder made of it (services/api/artifacts.py, check_link)."""
+    raw: bytes = request.scope.get("query_string", b"")
+    return raw.decode("latin-1")
 
 
 def _stream(reader: BinaryIO, size: int) -> StreamingResponse:
@@ -47,10 +54,11 @@ def download_model_file(
     version: Annotated[str, Path(pattern=VERSION_PATTERN)],
     file: Annotated[str, Path(max_length=255, description="file name, e.g. model.onnx")],
     state: State,
-    query: Annotated[DownloadQuery, Query()],
+    request: Request,
+    query: Annotated[DownloadQuery, Query()],  # documents and bounds the link's parameters
 ) -> StreamingResponse:
-    return _stream(*model_files.open_download(state, team, name, version, file, query.expires,
-                                              query.signature))
+    return _stream(*model_files.open_download(state, team, name, version, file,
+                                              _raw_query(request)))
 
 
 @router.get(
@@ -63,6 +71,7 @@ def download(
     job_id: Annotated[str, Path(alias="id")],
     name: Annotated[str, Path(description="artifact name, e.g. train/best.pt")],
     state: State,
-    query: Annotated[DownloadQuery, Query()],
+    request: Request,
+    query: Annotated[DownloadQuery, Query()],  # documents and bounds the link's parameters
 ) -> StreamingResponse:
-    return _stream(*artifacts.open_download(state, job_id, name, query.expires, query.signature))
+    return _stream(*artifacts.open_download(state, job_id, name, _raw_query(request)))

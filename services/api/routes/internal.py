@@ -13,7 +13,8 @@ from services.api.routes._docs import problems
 from services.api.schemas import EventAccepted
 from services.store import jobs as repo
 from trainforge.errors import InvalidRequest
-from trainforge.events import JobEvent, MessageEvent, ProgressEvent
+from trainforge.events import JobEvent, MessageEvent, ProgressEvent, StateEvent
+from trainforge.text import for_event
 
 router = APIRouter(prefix="/internal/v1/jobs", tags=["internal"])
 
@@ -39,6 +40,17 @@ def _check_storable(value: Any, path: str = "body") -> None:
             _check_storable(item, f"{path}.{key}")
 
 
+def _visible(event: JobEvent) -> JobEvent:
+    """The event with what it relays (reasons and messages quoting the team's file names,
+    exceptions, output) made safe to show: trainforge/text.py ``for_event``."""
+    if isinstance(event, StateEvent):
+        return event.model_copy(update={"reason": for_event(event.reason)})
+    if isinstance(event, MessageEvent):
+        data = {k: for_event(v) if isinstance(v, str) else v for k, v in event.data.items()}
+        return event.model_copy(update={"message": for_event(event.message), "data": data})
+    return event
+
+
 @router.post(
     "/{id}/events",
     status_code=202,
@@ -53,6 +65,7 @@ def post_event(
     _attempt: Annotated[int, Depends(current_job_attempt)],
 ) -> EventAccepted:
     _check_storable(event.model_dump())
+    event = _visible(event)
     if isinstance(event, ProgressEvent) and max(event.epoch, event.epochs, event.attempt) > _INT32:
         raise InvalidRequest("epoch, epochs and attempt must be below 2**31")
     with state.db.transaction() as session:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
+from services.api.state import AppState
 from services.api.ui import (
     dataset_routes,
     job_routes,
@@ -19,6 +20,7 @@ from services.api.ui import (
     session_routes,
 )
 from services.api.ui.rendering import PREFIX, STATIC_DIR, ErrorPages, SecurityHeaders
+from services.api.ui.session_revocations import RevokedSessions
 
 __all__ = ["ErrorPages", "install"]
 
@@ -26,7 +28,15 @@ __all__ = ["ErrorPages", "install"]
 def install(app: FastAPI) -> None:
     """Add the dashboard's routes (and ``GET /``, which redirects to it), its static files and
     its response headers to ``app`` (the error pages are passed to services/api/errors.py's
-    install by the factory)."""
+    install by the factory).
+
+    Needs ``app.state.trainforge`` (the app's :class:`AppState`): the signed-out sessions are
+    kept in its artifacts store.
+    """
+    state: AppState = app.state.trainforge
+    app.state.ui_sessions = RevokedSessions(
+        state.artifacts, state.artifacts_prefix, recheck_s=state.settings.token_cache_s,
+        ttl_s=state.settings.ui_session_ttl_s)
     for router in (session_routes.root_router, session_routes.router, job_routes.router,
                    model_routes.router, schedule_routes.router, dataset_routes.router):
         app.include_router(router)

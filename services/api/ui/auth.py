@@ -11,6 +11,7 @@ from fastapi import Depends, Request
 
 from services.api.state import AppState, get_state
 from services.api.ui import session
+from services.api.ui.session_revocations import RevokedSessions
 from services.store import tokens
 from trainforge.errors import CsrfRejected, SignInRequired, Unauthenticated
 
@@ -28,6 +29,12 @@ def key_of(state: AppState) -> bytes:
     return session.session_key(state.secret_key)
 
 
+def signed_out_sessions(request: Request) -> RevokedSessions:
+    """The app's record of signed-out sessions (set up by ``services.api.ui.install``)."""
+    revoked: RevokedSessions = request.app.state.ui_sessions
+    return revoked
+
+
 def _live_team(state: AppState, token_id: str) -> str:
     with state.db.transaction() as db_session:
         return tokens.live_token(db_session, token_id).team
@@ -37,15 +44,23 @@ async def current_viewer(
     request: Request, state: Annotated[AppState, Depends(get_state)]
 ) -> Viewer:
     """The team of the request's session cookie, checked as a bearer token is: through the
-    token cache, else the token store (a revoked token ends its sessions).
+    token cache, else the token store (a revoked token ends its sessions); a session signed out
+    on any replica is refused too.
 
     Raises:
         SignInRequired: no valid session (the error page redirects to the sign-in page).
+        StorageError: the record of signed-out sessions cannot be read (503, never trusted).
     """
     key = key_of(state)
     found = session.read(key, request.cookies.get(session.COOKIE_NAME, ""))
     if found is None:
         raise SignInRequired("sign in with a team token")
+    revoked = signed_out_sessions(request)
+    signed_out = revoked.remembered(found)
+    if signed_out is None:
+        signed_out = await to_thread.run_sync(revoked.is_revoked, found)
+    if signed_out:
+        raise SignInRequired("this session was signed out; sign in again")
     team = state.token_cache.get(found.token_sha256)
     if team is None:
         try:

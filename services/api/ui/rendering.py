@@ -11,7 +11,10 @@ from urllib.parse import quote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from markupsafe import Markup
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from trainforge.text import for_page
 
 PREFIX = "/ui"
 HERE = Path(__file__).resolve().parent
@@ -67,9 +70,17 @@ def _duration(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _shown(value: Any) -> Any:
+    """Every ``{{ … }}`` value: text with bidirectional controls and line separators made
+    visible (a job's reasons and log quote file names of the team's dataset), then escaped."""
+    return for_page(value) if isinstance(value, str) and not isinstance(value, Markup) \
+        else value
+
+
 _env = Environment(
     loader=FileSystemLoader(HERE / "templates"),
     autoescape=True,  # every template; user data (job, class names, URIs, logs) is untrusted
+    finalize=_shown,
     undefined=StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,

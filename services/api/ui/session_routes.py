@@ -10,7 +10,14 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from services.api.auth import State
 from services.api.ui import session
-from services.api.ui.auth import CheckedForm, check_origin, form_fields, key_of
+from services.api.ui.auth import (
+    CheckedForm,
+    CurrentViewer,
+    check_origin,
+    form_fields,
+    key_of,
+    signed_out_sessions,
+)
 from services.api.ui.rendering import PREFIX, page
 from services.store import tokens
 from services.store.domain import ApiToken
@@ -81,7 +88,10 @@ async def login(request: Request, state: State) -> Response:
 
 
 @router.post("/logout", response_class=RedirectResponse)
-def logout(request: Request, _form: CheckedForm) -> RedirectResponse:
+async def logout(request: Request, _form: CheckedForm, viewer: CurrentViewer) -> RedirectResponse:
+    """End the session on the server (every replica refuses its cookie from now on), then in
+    the browser."""
+    await to_thread.run_sync(signed_out_sessions(request).revoke, viewer.session)
     response = RedirectResponse(f"{PREFIX}/login", status_code=303)
     response.delete_cookie(session.COOKIE_NAME, path=session.COOKIE_PATH, httponly=True,
                            samesite="strict", secure=request.url.scheme == "https")

@@ -97,6 +97,9 @@ class LocalBackend:
     """
 
     name = "local"
+    #: A run's environment is its own, unless it joins the warm head: a job hands its
+    #: variables to its Ray workers in its runtime_env, which the head's GCS keeps where every
+    #: other job on the head can read it. Then the job token goes through the store instead.
     private_env = True
 
     def __init__(
@@ -117,6 +120,7 @@ class LocalBackend:
         self.cwd = cwd
         self.kill_grace_s = kill_grace_s
         self.ray_head = ray_head
+        self.private_env = ray_head is None
         # Popen objects of runs this process started: polled so that they are reaped.
         self._children: dict[str, subprocess.Popen[bytes]] = {}
 
