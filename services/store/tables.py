@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -122,10 +123,18 @@ class EventRow(Base):
     __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
 
 
+#: An attempt whose run has not been seen to end (the partial index below).
+_OPEN_ATTEMPT = text("finished_at IS NULL AND handle IS NOT NULL")
+
+
 class AttemptRow(Base):
     """One launch of a job on a backend. ``handle`` is NULL until the launch is recorded."""
 
     __tablename__ = "job_attempts"
+    #: The attempts whose run has not been seen to end: what the dispatcher polls every loop
+    #: (dispatch.in_flight), a handful however long the history (migration 0006).
+    __table_args__ = (Index("ix_job_attempts_open", "job_id", "number",
+                            postgresql_where=_OPEN_ATTEMPT, sqlite_where=_OPEN_ATTEMPT),)
 
     job_id: Mapped[str] = mapped_column(
         ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True
