@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import sys
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -147,6 +149,9 @@ def serve(
     worker.start()
     print(f"trainforge serving on {url} (home {home}; dev token in {token_path})\n"
           f"dashboard: {url}/ui/ (sign in with the dev token: cat {token_path})", flush=True)
+    # uvicorn stops on SIGTERM, then raises the signal again under the handler it found: make
+    # that one an exit, so that the `finally` below stops the dispatcher and the Ray head.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         # The API wakes the dispatcher when a job is cancelled: its run stops at once.
         # X-Forwarded-* only from TRAINFORGE_API_TRUSTED_PROXIES (services/api/app.py).
@@ -159,6 +164,10 @@ def serve(
         if ray_head is not None:
             ray_head.stop()
         db.dispose()
+
+
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    sys.exit(128 + signum)
 
 
 def _warm_ray(settings: DispatcherSettings, home: Path) -> LocalRayHead | None:
