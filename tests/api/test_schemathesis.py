@@ -41,6 +41,8 @@ from services.store import Database
 from tests.fixtures.api import SECRET, SPEC, claim_all
 from trainforge.registry import publish
 
+pytestmark = pytest.mark.slow  # a fuzzer: every operation, 50 examples each
+
 EXAMPLES = 50
 CHECKS = [
     not_a_server_error,

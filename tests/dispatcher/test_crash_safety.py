@@ -36,6 +36,8 @@ from tests.fixtures.network import free_port
 from trainforge.spec import JobKind
 from trainforge.states import JobState
 
+pytestmark = pytest.mark.slow  # real dispatcher processes, killed
+
 RUNS = int(os.environ.get("CRASH_RUNS", "100"))
 POINTS = ("after_claim", "after_launch", "after_record")
 

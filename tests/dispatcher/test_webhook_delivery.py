@@ -323,6 +323,7 @@ def _relay_env(database_url: str, api_server: Any, home: Path) -> dict[str, str]
     }
 
 
+@pytest.mark.slow  # a real process, killed
 @pytest.mark.parametrize("point", ["webhook_claimed", "webhook_sent"])
 def test_a_relay_killed_between_event_and_delivery_loses_nothing(
         point: str, db: Database, database_url: str, api_server: Any,
@@ -345,6 +346,7 @@ def test_a_relay_killed_between_event_and_delivery_loses_nothing(
     assert len({h["webhook-id"] for _, h, _ in hooks.requests}) == 1
 
 
+@pytest.mark.slow  # a real process, killed
 def test_an_api_killed_after_a_change_loses_nothing(
         db: Database, database_url: str, api_server: Any, tmp_path: Path,
         receiver: Callable[..., Receiver]) -> None:

@@ -23,6 +23,8 @@ import pytest
 from trainforge.registry import find_manifest, manifest_uri, publish, verify
 from trainforge.storage import open_location
 
+pytestmark = pytest.mark.slow  # real publishing processes, killed
+
 RUNS = 50
 REPO = Path(__file__).resolve().parents[2]
 

@@ -21,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import psutil
+import pytest
+
+pytestmark = pytest.mark.slow  # real torch.distributed processes
 
 REPO = Path(__file__).resolve().parents[2]
 ADDRESS = "127.0.0.1"  # the node's own address here; never all interfaces

@@ -111,6 +111,7 @@ def _resolved() -> list[tuple[str, object, str]]:
     return [(name, obj, pickled) for name, (obj, pickled) in zip(names, pairs, strict=True)]
 
 
+@pytest.mark.slow  # builds every shipped model YAML in a child process
 def test_every_shipped_detection_model_is_covered(
         shipped_yaml_globals: dict[str, list[str]]) -> None:
     missing = {yaml: sorted(set(names) - set(adapter.SAFE_GLOBALS))
@@ -118,12 +119,14 @@ def test_every_shipped_detection_model_is_covered(
     assert {k: v for k, v in missing.items() if v} == {}
 
 
+@pytest.mark.slow  # the same child process
 def test_nothing_is_allowed_that_no_model_needs(shipped_yaml_globals: dict[str, list[str]]
                                                ) -> None:
     needed = {name for names in shipped_yaml_globals.values() for name in names}
     assert set(adapter.SAFE_GLOBALS) - needed - _NOT_FROM_YAMLS == set()
 
 
+@pytest.mark.slow  # loads every shipped model in a hardened child process
 def test_a_hardened_process_loads_every_shipped_model(tmp_path: Path) -> None:
     """The list as registered (not just as written) loads each of them, through the forced
     weights-only load that ``weights_only=False`` (Ultralytics' own call) no longer escapes."""
