@@ -8,9 +8,10 @@
    (so load from other processes hits both alike). Prints the ratio of p50s; the target is
    ONNX <= 0.8x PyTorch.
 2. Accuracy: yolov8n trained from scratch for a short while on the synthetic shapes set at
-   64 px (the recipe of tests/export), exported to ONNX, then both files evaluated with stock
-   Ultralytics on the held-out test split with identical settings. Prints ONNX - PyTorch
-   mAP50-95.
+   64 px (the recipe of ``trained`` in tests/fixtures/checkpoints.py), exported to ONNX, then
+   both files evaluated with stock Ultralytics on the held-out test split with the settings
+   the export job's own gate uses (``jobs.export.measure.eval_settings``: square batches,
+   since an exported graph has a fixed input shape). Prints ONNX - PyTorch mAP50-95.
 
 Usage: python bench/export.py [--threads N] [--runs N] [--skip-map]
 """
@@ -86,13 +87,15 @@ def accuracy(work: Path) -> float:
     trained_s = time.perf_counter() - started
     onnx = convert.export_onnx(weights, work / "shapes.onnx", imgsz=64, batch=1,
                                dynamic=False, simplify=True, opset=None)
-    settings = measure.EvalSettings(data_yaml, "test", 64, 1, "cpu")
+    # The export job's own settings (its gate compares best.pt and each export with them).
+    settings = measure.eval_settings(data_yaml, "test", 64, 1, "cpu")
     pt = measure.evaluate(weights, settings, work / "val")
     ox = measure.evaluate(onnx, settings, work / "val")
     delta = ox.map50_95 - pt.map50_95
     print(f"accuracy yolov8n from scratch on synthetic shapes ({DATASET['train']} train images, "
           f"{TRAIN['epochs']} epochs at {TRAIN['imgsz']} px, {trained_s:.0f} s), "
-          f"test split ({pt.images} images), batch 1, rect off, conf 0.001, iou 0.7")
+          f"test split ({pt.images} images), batch {settings.batch}, "
+          f"rect {'on' if settings.rect else 'off'}, conf {settings.conf:g}, iou {settings.iou:g}")
     print(f"  PyTorch mAP50-95 {pt.map50_95:.4f} (mAP50 {pt.map50:.4f}); "
           f"ONNX mAP50-95 {ox.map50_95:.4f} (mAP50 {ox.map50:.4f})")
     print(f"  ONNX - PyTorch mAP50-95 = {delta:+.4f}  (gate: |delta| <= 0.005)")
