@@ -11,6 +11,10 @@ The trials fine-tune (as users do) from a base model that this script first trai
 another variant of the synthetic shapes (cached in the work directory): trained from scratch
 for a few epochs at 64 px, YOLO scores 0 mAP for every config and no scheduler can rank them.
 
+Both jobs are launched as the dispatcher launches them (bench/_trainjobs.py: the embedded
+server's team, its storage access rules in TRAINFORGE_JOB_ACCESS, the spec's sha256), each on a
+private local Ray whatever RAY_ADDRESS this shell has.
+
 Run: ``.venv/bin/python bench/sweep.py`` (about 10-15 minutes on 2 CPU cores, the first run
 included; ``--help`` for the sizes).
 """
@@ -22,7 +26,6 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,6 +33,8 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from _trainjobs import EventRecorder, report, run_job  # noqa: E402
 
 TARGET_EPOCH_RATIO = 0.35
 TARGET_MAP_DELTA = 0.02
@@ -50,6 +55,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/trainforge-bench-sweep"))
     args = parser.parse_args()
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    # A private local Ray for each run, whatever this shell points the jobs at.
+    for key in ("RAY_ADDRESS", "TRAINFORGE_LOCAL_RAY"):
+        os.environ.pop(key, None)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
@@ -63,17 +71,18 @@ def main() -> int:
         synth(data, train=args.train_images, val=args.val_images, test=32, imgsz=args.imgsz,
               classes=3, seed=args.seed, variant=1)
 
+    api = EventRecorder().start()
     runs: dict[str, dict[str, Any]] = {}
     for scheduler in ("asha", "fifo"):
         t0 = time.perf_counter()
-        report = run_sweep(args, scheduler, data, base)
-        runs[scheduler] = {"report": report, "seconds": time.perf_counter() - t0}
-        sweep = report["sweep"]
+        result = run_sweep(args, api, scheduler, data, base)
+        runs[scheduler] = {"report": result, "seconds": time.perf_counter() - t0}
+        sweep = result["sweep"]
         best = max((t["best_map50_95"] or 0.0) for t in sweep["trials"])
         print(f"{scheduler}: {sweep['epochs_total']} epochs, best val mAP50-95 {best:.4f}, "
               f"{sweep['trials_stopped_early']} of {sweep['trials_total']} trials stopped "
               f"early, test mAP50-95 of the published model "
-              f"{report['evaluation']['metrics']['mAP50-95']:.4f} "
+              f"{result['evaluation']['metrics']['mAP50-95']:.4f} "
               f"({runs[scheduler]['seconds']:.0f}s)")
 
     asha, fifo = runs["asha"]["report"]["sweep"], runs["fifo"]["report"]["sweep"]
@@ -178,7 +187,9 @@ def pretrained_base(work: Path, imgsz: int) -> Path:
     if not data.is_dir():
         synth(data, train=512, val=32, test=0, imgsz=imgsz, classes=3, seed=1, variant=0)
     adapter.prepare_environment(work / "ultralytics")
-    os.environ["YOLO_VERBOSE"] = "False"  # the pretraining's progress bars would bury the result
+    # The pretraining's progress bars would bury the result (Ultralytics reads this on import;
+    # the jobs get the environment back without it).
+    os.environ["YOLO_VERBOSE"] = "False"
     yaml = write_local_data_yaml(data, work / "pretrain.yaml")
     run_dir = work / "pretrain-run"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -186,6 +197,7 @@ def pretrained_base(work: Path, imgsz: int) -> Path:
                                                     run_dir=run_dir, device="cpu", plots=False),
                             _Quiet())
     shutil.copyfile(outputs.best, base)
+    os.environ.pop("YOLO_VERBOSE")
     return base
 
 
@@ -198,8 +210,10 @@ class _Quiet:
         pass
 
 
-def run_sweep(args: argparse.Namespace, scheduler: str, data: Path, base: Path) -> Any:
-    """One ``python -m jobs.sweep`` run; returns its report.json."""
+def run_sweep(args: argparse.Namespace, api: EventRecorder, scheduler: str, data: Path,
+              base: Path) -> dict[str, Any]:
+    """One ``python -m jobs.sweep`` run, launched as the dispatcher does; returns its
+    report.json."""
     home = args.work / scheduler
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -221,23 +235,9 @@ def run_sweep(args: argparse.Namespace, scheduler: str, data: Path, base: Path) 
                       "weight_decay": {"loguniform": [1e-5, 1e-2]}},
         },
     }
-    spec_path = home / "spec.json"
-    spec_path.write_text(json.dumps(spec))
     job_id = f"bench-{scheduler}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TRAINFORGE_HOME": str(home),
-           "TRAINFORGE_JOB_ID": job_id, "RAY_USAGE_STATS_ENABLED": "0"}
-    for key in ("TRAINFORGE_API_URL", "TRAINFORGE_ARTIFACTS_URI", "TRAINFORGE_MODELS_URI",
-                "RAY_ADDRESS", "YOLO_VERBOSE"):
-        env.pop(key, None)
-    log_path = home / "job.log"
-    with log_path.open("w") as log:
-        rc = subprocess.run([sys.executable, "-m", "jobs.sweep", "--spec", str(spec_path)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            check=False).returncode
-    if rc != 0:
-        raise SystemExit(f"{scheduler} sweep failed (exit {rc}); see {log_path}")
-    report = home / "artifacts" / "jobs" / job_id / "train" / "report.json"
-    return json.loads(report.read_text())
+    run_job(home, api.url, job_id, spec, module="jobs.sweep", RAY_USAGE_STATS_ENABLED="0")
+    return report(home, job_id)
 
 
 def _index(trial_id: str) -> int:
