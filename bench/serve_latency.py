@@ -30,6 +30,9 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+#: How long one job may take before the benchmark gives up on it.
+JOB_TIMEOUT_S = 1800.0
+
 
 def _serve(home: Path, port: int, warm: bool) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFORGE_", "RAY_"))}
@@ -60,6 +63,21 @@ def _at(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["time"]).timestamp()
 
 
+def _wait_for_end(client: httpx.Client, job: str) -> str:
+    """Poll the job until it ends; returns its final state.
+
+    Raises:
+        RuntimeError: it has not ended within :data:`JOB_TIMEOUT_S`.
+    """
+    deadline = time.monotonic() + JOB_TIMEOUT_S
+    while (state := client.get(f"/v1/jobs/{job}").json()["state"]) not in (
+            "SUCCEEDED", "FAILED", "CANCELLED"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job} still {state} after {JOB_TIMEOUT_S:.0f}s")
+        time.sleep(0.5)
+    return str(state)
+
+
 def run(warm: bool, args: argparse.Namespace, dataset: Path, work: Path) -> list[dict[str, float]]:
     home = work / ("home-warm" if warm else "home-cold")
     home.mkdir(parents=True)
@@ -82,9 +100,10 @@ def run(warm: bool, args: argparse.Namespace, dataset: Path, work: Path) -> list
         for i in range(args.jobs):
             submitted = time.time()
             job = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
-            while client.get(f"/v1/jobs/{job}").json()["state"] not in (
-                    "SUCCEEDED", "FAILED", "CANCELLED"):
-                time.sleep(0.5)
+            state = _wait_for_end(client, job)
+            if state != "SUCCEEDED":
+                raise RuntimeError(f"job {job} ended {state}; see {home.parent} (serve-*.log, "
+                                   "the job's log under home-*/)")
             events = client.get(f"/v1/jobs/{job}/events", params={"limit": 500}).json()["items"]
             running = next(_at(e) for e in events if e.get("to_state") == "RUNNING")
             first_epoch = next(_at(e) for e in events if e["type"] == "progress")
