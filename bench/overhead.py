@@ -37,7 +37,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from _trainjobs import EventRecorder, run_job, start_job, team_cache  # noqa: E402
 
-STEP_LINE = re.compile(r"jobs\.train\.steps: step ([\w-]+): .*\(([\d.]+)s\)$")
+from jobs.core import steps as job_steps  # noqa: E402
+
+#: A job step's outcome line (jobs/core/steps.py), named by the steps logger itself so that a
+#: rename cannot silently empty the per-step figures.
+STEP_LINE = re.compile(re.escape(job_steps.log.name) + r": step ([\w-]+): .*\(([\d.]+)s\)$")
 
 
 def spec(dataset: Path, args: argparse.Namespace) -> dict[str, Any]:
