@@ -8,7 +8,7 @@ the events' own timestamps. The first job pays the head's start (cold); the othe
 warm. ``--cold`` runs the same with TRAINFORGE_DISPATCHER_WARM_RAY=false (every job starts a
 Ray of its own), for the comparison in one run.
 
-Usage: python bench/serve_latency.py [--jobs 4] [--epochs 2] [--cold]
+Usage: python bench/serve_latency.py [--jobs 4] [--epochs 2] [--cold] [--smoke]
 """
 
 from __future__ import annotations
@@ -30,6 +30,11 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _smoke import parse_args  # noqa: E402
+
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"warm Ray, median of jobs [\d-]+: submit -> first epoch \d+\.\ds, "
+                     r"-> done \d+\.\ds",)
 #: How long one job may take before the benchmark gives up on it.
 JOB_TIMEOUT_S = 1800.0
 
@@ -129,7 +134,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=64)
     parser.add_argument("--cold", action="store_true",
                         help="also run with TRAINFORGE_DISPATCHER_WARM_RAY=false")
-    args = parser.parse_args()
+    args = parse_args(parser, jobs=1, epochs=1, imgsz=64, train=8)
 
     from trainforge.datasets import synth
 
@@ -139,8 +144,9 @@ def main() -> None:
     modes = [True, False] if args.cold else [True]
     for warm in modes:
         rows = run(warm, args, dataset, work)
-        later = rows[1:] or rows
-        print(f"{'warm' if warm else 'cold'} Ray, median of jobs 2-{len(rows)}: "
+        later = rows[1:] or rows  # the first job pays the head's start
+        print(f"{'warm' if warm else 'cold'} Ray, median of jobs "
+              f"{len(rows) - len(later) + 1}-{len(rows)}: "
               f"submit -> first epoch {statistics.median(r['first_epoch'] for r in later):.1f}s, "
               f"-> done {statistics.median(r['done'] for r in later):.1f}s; first job: "
               f"{rows[0]['first_epoch']:.1f}s / {rows[0]['done']:.1f}s", flush=True)

@@ -27,6 +27,7 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _smoke import parse_args  # noqa: E402
 from _trainjobs import EventRecorder, report, run_job  # noqa: E402
 
 TARGET_EPOCH_RATIO = 0.35
 TARGET_MAP_DELTA = 0.02
+
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"same sampled configs in both runs: True",
+                     r"epochs ASHA/FIFO = \d+/\d+ = \d\.\d{3} .*best val mAP50-95 FIFO - ASHA = "
+                     r"[+-]\d\.\d{4}")
 
 
 def main() -> int:
@@ -51,9 +58,16 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--grace-period", type=int, default=1)
     parser.add_argument("--reduction-factor", type=float, default=3.0)
+    parser.add_argument("--test-images", type=int, default=32)
+    parser.add_argument("--base-images", type=int, default=512,
+                        help="the base model's training images (another variant)")
+    parser.add_argument("--base-epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/trainforge-bench-sweep"))
-    args = parser.parse_args()
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "trainforge-bench-sweep",
+                        help="datasets, the cached base model and the jobs' homes")
+    args = parse_args(parser, trials=2, epochs=2, train_images=8, val_images=4, test_images=4,
+                      base_images=8, base_epochs=1)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     # A private local Ray for each run, whatever this shell points the jobs at.
     for key in ("RAY_ADDRESS", "TRAINFORGE_LOCAL_RAY"):
@@ -62,14 +76,16 @@ def main() -> int:
     started = time.perf_counter()
 
     t0 = time.perf_counter()
-    base = pretrained_base(args.work, args.imgsz)
+    base = pretrained_base(args.work, args.imgsz, images=args.base_images,
+                           epochs=args.base_epochs)
     print(f"base model: {base} ({time.perf_counter() - t0:.0f}s)")
-    data = args.work / f"finetune-{args.train_images}-{args.val_images}-{args.imgsz}"
+    data = args.work / (f"finetune-{args.train_images}-{args.val_images}-{args.test_images}-"
+                        f"{args.imgsz}")
     if not data.is_dir():
         from trainforge.datasets import synth
 
-        synth(data, train=args.train_images, val=args.val_images, test=32, imgsz=args.imgsz,
-              classes=3, seed=args.seed, variant=1)
+        synth(data, train=args.train_images, val=args.val_images, test=args.test_images,
+              imgsz=args.imgsz, classes=3, seed=args.seed, variant=1)
 
     api = EventRecorder().start()
     runs: dict[str, dict[str, Any]] = {}
@@ -170,22 +186,23 @@ def _replay_asha(curves: list[list[float]], *, max_t: int, grace: int, rf: float
     return sum(ran.values()), best
 
 
-def pretrained_base(work: Path, imgsz: int) -> Path:
-    """A YOLOv8n trained from scratch on 512 synthetic images (variant 0), cached by recipe."""
+def pretrained_base(work: Path, imgsz: int, *, images: int, epochs: int) -> Path:
+    """A YOLOv8n trained from scratch on ``images`` synthetic images (variant 0), cached by
+    recipe (its training parameters and image count)."""
     from jobs.core import adapter
     from trainforge.datasets import synth, write_local_data_yaml
     from trainforge.spec import TrainParams
 
-    params = TrainParams(epochs=10, imgsz=imgsz, batch=16, workers=0, warmup_epochs=1,
+    params = TrainParams(epochs=epochs, imgsz=imgsz, batch=16, workers=0, warmup_epochs=1,
                          optimizer="SGD", lr0=0.02, amp=False, seed=0,
                          augment={"mosaic": 0.0, "close_mosaic": 0})
-    recipe = hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:12]
+    recipe = hashlib.sha256(f"{images} {params.model_dump_json()}".encode()).hexdigest()[:12]
     base = work / f"base-{recipe}.pt"
     if base.is_file():
         return base
-    data = work / f"pretrain-{imgsz}"
+    data = work / f"pretrain-{images}-{imgsz}"
     if not data.is_dir():
-        synth(data, train=512, val=32, test=0, imgsz=imgsz, classes=3, seed=1, variant=0)
+        synth(data, train=images, val=32, test=0, imgsz=imgsz, classes=3, seed=1, variant=0)
     adapter.prepare_environment(work / "ultralytics")
     # The pretraining's progress bars would bury the result (Ultralytics reads this on import;
     # the jobs get the environment back without it).
