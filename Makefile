@@ -26,7 +26,7 @@ lint: setup  ## ruff + mypy --strict on our packages.
 test: setup lint  ## Lint, then the whole test suite (real PostgreSQL, S3 server, Ray, helm).
 	bash scripts/run-tests.sh
 
-test-fast: setup  ## Skip tests marked slow (no model training).
+test-fast: setup lint  ## Lint, then every test not marked slow (docs/development.md: ≤ 5 minutes).
 	bash scripts/run-tests.sh -m "not slow"
 
 bench: setup  ## Run every benchmark under bench/ at its documented sizes (prints ratios).

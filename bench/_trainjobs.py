@@ -28,6 +28,36 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def start_serve(home: Path, port: int, log_path: Path,
+                **env: str) -> subprocess.Popen[bytes]:
+    """`trainforge serve` of this checkout on ``port`` with its own ``home`` (and ``env`` on
+    top), none of the caller's trainforge or Ray settings; its output goes to ``log_path``."""
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFORGE_", "RAY_"))}
+    full.update({"PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1", "TRAINFORGE_HOME": str(home),
+                 **env})
+    with log_path.open("wb") as log:
+        return subprocess.Popen([sys.executable, "-m", "trainforge", "serve", "--port",
+                                 str(port)], env=full, stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_ready(url: str, server: subprocess.Popen[bytes], timeout_s: float = 120) -> None:
+    """Until the server at ``url`` answers /readyz (raises if it exits or takes too long)."""
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.poll() is not None:
+            raise RuntimeError("trainforge serve exited")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError("trainforge serve did not become ready")
+        time.sleep(0.2)
+
+
 @dataclass
 class EventRecorder:
     """Receives POST /internal/v1/jobs/{id}/events; stamps each event with its arrival time."""

@@ -17,7 +17,6 @@ import argparse
 import os
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,37 +30,13 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _smoke import parse_args  # noqa: E402
+from _trainjobs import free_port, start_serve, wait_ready  # noqa: E402
 
 #: What a run prints for its figures (tests/bench/test_bench_smoke.py).
 SMOKE_RATIO_LINES = (r"warm Ray, median of jobs [\d-]+: submit -> first epoch \d+\.\ds, "
                      r"-> done \d+\.\ds",)
 #: How long one job may take before the benchmark gives up on it.
 JOB_TIMEOUT_S = 1800.0
-
-
-def _serve(home: Path, port: int, warm: bool) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("TRAINFORGE_", "RAY_"))}
-    env.update({"PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1", "TRAINFORGE_HOME": str(home),
-                "TRAINFORGE_DISPATCHER_POLL_INTERVAL_S": "0.2",
-                "TRAINFORGE_DISPATCHER_WARM_RAY": "true" if warm else "false"})
-    log = (home.parent / f"serve-{'warm' if warm else 'cold'}.log").open("wb")
-    return subprocess.Popen([sys.executable, "-m", "trainforge", "serve", "--port", str(port)],
-                            env=env, stdout=log, stderr=subprocess.STDOUT)
-
-
-def _ready(url: str, server: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        if server.poll() is not None:
-            raise RuntimeError("trainforge serve exited")
-        try:
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline:
-            raise RuntimeError("trainforge serve did not become ready")
-        time.sleep(0.2)
 
 
 def _at(event: dict[str, Any]) -> float:
@@ -86,14 +61,14 @@ def _wait_for_end(client: httpx.Client, job: str) -> str:
 def run(warm: bool, args: argparse.Namespace, dataset: Path, work: Path) -> list[dict[str, float]]:
     home = work / ("home-warm" if warm else "home-cold")
     home.mkdir(parents=True)
-    with __import__("socket").socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = int(sock.getsockname()[1])
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
-    server = _serve(home, port, warm)
+    server = start_serve(home, port, home.parent / f"serve-{'warm' if warm else 'cold'}.log",
+                         TRAINFORGE_DISPATCHER_POLL_INTERVAL_S="0.2",
+                         TRAINFORGE_DISPATCHER_WARM_RAY="true" if warm else "false")
     rows = []
     try:
-        _ready(url, server)
+        wait_ready(url, server)
         token = (home / "dev-token").read_text().strip()
         client = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"},
                               timeout=30)

@@ -1,20 +1,31 @@
 #!/usr/bin/env bash
 # `make demo`: a synthetic dataset → the embedded service → a fine-tuning job through the CLI
 # (progress bar) → the held-out test scores and where the artifacts are. Everything lives under
-# .demo/: the service's home (TRAINFORGE_HOME) and, beside it, the dataset (a job never reads
-# trainforge's own home as data); each run starts from a clean one. It ends with the job's
+# .demo/ (DEMO_DIR): the service's home and, beside it, the dataset (a job never reads
+# trainforge's own home as data); each run starts from a clean one. The demo never reads or
+# touches a TRAINFORGE_HOME of yours: it always serves its own. It ends with the job's
 # dashboard URL; DEMO_KEEP_SERVING=1 keeps the demo's server up to open it at once.
+# DEMO_SMOKE=1 runs the same steps at toy size (tests/integration/test_demo.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-demo=$PWD/.demo
-export TRAINFORGE_HOME=${TRAINFORGE_HOME:-$demo/home} YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+demo=$(realpath -m "${DEMO_DIR:-$PWD/.demo}")
+case "$demo" in
+  / | "$HOME" | "$PWD") echo "demo: refusing DEMO_DIR=$demo (it is emptied first)" >&2; exit 2 ;;
+esac
+export TRAINFORGE_HOME=$demo/home YOLO_OFFLINE=1 PYTHONUNBUFFERED=1
+unset TRAINFORGE_URL TRAINFORGE_TOKEN
 tf=.venv/bin/trainforge
-rm -rf "$demo" "$TRAINFORGE_HOME"
+rm -rf "$demo"
 mkdir -p "$TRAINFORGE_HOME"
 data="$demo/datasets/shapes"
+if [[ ${DEMO_SMOKE:-0} == 1 ]]; then
+  sizes=(--train 16 --val 4 --test 4 --imgsz 64) overrides='{"epochs": 1, "imgsz": 64}'
+else
+  sizes=(--train 128 --val 32 --test 32 --imgsz 128) overrides='{}'
+fi
 
-echo "== 1/4 synthetic dataset (128 train / 32 val / 32 test images, 3 classes)"
-$tf dataset synth "$data" --classes 3 --train 128 --val 32 --test 32 --imgsz 128 --seed 0
+echo "== 1/4 synthetic dataset (${sizes[*]}, 3 classes)"
+$tf dataset synth "$data" --classes 3 "${sizes[@]}" --seed 0
 $tf dataset validate "$data" | tail -n 3
 
 echo "== 2/4 the embedded service (SQLite, local object store, local backend)"
@@ -31,8 +42,19 @@ for _ in $(seq 120); do
 done
 echo "serving on $TRAINFORGE_URL (log: $TRAINFORGE_HOME/serve.log)"
 
-echo "== 3/4 fine-tuning job (25 epochs at 128 px; a few minutes on a laptop CPU)"
-sed "s|@DATASET_URI@|file://$data/|" examples/shapes-demo.yaml >"$TRAINFORGE_HOME/spec.yaml"
+echo "== 3/4 fine-tuning job (examples/shapes-demo.yaml; a few minutes on a laptop CPU)"
+# The example spec with this dataset's URI (and the toy sizes in smoke mode).
+.venv/bin/python - examples/shapes-demo.yaml "file://$data/" "$overrides" \
+  >"$TRAINFORGE_HOME/spec.yaml" <<'PY'
+import json, sys
+
+import yaml
+
+spec = yaml.safe_load(open(sys.argv[1]))
+spec["dataset"]["uri"] = sys.argv[2]
+spec["train"].update(json.loads(sys.argv[3]))
+print(yaml.safe_dump(spec, sort_keys=False), end="")
+PY
 out=$($tf jobs submit "$TRAINFORGE_HOME/spec.yaml" --wait | tee /dev/stderr)
 job=$(awk '/^submitted /{print $2; exit}' <<<"$out")
 

@@ -1,6 +1,13 @@
-"""The suite's root: shared fixtures load as plugins from tests/fixtures/, and tests that use
-a heavy fixture are marked ``slow`` here, whatever their module says (the fast tier,
-``make test-fast``, runs ``-m "not slow"``: see docs/development.md)."""
+"""The suite's root: shared fixtures load as plugins from tests/fixtures/, and collection sizes
+every test (docs/development.md):
+
+* a test that uses a heavy fixture is marked ``slow`` here, whatever its module says, so the
+  fast tier (``make test-fast``: ``-m "not slow"``) never runs one by accident;
+* tests that share a module-scoped fixture of their own module form one pytest-xdist group,
+  so that a parallel run builds that fixture once, on one worker;
+* slow tests run first: with two workers, the long ones start while there is work left to
+  balance them with.
+"""
 
 from __future__ import annotations
 
@@ -33,9 +40,22 @@ HEAVY_FIXTURES = frozenset({
 })
 
 
-@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker
+def _module_fixture_group(item: pytest.Item) -> str | None:
+    """The item's module id when the item uses a module-scoped fixture defined there."""
+    info = getattr(item, "_fixtureinfo", None)
+    module = item.nodeid.split("::", 1)[0]
+    for defs in (info.name2fixturedefs.values() if info is not None else ()):
+        if any(d.scope == "module" and d.baseid == module for d in defs):
+            return module
+    return None
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by marker and xdist reads the groups
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    slow = pytest.mark.slow
     for item in items:
         if HEAVY_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(slow)
+            item.add_marker(pytest.mark.slow)
+        group = _module_fixture_group(item)
+        if group is not None:
+            item.add_marker(pytest.mark.xdist_group(group))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # stable: slow first

@@ -171,18 +171,25 @@ def record(models_uri: str, name: str, alias: str, seq: int) -> AliasMove | None
 
 
 def resolve_version(models_uri: str, name: str, version_or_alias: str) -> str:
-    """The version a ``NAME@X`` reference means: ``latest``, an alias, or a version itself.
+    """The version a ``NAME@X`` reference means: ``latest`` (the newest trained version, see
+    :func:`trainforge.registry.latest_trained`), an alias, or a version itself.
 
     Raises:
-        ModelNotFound: nothing is published, or the alias is unset.
+        ModelNotFound: nothing (or, for ``latest``, nothing trained) is published, or the
+            alias is unset.
     """
-    from trainforge.registry import list_versions
+    from trainforge.registry import latest_trained, list_versions
 
     if version_or_alias == "latest":
         versions = list_versions(models_uri, name)
         if not versions:
             raise ModelNotFound(f"model {name!r} has no published version")
-        return str(versions[-1]["version"])
+        latest = latest_trained(versions)
+        if latest is None:
+            raise ModelNotFound(
+                f"model {name!r} has only export versions ({versions[-1]['version']}…): "
+                "@latest is the newest trained version; name a version or an alias")
+        return latest
     try:
         check_alias_name(version_or_alias)
     except LocationInvalid:

@@ -73,6 +73,13 @@ class JobFailed(TrainforgeError):
     def __reduce__(self) -> Any:
         return (JobFailed, (self.message, self.job))
 
+    @classmethod
+    def of(cls, job: Mapping[str, Any]) -> JobFailed:
+        """The failure of a job that ended FAILED or CANCELLED, with its error if it has one."""
+        error = job.get("error") or {}
+        return cls(f"job {job['id']} {job['state']}"
+                   + (f": {error.get('code')}: {error.get('message')}" if error else ""), job)
+
 
 #: ``on_progress(file name, bytes so far, bytes in all)`` during a download.
 Progress = Callable[[str, int, int], None]
@@ -221,6 +228,30 @@ class Client:
         job: dict[str, Any] = response.json()
         return job
 
+    def resume(self, job_id: str, *, epochs: int | None = None,
+               idempotency_key: str | None = None) -> dict[str, Any]:
+        """Resume a cancelled or failed training job: a new job that continues its last
+        checkpoint; retries reuse one Idempotency-Key, so it is accepted once.
+
+        Args:
+            job_id: the stopped job.
+            epochs: the new total of epochs (default: the stopped job's).
+            idempotency_key: default a fresh UUID per call.
+
+        Returns:
+            The new job (state QUEUED, ``resumed_from`` = ``job_id``).
+
+        Raises:
+            ApiError: refused (``job_not_resumable`` with what to do instead, ``spec_invalid``
+                for too few epochs, ``quota_exceeded``…).
+        """
+        key = idempotency_key or str(uuid.uuid4())
+        body = {"epochs": epochs} if epochs is not None else {}
+        response = self._request("POST", f"/v1/jobs/{job_id}/resume", retry=True, json=body,
+                                 headers={"Idempotency-Key": key})
+        job: dict[str, Any] = response.json()
+        return job
+
     def get(self, job_id: str) -> dict[str, Any]:
         job: dict[str, Any] = self._request("GET", f"/v1/jobs/{job_id}", retry=True).json()
         return job
@@ -254,9 +285,11 @@ class Client:
                                             retry=False).json()
         return job
 
-    def events(self, job_id: str, *, after: int = 0) -> list[dict[str, Any]]:
+    def events(self, job_id: str, *, after: int = 0, limit: int = 500) -> list[dict[str, Any]]:
+        """The job's events after event id ``after``, oldest first, at most ``limit`` of them
+        (the API's most is 1000)."""
         page = self._request("GET", f"/v1/jobs/{job_id}/events", retry=True,
-                             params={"after": after}).json()
+                             params={"after": after, "limit": limit}).json()
         items: list[dict[str, Any]] = page["items"]
         return items
 
@@ -293,9 +326,18 @@ class Client:
             yield from response.iter_text()
 
     def artifacts(self, job_id: str) -> list[dict[str, Any]]:
-        page = self._request("GET", f"/v1/jobs/{job_id}/artifacts", retry=True).json()
-        items: list[dict[str, Any]] = page["items"]
+        """The job's artifacts (name, size, sha256, url); see :meth:`artifact_list` for
+        whether they are complete."""
+        items: list[dict[str, Any]] = self.artifact_list(job_id)["items"]
         return items
+
+    def artifact_list(self, job_id: str) -> dict[str, Any]:
+        """``{"items": [...], "complete": bool}``: ``complete`` is false until the job
+        SUCCEEDED and its run exited (a running, failed or cancelled job's artifacts are what
+        it wrote so far)."""
+        page: dict[str, Any] = self._request("GET", f"/v1/jobs/{job_id}/artifacts",
+                                             retry=True).json()
+        return page
 
     def download(self, job_id: str, dest: Path, *,
                  on_progress: Progress | None = None) -> list[Path]:
@@ -396,12 +438,7 @@ class Client:
                 on_update(job)
             if job["state"] in TERMINAL:
                 if job["state"] != "SUCCEEDED":
-                    error = job.get("error") or {}
-                    raise JobFailed(
-                        f"job {job_id} {job['state']}"
-                        + (f": {error.get('code')}: {error.get('message')}" if error else ""),
-                        job,
-                    )
+                    raise JobFailed.of(job)
                 return job
             if deadline is not None and time.monotonic() > deadline:
                 raise TimeoutError(f"job {job_id} still {job['state']} after {timeout_s}s")

@@ -18,6 +18,9 @@ ENV_MODELS_URI = "TRAINFORGE_MODELS_URI"
 ENV_S3_ENDPOINT_URL = "TRAINFORGE_S3_ENDPOINT_URL"
 #: Node-local dataset cache, keyed by dataset fingerprint.
 ENV_DATASET_CACHE = "TRAINFORGE_DATASET_CACHE"
+#: Stock Ultralytics weights by name (yolov8n.pt), looked up before any download; default
+#: $TRAINFORGE_HOME/weights. The embedded server refuses an offline stock name not found there.
+ENV_WEIGHTS_CACHE = "TRAINFORGE_WEIGHTS_CACHE"
 #: Pushgateway address for export metrics (host:port or URL); unset disables pushing.
 ENV_PUSHGATEWAY_URL = "TRAINFORGE_PUSHGATEWAY_URL"
 
@@ -83,3 +86,6 @@ ENV_YOLO_CONFIG_DIR = "YOLO_CONFIG_DIR"
 #: Ray Tune's warning threshold for frequent experiment-state saves; a sweep saves after every
 #: trial checkpoint on purpose (so that a restored sweep loses nothing) and sets it to 0.
 ENV_TUNE_SNAPSHOT_WARNING_S = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+#: Ray Train's preemption watcher (an actor per run that polls for node drains); a job on this
+#: machine's Ray sets it to 0: one machine has no node to drain (jobs/core/ray_cluster.py).
+ENV_RAY_TRAIN_PREEMPTION_WATCHER = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"

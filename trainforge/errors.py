@@ -196,6 +196,13 @@ class JobStateConflict(TrainforgeError):
     code = "job_state_conflict"
 
 
+class JobNotResumable(JobStateConflict):
+    """The job cannot be resumed: it succeeded, is still active, was resumed already, is not a
+    training job, or left no checkpoint; the message says what to do instead."""
+
+    code = "job_not_resumable"
+
+
 class ScheduleStateConflict(TrainforgeError):
     """The request does not fit the schedule's current state (e.g. running a paused one)."""
 

@@ -6,6 +6,15 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+#: :attr:`MessageEvent.data` key, true on a message a user watching the job must see (the
+#: CLI's progress bar prints it above the bar): the job trains on the CPU, resumed a run,
+#: skipped or failed an export format, the promotion verdict, a sweep's plan and best trial.
+NOTICE = "notice"
+#: :attr:`MessageEvent.data` keys of a sweep's plan notice: how many trials it runs and the
+#: metric that ranks them (the CLI's bar shows "trial n of m, best <metric> so far").
+SWEEP_TRIALS = "sweep_trials"
+SWEEP_METRIC = "sweep_metric"
+
 
 class _Event(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,7 +43,8 @@ class StateEvent(_Event):
 
 
 class MessageEvent(_Event):
-    """A noteworthy step (dataset cached, resumed from epoch 3, model published…)."""
+    """A noteworthy step (dataset cached, resumed from epoch 3, model published…); with
+    ``data[NOTICE]`` true, one the user must see."""
 
     type: Literal["message"] = "message"
     message: str = Field(max_length=4000)

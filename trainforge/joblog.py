@@ -4,6 +4,10 @@ The log must be readable through the API during the run and after the cluster is
 the entrypoint captures its own file descriptors 1 and 2 (Ultralytics, Ray and our logging all
 end up there), echoes them to the original console, and re-uploads the file every few seconds
 and once more at exit. Object stores have no append; a whole-file re-upload of a log is cheap.
+
+The shipped log is plain text: the terminal escape codes Ray's and Ultralytics' colours are
+made of (``ESC[36m(RayTrainWorker pid=…)ESC[0m``) are taken out (:class:`AnsiStripper`); the
+console echo keeps them.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -21,6 +26,45 @@ from trainforge.errors import StorageError
 from trainforge.storage.base import ObjectStore
 
 log = logging.getLogger(__name__)
+
+
+#: Terminal escape sequences: CSI (colours, cursor moves: ``ESC[…m``), OSC (titles,
+#: hyperlinks: ``ESC]…BEL``) and the two-byte ones.
+_ESCAPE_PATTERN = r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])"
+_ESCAPE_TEXT = re.compile(_ESCAPE_PATTERN)
+_ESCAPE = re.compile(_ESCAPE_PATTERN.encode())
+#: An escape sequence cut off at the end of a chunk (its rest comes with the next one).
+_CUT = re.compile(rb"\x1b(?:\[[0-?]*[ -/]*|\][^\x07\x1b]*\x1b?)?\Z")
+#: A cut sequence longer than this is not one: it is passed on as it is.
+_MAX_HELD = 256
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without terminal escape sequences (colours, cursor moves, titles)."""
+    return _ESCAPE_TEXT.sub("", text)
+
+
+class AnsiStripper:
+    """Takes terminal escape sequences out of a byte stream read in chunks of any size: a
+    sequence split between two chunks is held back until its end arrives."""
+
+    def __init__(self) -> None:
+        self._held = b""
+
+    def feed(self, chunk: bytes) -> bytes:
+        """The plain bytes of ``chunk`` (and of what was held back from the one before)."""
+        data = self._held + chunk
+        cut = _CUT.search(data)
+        if cut is not None and len(data) - cut.start() <= _MAX_HELD:
+            data, self._held = data[:cut.start()], data[cut.start():]
+        else:
+            self._held = b""
+        return _ESCAPE.sub(b"", data)
+
+    def flush(self) -> bytes:
+        """What is still held back (an unfinished sequence at the end of the stream)."""
+        held, self._held = self._held, b""
+        return held
 
 
 class _Uploader(threading.Thread):
@@ -69,11 +113,13 @@ def ship_log(store: ObjectStore, key: str, *, interval_s: float = 5.0) -> Iterat
     os.close(write_end)
 
     def pump() -> None:
+        plain = AnsiStripper()
         with path.open("ab", buffering=0) as sink:
             while chunk := os.read(read_end, 65536):
-                sink.write(chunk)
+                sink.write(plain.feed(chunk))
                 with contextlib.suppress(OSError):
                     os.write(saved_out, chunk)
+            sink.write(plain.flush())
 
     reader = threading.Thread(target=pump, name="log-tee", daemon=True)
     reader.start()

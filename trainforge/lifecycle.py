@@ -134,7 +134,8 @@ def overview(models_uri: str, name: str) -> dict[str, Any]:
 
 
 def models(models_uri: str) -> list[dict[str, Any]]:
-    """Every model of the team: version count, newest version, aliases."""
+    """Every model of the team: version count, newest trained version (``@latest``),
+    aliases."""
     out = []
     for name in registry.list_models(models_uri):
         manifests = registry.list_versions(models_uri, name)
@@ -142,7 +143,7 @@ def models(models_uri: str) -> list[dict[str, Any]]:
         out.append({
             "name": name,
             "versions": len(manifests),
-            "latest": str(manifests[-1]["version"]) if manifests else None,
+            "latest": registry.latest_trained(manifests),
             "aliases": {alias: head.version for alias, head in sorted(heads.items())},
         })
     return out

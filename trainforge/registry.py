@@ -27,8 +27,9 @@ from trainforge.layout import manifest_key, model_prefix
 from trainforge.storage import ObjectStore, S3Store, join_key, open_location
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "ModelNotFound", "Published", "RegistryError",
-           "VerifyProblem", "find_manifest", "list_models", "list_versions", "manifest_uri",
-           "open_registry", "publish", "read_manifest", "resolve", "verify"]
+           "VerifyProblem", "find_manifest", "is_export", "latest_trained", "list_models",
+           "list_versions", "manifest_uri", "open_registry", "publish", "read_manifest",
+           "resolve", "verify"]
 
 log = logging.getLogger(__name__)
 
@@ -199,6 +200,24 @@ def list_versions(models_uri: str, name: str) -> list[dict[str, Any]]:
     return sorted(manifests, key=lambda m: str(m.get("created_at", "")))
 
 
+def is_export(manifest: Mapping[str, Any]) -> bool:
+    """Whether an export job published this version: another version's weights converted,
+    with its formats' gates but no held-out evaluation of its own (``source.kind``)."""
+    source = manifest.get("source")
+    return isinstance(source, Mapping) and source.get("kind") == "export"
+
+
+def latest_trained(manifests: list[dict[str, Any]]) -> str | None:
+    """What ``@latest`` means: the newest version a train or sweep job published (one with
+    held-out scores), never an export job's; None when there is none.
+
+    Args:
+        manifests: a model's versions, oldest first (as :func:`list_versions` returns them).
+    """
+    trained = [m for m in manifests if not is_export(m)]
+    return str(trained[-1]["version"]) if trained else None
+
+
 def list_models(models_uri: str) -> list[str]:
     """The names of the models with at least one published version, sorted."""
     store, base = open_registry(models_uri)
@@ -212,8 +231,8 @@ def list_models(models_uri: str) -> list[str]:
 
 
 def resolve(ref: str, models_uri: str, artifact: str = "best.pt") -> str:
-    """Turn ``registry://name@version`` (or ``@latest``, or ``@<alias>``) into the URI of
-    one artifact.
+    """Turn ``registry://name@version`` (or ``@latest``, the newest trained version, or
+    ``@<alias>``) into the URI of one artifact.
 
     Raises:
         ModelNotFound: the name, version, alias or artifact is not published.

@@ -19,7 +19,7 @@ from pydantic import TypeAdapter
 
 from trainforge.constants import ENV_API_URL, ENV_JOB_ID, ENV_JOB_SECRETS_URI, ENV_JOB_TOKEN
 from trainforge.errors import TrainforgeError
-from trainforge.events import JobEvent, MessageEvent, ProgressEvent, StateEvent
+from trainforge.events import NOTICE, JobEvent, MessageEvent, ProgressEvent, StateEvent
 
 log = logging.getLogger(__name__)
 _EVENT = TypeAdapter(JobEvent)
@@ -102,3 +102,8 @@ class JobReporter:
     def message(self, message: str, **data: str | int | float | bool | None) -> None:
         log.info(message)
         self.send(MessageEvent(message=message, data=data))
+
+    def notice(self, message: str, **data: str | int | float | bool | None) -> None:
+        """A message the user watching the job must see (``trainforge jobs wait`` prints it
+        above the progress bar; trainforge/events.py ``NOTICE``)."""
+        self.message(message, **data, **{NOTICE: True})

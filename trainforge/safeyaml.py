@@ -24,6 +24,7 @@ from typing import Any
 import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, SequenceNode
+from yaml.scanner import ScannerError
 
 __all__ = [
     "MAX_BYTES",
@@ -39,6 +40,8 @@ MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 64
 #: Most nodes (scalars, sequences, mappings, mapping keys included) accepted, aliases expanded.
 MAX_NODES = 100_000
+#: What PyYAML's scanner says about a tab, for which ours says what to do.
+_TAB_PROBLEM = "found character '\\t' that cannot start any token"
 
 
 class YamlLimitError(yaml.YAMLError):
@@ -170,6 +173,22 @@ def _check_expansion(root: Node, limits: _Limits, aliased: bool) -> None:
     visit(root, 1)
 
 
+def _compose(loader: _BoundedLoader) -> Node | None:
+    """The document's node graph; a tab where YAML wants indentation is refused in words that
+    say what to do (PyYAML: "found character '\\t' that cannot start any token").
+
+    Raises:
+        yaml.YAMLError: not valid YAML.
+    """
+    try:
+        return loader.get_single_node()
+    except ScannerError as exc:
+        if exc.problem != _TAB_PROBLEM:
+            raise
+        raise ScannerError(None, None, "YAML forbids tabs: indent with spaces",
+                           exc.problem_mark) from None
+
+
 def safe_load(
     data: str | bytes,
     *,
@@ -205,7 +224,7 @@ def safe_load(
     loader = _BoundedLoader(data, limits)
     try:
         try:
-            node = loader.get_single_node()
+            node = _compose(loader)
             if node is None:
                 return None
             _check_expansion(node, limits, loader.aliases > 0)

@@ -25,6 +25,9 @@ class CommonSettings(BaseSettings):
     models_uri: str | None = Field(None, description="default: file://$HOME/models")
     s3_endpoint_url: str | None = None
     dataset_cache: Path | None = Field(None, description="default: $HOME/cache/datasets")
+    weights_cache: Path | None = Field(
+        None, description="stock Ultralytics weights by name (yolov8n.pt), looked up before any "
+        "download; default: $HOME/weights")
 
     @property
     def resolved_artifacts_uri(self) -> str:
@@ -37,6 +40,10 @@ class CommonSettings(BaseSettings):
     @property
     def resolved_dataset_cache(self) -> Path:
         return self.dataset_cache or self.home / "cache" / "datasets"
+
+    @property
+    def resolved_weights_cache(self) -> Path:
+        return self.weights_cache or self.home / "weights"
 
     def team_dataset_cache(self, team: str) -> Path:
         """A team's own dataset cache: nothing one team's jobs write there is read by

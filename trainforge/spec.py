@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import reprlib
+import typing
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -26,6 +27,7 @@ from pydantic import (
 from trainforge import safeyaml
 from trainforge.access import check_alias_name, check_location_syntax, reads_storage
 from trainforge.errors import LocationInvalid, SpecError
+from trainforge.spec_hints import PLACEHOLDER, nested_model, unknown_key_hint
 
 __all__ = [
     "Augment",
@@ -51,6 +53,8 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$"
 MEMORY_PATTERN = r"^[1-9][0-9]*(Mi|Gi|Ti)$"
 #: Most training workers (data-parallel ranks) a job, or a sweep trial, may ask for.
 MAX_WORKERS = 64
+#: Most epochs a job may train (also the most a resumed job may be raised to).
+MAX_EPOCHS = 1000
 
 
 class _Strict(BaseModel):
@@ -81,6 +85,17 @@ def _refuse_control_characters(value: str) -> None:
         raise ValueError("control characters are not allowed")
 
 
+def _refuse_placeholder(value: str, replace_with: str) -> None:
+    """Refuse an example spec's placeholder (``@DATASET_URI@``), saying what goes there.
+
+    Raises:
+        ValueError: ``value`` is a placeholder.
+    """
+    if PLACEHOLDER.fullmatch(value):
+        raise ValueError(f"{value} is a placeholder of an example spec: replace it with "
+                         f"{replace_with}")
+
+
 def _short_repr(value: Any) -> str:
     """``repr`` cut to a few entries: a message must not echo a whole request back."""
     short = reprlib.Repr()
@@ -101,6 +116,10 @@ class DatasetRef(_Strict):
     @classmethod
     def _known_scheme(cls, value: str) -> str:
         _refuse_control_characters(value)
+        _refuse_placeholder(value, "the dataset's folder, the one with data.yaml: "
+                            'dataset: {uri: "file:///abs/path/to/dataset/"} (`trainforge '
+                            "dataset synth DIR` prints this line for the dataset it makes) or "
+                            "s3://bucket/prefix/")
         if "://" in value and not value.startswith(("s3://", "file://")):
             raise ValueError("dataset.uri must start with s3:// or file:// (or be a local path)")
         try:
@@ -127,6 +146,8 @@ class ModelRef(_Strict):
     @classmethod
     def _known_form(cls, value: str) -> str:
         _refuse_control_characters(value)
+        _refuse_placeholder(value, "yolov8n.yaml (from scratch), a stock name such as "
+                            "yolov8n.pt, or registry://model-name@version")
         if "://" in value and not value.startswith(("s3://", "file://", "registry://")):
             raise ValueError("model.base must be a stock name, s3://, file://, or registry:// URI")
         if not value.startswith(("s3://", "file://", "registry://")) and not value.endswith(
@@ -169,7 +190,7 @@ Imgsz = Annotated[int, Field(ge=32, le=2048, multiple_of=32)]
 class TrainParams(_Strict):
     """Training hyperparameters (names, meanings and defaults as in Ultralytics)."""
 
-    epochs: int = Field(100, ge=1, le=1000)
+    epochs: int = Field(100, ge=1, le=MAX_EPOCHS)
     imgsz: Imgsz = 640
     batch: int = Field(16, ge=1, le=1024)
     patience: int = Field(100, ge=0, le=1000, description="early stop after N epochs w/o gain")
@@ -422,8 +443,8 @@ class Resources(_Strict):
     workers: int = Field(1, ge=1, le=MAX_WORKERS,
                          description="data-parallel training workers (DDP ranks)")
     gpus_per_worker: int = Field(
-        1, ge=0, le=1, description="GPUs of each worker: 0 (CPU) or 1; for N GPUs ask for "
-                                   "N workers")
+        1, ge=0, le=1, description="GPUs of each worker: 0 (the CPU, even on a GPU host: "
+                                   "Ultralytics' device=cpu) or 1; for N GPUs ask for N workers")
     gpu_type: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")
     cpus: int = Field(8, ge=1, le=256, description="CPUs of each worker")
     memory: str = Field("32Gi", pattern=MEMORY_PATTERN, description="memory of each worker")
@@ -535,29 +556,53 @@ def _smallest_batch(domain: Domain | None, default: int) -> int:
     return min(int(v) for v in domain.choice or [default])
 
 
+#: Sections users write as a bare value (``model: yolov8n.pt``, ``dataset: /data/x``) → the key
+#: the value belongs under.
+_SECTION_KEYS = {"dataset": "uri", "model": "base"}
+
+
 def format_validation_error(error: ValidationError) -> str:
-    """One line per problem: ``field.path: message``, naming allowed keys for unknown ones."""
+    """One line per problem: ``field.path: message``; an unknown key gets what it probably
+    meant (trainforge/spec_hints.py) and the section's allowed keys."""
     lines = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "<root>"
+        loc = item["loc"]
+        path = ".".join(str(p) for p in loc) or "<root>"
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = f"unknown key {item['loc'][-1]!r}; allowed: {_allowed_keys(item['loc'])}"
+            section = _section(loc)
+            hint = unknown_key_hint(JobSpec, section, str(loc[-1]))
+            message = (f"unknown key {loc[-1]!r}; {hint + ' ' if hint else ''}"
+                       f"allowed: {', '.join(sorted(section.model_fields))}")
+        elif (item["type"] == "model_type" and len(loc) == 1 and loc[0] in _SECTION_KEYS
+              and isinstance(item.get("input"), str)):
+            message += (f"; write {loc[0]}: {{{_SECTION_KEYS[str(loc[0])]}: "
+                        f"{json.dumps(item['input'])}}}")
         lines.append(f"{path}: {message}")
     return "\n".join(lines)
 
 
-def _allowed_keys(loc: tuple[int | str, ...]) -> str:
+def _section(loc: tuple[int | str, ...]) -> type[BaseModel]:
+    """The spec section (model) whose keys the last part of ``loc`` was checked against."""
     model: type[BaseModel] = JobSpec
-    for part in loc[:-1]:
+    parts = iter(loc[:-1])
+    for part in parts:
         field = model.model_fields.get(str(part))
-        annotation = getattr(field, "annotation", None)
-        candidates = [annotation, *getattr(annotation, "__args__", ())]
-        nested = [c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)]
-        if not nested:
+        if field is None:
             break
-        model = nested[0]
-    return ", ".join(sorted(model.model_fields))
+        annotation = field.annotation
+        if typing.get_origin(annotation) is dict:  # sweep.space: user-named keys
+            value = typing.get_args(annotation)[1]
+            if not (isinstance(value, type) and issubclass(value, BaseModel)):
+                break
+            next(parts, None)  # the user's key (a search dimension's name)
+            model = value
+            continue
+        nested = nested_model(annotation)
+        if nested is None:
+            break
+        model = nested
+    return model
 
 
 def parse_spec(data: Any) -> JobSpec:

@@ -15,6 +15,11 @@ class JobState(StrEnum):
     FAILED = "FAILED"
     CANCELLED = "CANCELLED"
 
+    @classmethod
+    def _missing_(cls, value: object) -> JobState | None:
+        # Any case names a state: `?state=running`, `jobs list --state Running`.
+        return cls.__members__.get(value.upper()) if isinstance(value, str) else None
+
     @property
     def terminal(self) -> bool:
         return self in TERMINAL_STATES

@@ -15,7 +15,12 @@ from urllib.parse import urlparse
 import jobs
 import trainforge
 from trainforge import layout
-from trainforge.constants import ENV_LOCAL_RAY, ENV_RAY_ADDRESS, ENV_S3_ENDPOINT_URL
+from trainforge.constants import (
+    ENV_LOCAL_RAY,
+    ENV_RAY_ADDRESS,
+    ENV_RAY_TRAIN_PREEMPTION_WATCHER,
+    ENV_S3_ENDPOINT_URL,
+)
 from trainforge.errors import ClusterUnavailable, ResourcesUnavailable
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec, Resources
@@ -81,8 +86,13 @@ def connect(resources: Resources) -> Cluster:
     available: dict[str, float] = ray.cluster_resources()  # type: ignore[no-untyped-call]
     gpus = int(available.get("GPU", 0))
     cpus = int(available.get("CPU", 0))
-    return Cluster(f"{where} ({gpus} GPUs, {cpus} CPUs)", gpus, cpus,
-                   local=not address or server_head)
+    local = not address or server_head
+    if local:
+        # Ray Train's preemption watcher looks for nodes being drained (spot instances): one
+        # machine has none. Without it a run starts one process fewer, and its log loses the
+        # warning Ray's core worker prints about the watcher's restart arguments.
+        os.environ.setdefault(ENV_RAY_TRAIN_PREEMPTION_WATCHER, "0")
+    return Cluster(f"{where} ({gpus} GPUs, {cpus} CPUs)", gpus, cpus, local=local)
 
 
 def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> JobSpec:
@@ -131,7 +141,7 @@ def fit_to_cluster(spec: JobSpec, cluster: Cluster, reporter: JobReporter) -> Jo
         asked = spec.resources
         on = f"{res.workers} worker(s) with one GPU each" if cluster.gpus else \
             f"the CPU ({res.workers} worker(s))"
-        reporter.message(
+        reporter.notice(
             f"the spec asks for {asked.workers} worker(s) with {asked.gpus_per_worker} GPU each"
             + (f" (sweep.gpus_per_trial={per_trial:g})" if spec.sweep is not None else "")
             + f" but this machine has {cluster.gpus} GPU(s): training on {on} instead (only a "

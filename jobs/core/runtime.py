@@ -18,16 +18,18 @@ import os
 import secrets
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import NoReturn
 
 from jobs.core import dataset_step, ray_cluster
 from jobs.core.artifacts import JobArtifacts
 from jobs.core.dataset_step import SyncResult
-from jobs.core.steps import configure_logging, step
+from jobs.core.steps import configure_logging, step, stopped_in
 from trainforge.access import EMBEDDED_TEAM, TEAM_NAME, AccessRules, TeamAccess
 from trainforge.constants import (
     ENV_ATTEMPT,
@@ -57,8 +59,15 @@ EXIT_FAILED = 1
 EXIT_CANCELLED = 128 + signal.SIGTERM
 
 
-class JobCancelled(BaseException):
-    """SIGTERM: the dispatcher cancels the job. Not an Exception, so nothing swallows it."""
+class JobCancelled(KeyboardInterrupt):
+    """SIGTERM: the dispatcher cancels the job.
+
+    Not an Exception, so nothing swallows it; a KeyboardInterrupt because that is the one
+    exception Ray's blocking waits give up on: raised by the signal handler while the main
+    thread waits in ``ray.get`` (Ray Train's ``fit``), any other is held until training ends
+    by itself. Ray raises a plain KeyboardInterrupt in its place; :func:`cancel_requested`
+    tells the two apart.
+    """
 
 
 @dataclass(frozen=True)
@@ -139,6 +148,20 @@ def main(argv: list[str] | None = None, *, run: JobSteps, prog: str,
             shutil.rmtree(ctx.work_dir, ignore_errors=True)
 
 
+def exit_now(code: int) -> NoReturn:
+    """End the job's process with ``code`` once :func:`main` returned it.
+
+    By then the outcome is reported, the log shipped and Ray shut down: nothing is left to
+    save. The interpreter's own teardown (Ray's, torch's and Ultralytics' exit hooks and
+    threads) is skipped: it took 2-4 s on a busy machine, which a cancelled job's user waits
+    for (the job is CANCELLED only once its process has exited).
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(code)
+
+
 def context_from_env(spec_uri: str, settings: CommonSettings) -> JobContext:
     """The job's context from what the dispatcher set (trainforge/constants.py).
 
@@ -177,8 +200,12 @@ def _run_and_report(ctx: JobContext, reporter: JobReporter, run: JobSteps) -> in
     started = time.perf_counter()
     try:
         manifest_uri = run(ctx, reporter)
-    except JobCancelled:
-        log.warning("job %s cancelled (SIGTERM) after %.1fs", ctx.job_id,
+    except (KeyboardInterrupt, SystemExit) as exc:
+        if not _is_cancel(exc):
+            raise
+        where = stopped_in()
+        log.warning("job %s cancelled (SIGTERM) %s after %.1fs; stopping Ray and shipping "
+                    "the log", ctx.job_id, f"in step {where}" if where else "between steps",
                     time.perf_counter() - started)
         return EXIT_CANCELLED
     except TrainforgeError as exc:
@@ -193,6 +220,9 @@ def _run_and_report(ctx: JobContext, reporter: JobReporter, run: JobSteps) -> in
         return EXIT_FAILED
     finally:
         ray_cluster.shutdown()
+        # What is left is the outcome's report and the log's last upload: a late SIGTERM must
+        # not cut them short (and after ray.shutdown() it would kill the process at once).
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     log.info("job %s SUCCEEDED in %.1fs: %s", ctx.job_id, time.perf_counter() - started,
              manifest_uri)
     reporter.state("SUCCEEDED", reason=f"published {manifest_uri}")
@@ -301,11 +331,34 @@ def _local_job_id() -> str:
 
 
 def install_cancel_handler() -> None:
-    """SIGTERM (the dispatcher cancels the job) raises :class:`JobCancelled` in the main thread.
+    """SIGTERM (the dispatcher cancels the job) raises :class:`JobCancelled` in the main thread,
+    once: a later SIGTERM must not interrupt the cleanup the first one started (Ray's
+    shutdown, the log's last upload).
 
     Call again after anything that installs its own handler (``ray.init`` does)."""
     signal.signal(signal.SIGTERM, _cancel)
 
 
+_cancelling = False
+
+
+def cancel_requested() -> bool:
+    """Whether this process received the SIGTERM that cancels the job."""
+    return _cancelling
+
+
 def _cancel(signum: int, frame: FrameType | None) -> None:
+    global _cancelling
+    if _cancelling:
+        return
+    _cancelling = True
     raise JobCancelled()
+
+
+def _is_cancel(exc: KeyboardInterrupt | SystemExit) -> bool:
+    """Whether ``exc`` is the job's cancellation: :class:`JobCancelled`, the KeyboardInterrupt
+    Ray raises in its place, or ray.init's own SIGTERM handler (in place while it connects),
+    which exits with the signal's number."""
+    if isinstance(exc, SystemExit):
+        return exc.code == signal.SIGTERM
+    return isinstance(exc, JobCancelled) or cancel_requested()

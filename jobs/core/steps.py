@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 log = logging.getLogger("jobs.core.steps")
+
+#: The innermost step of the main thread that was stopped rather than failed (a cancel), for
+#: the job's last log line.
+_stopped_in: str | None = None
 
 
 class Outcome:
@@ -19,7 +24,8 @@ class Outcome:
 
 @contextmanager
 def step(name: str) -> Iterator[Outcome]:
-    """Time a step and log ``step <name>: <outcome> (<seconds>s)`` or its failure.
+    """Time a step and log ``step <name>: <outcome> (<seconds>s)``, its failure, or that it
+    was stopped (a cancel: see :func:`stopped_in`).
 
     Args:
         name: a short step name (``dataset-sync``, ``train``…).
@@ -27,15 +33,28 @@ def step(name: str) -> Iterator[Outcome]:
     Yields:
         An :class:`Outcome` whose ``text`` becomes the log line.
     """
+    global _stopped_in
     outcome = Outcome()
     started = time.perf_counter()
     try:
         yield outcome
-    except BaseException as exc:
+    except Exception as exc:
         log.error("step %s: FAILED after %.2fs: %s", name, time.perf_counter() - started,
                   str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
         raise
+    except BaseException:
+        # A cancel (SIGTERM, or ray.init's own handler exiting on it) or an interrupt: the
+        # step did not fail, it was stopped.
+        log.warning("step %s: stopped after %.2fs", name, time.perf_counter() - started)
+        if _stopped_in is None and threading.current_thread() is threading.main_thread():
+            _stopped_in = name  # the innermost step: its handler runs first
+        raise
     log.info("step %s: %s (%.2fs)", name, outcome.text, time.perf_counter() - started)
+
+
+def stopped_in() -> str | None:
+    """The innermost step of the main thread that a cancel stopped (None: none was)."""
+    return _stopped_in
 
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"

@@ -225,7 +225,7 @@ def _export(
         if precision is not None and trt_missing:
             result.reason = f"TensorRT engine not built: {trt_missing}"
             log.warning("%s skipped: %s", key, result.reason)
-            reporter.message(f"{key} skipped", reason=result.reason)
+            reporter.notice(f"{key} skipped", reason=result.reason)
             continue
         began = time.perf_counter()
         try:
@@ -250,8 +250,8 @@ def _export(
             result.status, result.reason = "failed", exc.message
         log.info("%s %s in %.1fs%s", key, result.status, time.perf_counter() - began,
                  f": {result.reason}" if result.reason else "")
-        reporter.message(f"{key} {result.status}", map_delta=result.map_delta,
-                         latency_p50_s=(result.latency or {}).get("p50"), reason=result.reason)
+        reporter.notice(f"{key} {result.status}", map_delta=result.map_delta,
+                        latency_p50_s=(result.latency or {}).get("p50"), reason=result.reason)
 
     export_section = {
         "imgsz": imgsz, "batch": params.batch, "dynamic": params.dynamic,

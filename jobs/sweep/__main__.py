@@ -1,5 +1,6 @@
 """``python -m jobs.sweep --spec URI``."""
 
+from jobs.core.runtime import exit_now
 from jobs.sweep.entrypoint import main
 
-raise SystemExit(main())
+exit_now(main())

@@ -34,6 +34,7 @@ from trainforge.errors import (
     SweepFailed,
     TrainforgeError,
 )
+from trainforge.events import SWEEP_METRIC, SWEEP_TRIALS
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobKind, JobSpec, SweepParams
 
@@ -66,6 +67,9 @@ def run_sweep(ctx: JobContext, reporter: JobReporter) -> str:
 
         plan = SweepPlan.of(spec, ray.cluster_resources())  # type: ignore[no-untyped-call]
         out.text = plan.describe()
+    # What the watching user's progress bar counts against ("trial n of m, best so far").
+    reporter.notice(f"sweep: {plan.describe()}",
+                    **{SWEEP_TRIALS: sweep.trials, SWEEP_METRIC: sweep.metric})
     trial_ctx = TrialContext(
         spec=spec, job_id=ctx.job_id, attempt=ctx.attempt, models_uri=ctx.models_uri,
         work_root=str(ctx.home / "work"), cache_dir=str(ctx.cache_dir),
@@ -82,9 +86,9 @@ def run_sweep(ctx: JobContext, reporter: JobReporter) -> str:
         errors = "; ".join(sorted({r.error for r in rows if r.error}))[:2000]
         raise SweepFailed(f"no trial of the sweep reported {sweep.metric}"
                           + (f"; trial errors: {errors}" if errors else ""))
-    reporter.message(f"best trial {best.trial_id}: {sweep.metric}={best.best_metric:.4f} at "
-                     f"epoch {best.best_epoch}", trial=best.trial_id,
-                     metric=best.best_metric, epoch=best.best_epoch)
+    reporter.notice(f"best trial {best.trial_id}: {sweep.metric}={best.best_metric:.4f} at "
+                    f"epoch {best.best_epoch}", trial=best.trial_id,
+                    metric=best.best_metric, epoch=best.best_epoch)
     with step("best-trial") as out:
         metrics = _finish(ctx, spec, trial_ctx, plan, rows, best, outcome.grid)
         out.text = (f"trial {best.trial_id} on the held-out split: "

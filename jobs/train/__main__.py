@@ -1,5 +1,6 @@
 """``python -m jobs.train --spec URI``."""
 
+from jobs.core.runtime import exit_now
 from jobs.train.entrypoint import main
 
-raise SystemExit(main())
+exit_now(main())

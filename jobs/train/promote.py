@@ -106,7 +106,7 @@ def promote_version(
         "decided_at": datetime.now(UTC).isoformat(),
     }
     _keep(record, models_uri=models_uri, artifacts=artifacts)
-    reporter.message(verdict.summary, promotion=outcome, model=name, alias=alias,
+    reporter.notice(verdict.summary, promotion=outcome, model=name, alias=alias,
                      version=version, champion=head.version if head else None)
     return Decision(outcome, verdict.summary, record)
 

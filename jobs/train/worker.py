@@ -2,7 +2,10 @@
 
 The worker may run on another node than the entrypoint, and Ray may restart it anywhere, so
 it makes its own node-local copies (dataset cache, data.yaml, weights) and always starts
-from the job's latest checkpoint in the artifacts store when there is one.
+from the job's latest checkpoint in the artifacts store when there is one: an earlier
+attempt's, or for a resumed job (services/store/resumption.py) the stopped job's, which the
+API copied there. The spec's ``train.epochs`` is the run's total either way: a checkpoint
+whose run was asked for another total continues to the spec's.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from jobs.core.weights import resolve_weights
 from jobs.train.report import build_report
 from trainforge.access import AccessRules
 from trainforge.datasets.fingerprint import sha256_file
-from trainforge.errors import DatasetError, TrainingFailed
+from trainforge.errors import DatasetError, SpecError, TrainingFailed
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobSpec
 
@@ -104,9 +107,10 @@ def run_worker(cfg: WorkerConfig) -> None:
         out.text = f"{data_root} -> {data_yaml}"
     with step("resume-check") as out:
         resume = _fetch_checkpoint(artifacts, work / "resume")
-        info = adapter.read_checkpoint(resume) if resume else None
         _same_checkpoint_everywhere(me, resume)
-        out.text = f"checkpoint after epoch {info.epoch}" if info else "none: a fresh run"
+        info = _to_spec_epochs(resume, spec, reporter) if resume else None
+        out.text = (f"checkpoint after epoch {info.epoch} of {info.epochs}" if info
+                    else "none: a fresh run")
     run_dir = work / "run"
     shutil.rmtree(run_dir, ignore_errors=True)  # a restarted worker starts from the store
     with step("train") as out:
@@ -130,10 +134,12 @@ def run_worker(cfg: WorkerConfig) -> None:
                 raise TrainingFailed(f"checkpoint {resume} holds no optimizer state; delete "
                                      f"{artifacts.uri(artifacts.checkpoint())} to start over")
             if reporter is not None:
-                reporter.message(f"resuming from epoch {info.epoch + 1}",
-                                 resumed_epoch=info.epoch + 1, attempt=cfg.attempt,
-                                 workers=me.size)
+                reporter.notice(f"resuming from epoch {info.epoch + 1}",
+                                resumed_epoch=info.epoch + 1, attempt=cfg.attempt,
+                                workers=me.size)
             adapter.write_results_csv(info.results, run_dir / "results.csv")
+            if me.lead:  # another rank's best.pt would make its final_eval validate, alone
+                _keep_best(resume, run_dir)
             outputs = adapter.train(
                 {"model": str(resume), **adapter.resume_overrides(
                     data_yaml=data_yaml, run_dir=run_dir, device=me.device, plots=cfg.plots)},
@@ -189,7 +195,7 @@ def _announce(me: Rank, reporter: JobReporter | None, attempt: int, batch: int) 
     for peer in peers:
         reporter.message("training worker started", attempt=attempt, workers=me.size, **peer)
     if batch % me.size:
-        reporter.message(
+        reporter.notice(
             f"train.batch {batch} over {me.size} workers: {batch // me.size} images per worker, "
             f"{batch // me.size * me.size} per step (use a multiple of {me.size} to train "
             f"with all {batch})", batch=batch, workers=me.size)
@@ -208,6 +214,35 @@ def _same_checkpoint_everywhere(me: Rank, resume: Path | None) -> None:
     if len(set(seen)) > 1:
         raise TrainingFailed(f"the training workers fetched different checkpoints ({seen}); "
                              "retry the job")
+
+
+def _to_spec_epochs(resume: Path, spec: JobSpec, reporter: JobReporter | None
+                    ) -> adapter.CheckpointInfo:
+    """What the checkpoint holds, made to continue to the spec's ``train.epochs``.
+
+    The two differ only for a resumed job whose epochs were changed (``jobs resume --epochs``):
+    a retry's checkpoint was written by a run of the same spec. Every rank rewrites its own
+    copy the same way (after their sha256 were compared).
+
+    Raises:
+        SpecError: the spec asks for fewer epochs than the checkpoint already holds.
+    """
+    info = adapter.read_checkpoint(resume)
+    wanted = spec.train.epochs
+    if info.epochs == wanted:
+        return info
+    if wanted < info.epoch:
+        raise SpecError(f"train.epochs is {wanted}, but the checkpoint already holds "
+                        f"{info.epoch} epochs; resume with at least {info.epoch}")
+    if reporter is not None:
+        change = (f"from epoch {info.epoch + 1} on, the learning rate follows the schedule of "
+                  f"a {wanted}-epoch run" if wanted > info.epoch else
+                  "nothing more to train: the job evaluates and publishes what it holds")
+        reporter.message(
+            f"training to {wanted} epochs instead of the {info.epochs} the checkpoint's run "
+            f"was asked for: {change}", epochs=wanted, checkpoint_epochs=info.epochs,
+            checkpoint_epoch=info.epoch)
+    return adapter.set_checkpoint_epochs(resume, wanted)
 
 
 def _claim_run(artifacts: JobArtifacts, spec: JobSpec, reporter: JobReporter,
@@ -253,6 +288,20 @@ def _fetch_checkpoint(artifacts: JobArtifacts, dest: Path) -> Path | None:
         return None
     artifacts.download(artifacts.checkpoint("best.pt"), dest / "best.pt")
     return last
+
+
+def _keep_best(last: Path, run_dir: Path) -> None:
+    """Put the checkpoint's best.pt where the resumed trainer keeps its own (rank 0's run).
+
+    Ultralytics writes best.pt only when an epoch beats the best fitness it resumed with: a
+    resumed run whose epochs never do would otherwise end without a best.pt to evaluate. Only
+    rank 0 may have one: Ultralytics' final_eval validates whatever best.pt a rank's run holds,
+    and a second rank validating on its own waits for the first in a collective forever.
+    """
+    best = last.parent / "best.pt"
+    if best.is_file():
+        (run_dir / "weights").mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(best, run_dir / "weights" / "best.pt")
 
 
 def _finished_run(last: Path, run_dir: Path, info: adapter.CheckpointInfo

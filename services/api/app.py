@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -36,18 +36,21 @@ log = logging.getLogger(__name__)
 API_VERSION = "1.0.0"
 
 
-def create_app(settings: ApiSettings | None = None) -> FastAPI:
+def create_app(settings: ApiSettings | None = None, *,
+               wake_dispatcher: Callable[[], None] | None = None) -> FastAPI:
     """Build the API.
 
     Args:
         settings: the API's settings; default :func:`get_settings` (the environment), which is
             what ``uvicorn --factory services.api.app:create_app`` (Dockerfile.api) uses.
+        wake_dispatcher: a dispatcher in the same process to wake when a job is cancelled
+            (``trainforge serve``), so the run stops at once rather than at its next loop.
 
     Returns:
         The app; migrations run when it starts (``settings.migrate_on_startup``).
     """
     settings = settings or get_settings()
-    state = AppState.from_settings(settings)
+    state = AppState.from_settings(settings, wake_dispatcher=wake_dispatcher)
     # Here, not in __main__: every way of serving the app (python -m services.api, trainforge
     # serve, uvicorn --factory) must keep download-link signatures out of the access log.
     log_redaction.install()

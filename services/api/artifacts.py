@@ -21,9 +21,11 @@ from urllib.parse import quote
 
 from services.api.schemas import ArtifactList, ArtifactOut
 from services.api.state import AppState
+from services.store import dispatch
 from services.store import jobs as repo
 from trainforge.errors import DownloadLinkInvalid, NotFound, ObjectNotFound
 from trainforge.layout import job_prefix
+from trainforge.states import JobState
 from trainforge.storage import LocalStore, ObjectInfo, ObjectStore
 
 #: How far a link's expiry may lie beyond ``download_url_ttl_s`` from now: replicas' clocks
@@ -125,14 +127,18 @@ def check_link(state: AppState, scope: str, expires: int, sig: str) -> None:
 
 
 def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> ArtifactList:
-    """Every object under ``jobs/<id>/`` (spec, logs, checkpoints, training outputs).
+    """Every object under ``jobs/<id>/`` (spec, logs, checkpoints, training outputs), and
+    whether that is all the job will write (``complete``: it SUCCEEDED and its run exited).
 
     Raises:
         JobNotFound: no such job for this team.
         StorageError: the object store failed (503; never an empty list instead).
     """
     with state.db.transaction() as session:
-        repo.get_job(session, job_id, team=team)
+        job = repo.get_job(session, job_id, team=team)
+        # Read before the listing: a job that completes meanwhile is listed as incomplete,
+        # never the other way round.
+        complete = job.state is JobState.SUCCEEDED and dispatch.outputs_final(session, job)
     store = state.artifacts
     prefix = state.key(job_prefix(job_id))
     links = LinkSigner(state, base_url)
@@ -149,7 +155,7 @@ def list_artifacts(state: AppState, team: str, job_id: str, base_url: str) -> Ar
             ArtifactOut(name=name, size=info.size, sha256=sha256, url=url,
                         expires_at=links.expires_at)
         )
-    return ArtifactList(items=items)
+    return ArtifactList(items=items, complete=complete)
 
 
 def open_download(

@@ -38,6 +38,7 @@ from trainforge.errors import (
     StorageError,
     TrainforgeError,
     Unauthenticated,
+    WeightsError,
 )
 from trainforge.registry import ModelNotFound, RegistryError
 from trainforge.spec import parse_spec
@@ -64,6 +65,7 @@ ERROR_STATUS: Mapping[type[TrainforgeError], int] = {
     IdempotencyKeyReused: 422,
     InvalidRequest: 422,
     DatasetError: 422,
+    WeightsError: 422,
     ModelNotFound: 422,
     RegistryError: 422,
     QuotaExceeded: 429,

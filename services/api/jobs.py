@@ -1,4 +1,5 @@
-"""Job use cases behind the /v1/jobs routes: submit (idempotent, limited), read, cancel."""
+"""Job use cases behind the /v1/jobs routes: submit and resume (idempotent, limited), read,
+cancel."""
 
 from __future__ import annotations
 
@@ -13,13 +14,13 @@ from typing import Any
 
 from anyio import to_thread
 
-from services.api.schemas import EventOut, EventPage, JobOut, JobPage, JobSubmission
+from services.api.schemas import EventOut, EventPage, JobOut, JobPage, JobResume, JobSubmission
 from services.api.state import AppState
 from services.store import jobs as repo
-from services.store import submission
+from services.store import resumption, submission
 from services.store.domain import IdempotentResponse, Job
 from trainforge.errors import IdempotencyKeyReused, InvalidRequest
-from trainforge.spec import JobKind
+from trainforge.spec import JobKind, JobSpec
 from trainforge.states import JobState
 
 log = logging.getLogger(__name__)
@@ -36,9 +37,11 @@ class Submitted:
 
 def request_fingerprint(body: JobSubmission) -> str:
     """SHA-256 of the request as sent (key order and whitespace do not matter)."""
-    canonical = json.dumps(
-        body.model_dump(mode="json", exclude_unset=True), sort_keys=True, separators=(",", ":")
-    )
+    return _sha256_json(body.model_dump(mode="json", exclude_unset=True))
+
+
+def _sha256_json(data: dict[str, Any]) -> str:
+    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
@@ -100,6 +103,8 @@ def submit(
         AccessDenied, LocationInvalid: the spec names a location the team may not read.
         ModelNotFound: a registry:// base the team has not published.
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
+        DatasetError, WeightsError: on the embedded server, a local dataset or base weights
+            the job could not open (submission.check_job_inputs).
         QuotaExceeded: the team is at its active-job limit.
     """
     _check_key(idempotency_key)
@@ -107,11 +112,8 @@ def submit(
     submission.check_model_ref(body.spec, state.settings.team_models_uri(team))
     responses = _Responses()
     try:
-        job = submission.create_job(
-            state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
-            state.settings.limits_for(team), access=state.access_for(team),
-            idempotency=_idempotency(idempotency_key, fingerprint, responses),
-        )
+        job = _create(state, team, body.spec,
+                      _idempotency(idempotency_key, fingerprint, responses))
     except submission.IdempotencyKeyTaken:
         # The key was used before (a retry, or a concurrent duplicate): replay the first.
         assert idempotency_key is not None  # only raised for a key
@@ -119,6 +121,17 @@ def submit(
             found = repo.find_idempotent(session, team, idempotency_key)
         return _replay_found(found, fingerprint, idempotency_key)
     return Submitted(201, responses(job), replayed=False)
+
+
+def _create(state: AppState, team: str, spec: JobSpec,
+            idempotency: submission.Idempotency | None,
+            resume: resumption.ResumeFrom | None = None) -> Job:
+    """:func:`submission.create_job` with the app's stores and the team's limits and rules."""
+    return submission.create_job(
+        state.db, state.artifacts, state.artifacts_prefix, team, spec,
+        state.settings.limits_for(team), access=state.access_for(team),
+        machine=state.machine, idempotency=idempotency, resume=resume,
+    )
 
 
 async def submit_async(
@@ -135,7 +148,7 @@ async def submit_async(
 
     Raises:
         InvalidRequest, IdempotencyKeyReused, AccessDenied, LocationInvalid, ModelNotFound,
-        LimitExceeded, QuotaExceeded: see :func:`submit`.
+        LimitExceeded, DatasetError, WeightsError, QuotaExceeded: see :func:`submit`.
     """
     _check_key(idempotency_key)
     fingerprint = request_fingerprint(body)
@@ -148,6 +161,7 @@ async def submit_async(
         job = await submission.create_job_async(
             state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
             state.settings.limits_for(team), access=state.access_for(team),
+            machine=state.machine,
             idempotency=_idempotency(idempotency_key, fingerprint, responses),
         )
     except submission.IdempotencyKeyTaken:
@@ -175,6 +189,77 @@ def _replay_found(found: IdempotentResponse | None, fingerprint: str, key: str) 
         # error: a 500, as before the creation path could say which constraint refused it.
         raise RuntimeError(f"Idempotency-Key {key!r} was refused as taken but has no record")
     return _replay(found, fingerprint, key)
+
+
+def resume(
+    state: AppState, team: str, job_id: str, body: JobResume, idempotency_key: str | None
+) -> Submitted:
+    """Submit a new job that continues a stopped job's last checkpoint
+    (services/store/resumption.py), through the same creation path, checks and Idempotency-Key
+    rules as :func:`submit`.
+
+    Args:
+        state: the app's state.
+        team: the caller's team.
+        job_id: the stopped job.
+        body: what changes (``epochs``).
+        idempotency_key: the request's Idempotency-Key header, if any.
+
+    Returns:
+        The new job (or the first response to the same key and request), as :func:`submit`.
+
+    Raises:
+        InvalidRequest, IdempotencyKeyReused: see :func:`submit`.
+        JobNotFound: no such job for this team.
+        JobNotResumable: its kind or state does not allow it, it was resumed already, or it
+            left no checkpoint.
+        SpecError: ``epochs`` is below the epochs it already trained.
+        AccessDenied, LocationInvalid, ModelNotFound, LimitExceeded, QuotaExceeded: its spec
+            is checked again, as a new submission's.
+    """
+    _check_key(idempotency_key)
+    # The job's id is part of the request: the same key and body for another job is a reuse.
+    fingerprint = _sha256_json({"resume": job_id,
+                                **body.model_dump(mode="json", exclude_unset=True)})
+    # A retry must be replayed before the checks: after the first request, the job it resumed
+    # is "already resumed".
+    replayed = _replayed(state, team, idempotency_key, fingerprint)
+    if replayed is not None:
+        return replayed
+    planned = resumption.plan(state.db, state.artifacts, state.artifacts_prefix, team, job_id,
+                              epochs=body.epochs)
+    submission.check_model_ref(planned.spec, state.settings.team_models_uri(team))
+    responses = _Responses()
+    try:
+        job = _create(state, team, planned.spec,
+                      _idempotency(idempotency_key, fingerprint, responses),
+                      resume=planned.source)
+    except (submission.IdempotencyKeyTaken, repo.AlreadyResumed) as exc:
+        # A concurrent request won: the same one (replay it) or another resumption.
+        replayed = _replayed(state, team, idempotency_key, fingerprint)
+        if replayed is not None:
+            return replayed
+        if isinstance(exc, submission.IdempotencyKeyTaken):
+            raise RuntimeError(f"Idempotency-Key {idempotency_key!r} was refused as taken "
+                               "but has no record") from None
+        resumption.check(state.db, team, job_id)  # names the job that resumed it
+        raise  # resumed and then gone: cannot happen, jobs are never deleted
+    return Submitted(201, responses(job), replayed=False)
+
+
+def _replayed(state: AppState, team: str, key: str | None, fingerprint: str
+              ) -> Submitted | None:
+    """The stored response to ``key`` when it was used before (None for a new key)."""
+    if key is None:
+        return None
+    found = _find_idempotent_sync(state, team, key)
+    return _replay(found, fingerprint, key) if found is not None else None
+
+
+def resumed_as(state: AppState, team: str, job_id: str) -> str | None:
+    """The team's job that resumed ``job_id``, if one did (the dashboard's link back)."""
+    with state.db.transaction() as session:
+        return repo.resumed_by(session, job_id, team=team)
 
 
 def get(state: AppState, team: str, job_id: str) -> JobOut:
@@ -230,8 +315,17 @@ def best_scores(state: AppState, page: JobPage, metric: str) -> dict[str, float]
 
 
 def cancel(state: AppState, team: str, job_id: str) -> JobOut:
+    """Cancel a job: a queued one at once (CANCELLED), a launched one through CANCELLING
+    (the dispatcher stops its run; this process's own dispatcher is woken to do it now).
+
+    Raises:
+        JobNotFound: no such job for this team.
+        JobStateConflict: the job is already finished.
+    """
     with state.db.transaction() as session:
         job = repo.request_cancel(session, job_id, team=team, reason=f"cancel requested by {team}")
+    if state.wake_dispatcher is not None and job.state is JobState.CANCELLING:
+        state.wake_dispatcher()
     return JobOut.from_domain(job)
 
 

@@ -2,9 +2,10 @@
 
 The dispatcher fires schedules (services/dispatcher/scheduler.py); the API only stores them.
 A schedule's spec is refused here as a submission of it would be: the same JobSpec contract,
-the team's storage access policy and its per-job limits (GPUs, sweep trials), so that its runs
+the team's storage access policy, its per-job limits (GPUs, sweep trials) and, on the embedded
+server, the local inputs its jobs would fail on (submission.check_job_inputs), so that its runs
 are never refused for what was already known at creation (each fire checks again: the policy
-may have changed since).
+or the files may have changed since).
 """
 
 from __future__ import annotations
@@ -25,7 +26,13 @@ from services.api.state import AppState
 from services.store import schedules as repo
 from services.store.domain import NewSchedule
 from services.store.ids import new_schedule_id
-from services.store.submission import check_job_access, check_job_limits, check_model_ref
+from services.store.submission import (
+    check_job_access,
+    check_job_inputs,
+    check_job_limits,
+    check_model_ref,
+)
+from trainforge.spec import JobSpec
 
 log = logging.getLogger(__name__)
 
@@ -33,16 +40,30 @@ log = logging.getLogger(__name__)
 RECENT_RUNS = 10
 
 
+def _check_template(state: AppState, team: str, spec: JobSpec) -> None:
+    """What a submission of ``spec`` checks before the job exists (services/store/submission.py).
+
+    Raises:
+        AccessDenied, LocationInvalid: the spec names a location the team may not read.
+        ModelNotFound: a registry:// base the team has not published.
+        LimitExceeded: the spec asks for more GPUs or trials than the team may use.
+        DatasetError, WeightsError: on the embedded server, local inputs its jobs could not
+            open.
+    """
+    check_job_access(spec, state.access_for(team))
+    check_model_ref(spec, state.settings.team_models_uri(team))
+    check_job_limits(spec, team, state.settings.limits_for(team))
+    check_job_inputs(spec, state.machine)
+
+
 def create(state: AppState, team: str, body: ScheduleCreate) -> ScheduleOut:
     """Store a schedule; it first fires at its first cron time after now.
 
     Raises:
-        AccessDenied, LocationInvalid: the spec names a location the team may not read.
-        LimitExceeded: the spec asks for more GPUs or trials than the team may use.
+        AccessDenied, LocationInvalid, ModelNotFound, LimitExceeded, DatasetError,
+        WeightsError: see :func:`_check_template`.
     """
-    check_job_access(body.spec, state.settings.access_for(team))
-    check_model_ref(body.spec, state.settings.team_models_uri(team))
-    check_job_limits(body.spec, team, state.settings.limits_for(team))
+    _check_template(state, team, body.spec)
     new = NewSchedule(
         id=new_schedule_id(),
         team=team,
@@ -100,13 +121,11 @@ def update(state: AppState, team: str, schedule_id: str, body: ScheduleUpdate) -
 
     Raises:
         ScheduleNotFound: no such schedule for this team.
-        AccessDenied, LocationInvalid: a new spec names a location the team may not read.
-        LimitExceeded: a new spec asks for more than the team may use.
+        AccessDenied, LocationInvalid, ModelNotFound, LimitExceeded, DatasetError,
+        WeightsError: a new spec is refused (:func:`_check_template`).
     """
     if body.spec is not None:
-        check_job_access(body.spec, state.settings.access_for(team))
-        check_model_ref(body.spec, state.settings.team_models_uri(team))
-        check_job_limits(body.spec, team, state.settings.limits_for(team))
+        _check_template(state, team, body.spec)
     changes = repo.ScheduleChanges(
         name=body.name,
         cron=body.cron,

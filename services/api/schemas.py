@@ -11,7 +11,7 @@ from pydantic_core import PydanticCustomError
 
 from services.store.cron import MIN_INTERVAL, check_cron, check_timezone
 from services.store.domain import Event, Job, RunOutcome, Schedule, ScheduleRun
-from trainforge.spec import NAME_PATTERN, JobKind, JobSpec, PromotePolicy
+from trainforge.spec import MAX_EPOCHS, NAME_PATTERN, JobKind, JobSpec, PromotePolicy
 from trainforge.states import JobState
 
 
@@ -25,6 +25,18 @@ class JobSubmission(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     spec: JobSpec
+
+
+class JobResume(BaseModel):
+    """``POST /v1/jobs/{id}/resume`` body (optional): what may change when a job continues."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    epochs: int | None = Field(
+        None, ge=1, le=MAX_EPOCHS,
+        description="the new total of epochs (default: the stopped job's train.epochs); at "
+        "least the epochs it already trained. Raising it trains that many more, on a "
+        "learning-rate schedule recomputed for the new total (docs/training.md)")
 
 
 class _Query(BaseModel):
@@ -93,6 +105,8 @@ class JobOut(_Out):
     trials: list[TrialOut] | None = Field(description="sweeps: latest epoch/metrics per trial")
     spec_uri: str
     schedule_id: str | None = Field(description="the schedule that submitted the job, if any")
+    resumed_from: str | None = Field(
+        description="the stopped job this one continues (POST /v1/jobs/{id}/resume), if any")
 
     @classmethod
     def from_domain(cls, job: Job) -> JobOut:
@@ -122,6 +136,7 @@ class JobOut(_Out):
             else None,
             spec_uri=job.spec_uri,
             schedule_id=job.schedule_id,
+            resumed_from=job.resumed_from,
         )
 
 
@@ -163,6 +178,11 @@ class ArtifactOut(_Out):
 
 class ArtifactList(_Out):
     items: list[ArtifactOut]
+    complete: bool = Field(
+        description="true once the job SUCCEEDED and its run exited: these are all its "
+        "artifacts, final. False while it runs, and for a failed or cancelled job: what it "
+        "wrote before it stopped (checkpoints, logs), outputs missing or partial"
+    )
 
 
 _CRON_DESCRIPTION = (
@@ -358,7 +378,9 @@ VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$"
 class ModelSummary(_Out):
     name: str
     versions: int = Field(description="published versions")
-    latest: str | None = Field(description="the newest version")
+    latest: str | None = Field(
+        description="the newest trained version (`@latest`; an export job's version never is)"
+    )
     aliases: dict[str, str] = Field(description="alias → version")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fastapi import Request
@@ -10,6 +11,7 @@ from services.api.settings import ApiSettings
 from services.api.token_cache import TokenCache
 from services.store.db import Database
 from trainforge.access import AccessRules
+from trainforge.preflight import LocalMachine
 from trainforge.storage import ObjectStore, join_key, open_location
 
 #: Teams whose access rules are kept (:meth:`AppState.access_for`); past it, the cache starts
@@ -26,10 +28,17 @@ class AppState:
     artifacts_prefix: str
     secret_key: bytes
     token_cache: TokenCache = field(repr=False)
+    #: The machine jobs run on when it is this one (embedded): submissions are checked
+    #: against its files (services/store/submission.py check_job_inputs).
+    machine: LocalMachine | None = None
+    #: Wakes a dispatcher that runs in this process (``trainforge serve``) when a cancel is
+    #: requested, so that it stops the run now instead of at its next loop; None elsewhere.
+    wake_dispatcher: Callable[[], None] | None = field(default=None, repr=False)
     _access: dict[str, AccessRules] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_settings(cls, settings: ApiSettings) -> AppState:
+    def from_settings(cls, settings: ApiSettings, *,
+                      wake_dispatcher: Callable[[], None] | None = None) -> AppState:
         store, prefix = open_location(settings.resolved_artifacts_uri + "/")
         return cls(
             settings=settings,
@@ -38,6 +47,8 @@ class AppState:
             artifacts_prefix=prefix,
             secret_key=settings.secret_key_bytes(),
             token_cache=TokenCache(settings.token_cache_s),
+            machine=settings.local_machine(),
+            wake_dispatcher=wake_dispatcher,
         )
 
     def access_for(self, team: str) -> AccessRules:

@@ -202,14 +202,7 @@ def _progress_of(state: AppState, team: str, job_id: str) -> tuple[int, bool]:
     """(latest attempt, whether that attempt can write no more log)."""
     with state.db.transaction() as session:
         job = repo.get_job(session, job_id, team=team)
-        if not job.state.terminal:
-            return job.attempts, False
-        if job.attempts == 0:
-            return 0, True
-        # The run uploads its last log lines as it exits, after reporting its outcome: wait
-        # until the dispatcher saw the exit (or the attempt never launched).
-        last = dispatch.attempts_of(session, job_id)[-1]
-        return job.attempts, last.finished_at is not None or last.handle is None
+        return job.attempts, dispatch.outputs_final(session, job)
 
 
 async def follow_log(

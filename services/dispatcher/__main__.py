@@ -36,6 +36,7 @@ def main() -> int:
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         logging.getLogger(__name__).info("signal %d: stopping after this loop", signum)
         stop.set()
+        dispatcher.wake()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)

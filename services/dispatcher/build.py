@@ -69,6 +69,7 @@ def make_dispatcher(
         retry_delay=timedelta(seconds=settings.dispatcher_retry_delay_s),
         limits_for=settings.limits_for,
         access_for=settings.access_for,
+        machine=settings.local_machine(),
     )
     relay = make_relay(settings, db, owner=config.owner)
     return Dispatcher(db, backend or make_backend(settings), config, fault=fault, relay=relay)

@@ -54,7 +54,9 @@ from trainforge.constants import (
 )
 from trainforge.datasets import fingerprint as dataset_fingerprint
 from trainforge.errors import SpecTampered, StorageError
+from trainforge.joblog import strip_ansi
 from trainforge.layout import attempt_secrets_key
+from trainforge.preflight import LocalMachine
 from trainforge.spec import load_spec
 from trainforge.storage import ObjectStore, join_key, open_location
 
@@ -62,6 +64,9 @@ log = logging.getLogger(__name__)
 
 #: Launch failures of one attempt after which it counts as a failed attempt.
 MAX_LAUNCH_FAILURES = 5
+#: Seconds between loops while a run is being stopped: its exit is settled (CANCELLED) this
+#: soon after it happens, whatever the configured interval.
+STOPPING_POLL_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,9 @@ class DispatcherConfig:
     #: Team → what its jobs may read (the storage access policy); checked when a schedule
     #: fires and handed to every job, which checks again before it reads anything.
     access_for: Callable[[str], AccessRules] = no_access
+    #: The machine jobs run on when it is this one (embedded): the jobs schedules submit are
+    #: checked against its files, as the API's submissions are.
+    machine: LocalMachine | None = None
 
 
 class Dispatcher:
@@ -119,10 +127,13 @@ class Dispatcher:
         self.config = config
         self._fault = fault or (lambda point: None)
         self._launch_failures: dict[tuple[str, int], int] = {}
+        self._wakeup = threading.Event()
+        #: Whether the last loop asked a run to stop that has not exited yet.
+        self._stopping = False
         self.scheduler = Scheduler(
             db, artifacts_uri=config.artifacts_uri, owner=config.owner,
-            limits_for=config.limits_for, access_for=config.access_for, clock=clock,
-            fingerprint=fingerprint,
+            limits_for=config.limits_for, access_for=config.access_for,
+            machine=config.machine, clock=clock, fingerprint=fingerprint,
             fault=self._fault,
         )
 
@@ -142,7 +153,12 @@ class Dispatcher:
         LAST_LOOP.set_to_current_time()
 
     def run(self, stop: threading.Event, interval_s: float = 2.0) -> None:
-        """Loop until ``stop`` is set; errors of one pass are logged and counted, not fatal."""
+        """Loop until ``stop`` is set; errors of one pass are logged and counted, not fatal.
+
+        The next pass comes after ``interval_s``, or at once when :meth:`wake` is called, or
+        after :data:`STOPPING_POLL_S` while a cancelled run is stopping. To stop the loop at
+        once, set ``stop`` and then call :meth:`wake`.
+        """
         log.info("dispatcher %s started on backend %s", self.config.owner, self.backend.name)
         relay = None
         if self.relay is not None:
@@ -151,17 +167,25 @@ class Dispatcher:
             relay.start()
         try:
             while not stop.is_set():
+                self._wakeup.clear()
                 try:
                     self.run_once()
                 except Exception:
                     DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="loop").inc()
                     log.exception("dispatcher loop failed; retrying in %.1fs", interval_s)
-                stop.wait(interval_s)
+                if not stop.is_set():
+                    self._wakeup.wait(min(interval_s, STOPPING_POLL_S) if self._stopping
+                                      else interval_s)
         finally:
             self.close()
             if relay is not None:
                 relay.join(timeout=30)
         log.info("dispatcher %s stopped", self.config.owner)
+
+    def wake(self) -> None:
+        """Run the next pass now (a cancel was requested in this process: ``trainforge
+        serve``'s API), instead of after the loop's interval."""
+        self._wakeup.set()
 
     def close(self) -> None:
         """Give up scheduling leadership at once (another dispatcher takes over)."""
@@ -316,6 +340,7 @@ class Dispatcher:
         with self.db.transaction() as session:
             dispatch.cancel_idle(session)
             flights = dispatch.in_flight(session)
+        self._stopping = any(a.job.state.value == "CANCELLING" for a in flights)
         for assignment in flights:
             self._poll(assignment)
 
@@ -328,7 +353,7 @@ class Dispatcher:
             DISPATCHER_ERRORS.labels(backend=self.backend.name, operation="logs").inc()
             log.warning("reading the output of %s failed: %s", handle, exc)
             return ""
-        tail = "\n".join(output.strip().splitlines()[-lines:])[-2000:]
+        tail = "\n".join(strip_ansi(output).strip().splitlines()[-lines:])[-2000:]
         return f"; last output:\n{tail}" if tail else ""
 
     def _poll(self, assignment: Assignment) -> None:

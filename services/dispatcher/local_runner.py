@@ -30,6 +30,7 @@ from types import FrameType
 PID_FILE = "pid"
 EXIT_FILE = "exit.json"
 CANCEL_MARKER = "cancel-requested"
+TERM_SENT = "sigterm-sent"
 OUTPUT_LOG = "output.log"
 RUN_LOCK = "run.lock"
 LAUNCH_LOCK = "launch.lock"

@@ -41,11 +41,14 @@ from trainforge.access import AccessRules, TeamAccess
 from trainforge.datasets import fingerprint as dataset_fingerprint
 from trainforge.errors import (
     AccessDenied,
+    DatasetError,
     LimitExceeded,
     QuotaExceeded,
     SpecError,
     TrainforgeError,
+    WeightsError,
 )
+from trainforge.preflight import LocalMachine
 from trainforge.spec import JobSpec, parse_spec
 from trainforge.storage import open_location
 
@@ -160,6 +163,8 @@ class Scheduler:
         access_for: team → what it may read (TRAINFORGE_STORAGE_POLICY), checked at every
             fire before the dataset is fingerprinted: the policy may have changed since the
             schedule was created.
+        machine: the machine jobs run on when it is this one (embedded mode): each job is
+            checked against its files (submission.check_job_inputs).
         clock: the current time (tests pass a controllable one).
         fingerprint: dataset URI → fingerprint (trainforge.datasets.fingerprint).
         fault: test hook, called at "schedule_fired" inside a submitted run's transaction.
@@ -173,6 +178,7 @@ class Scheduler:
         owner: str,
         limits_for: Callable[[str], TeamLimits] = default_limits,
         access_for: Callable[[str], AccessRules] = no_access,
+        machine: LocalMachine | None = None,
         clock: Callable[[], datetime] = utcnow,
         fingerprint: Callable[[str], str] = dataset_fingerprint,
         fault: Callable[[str], None] | None = None,
@@ -181,6 +187,7 @@ class Scheduler:
         self.leadership = Leadership(db, owner)
         self._limits_for = limits_for
         self._access_for = access_for
+        self._machine = machine
         self._clock = clock
         self._fingerprint = fingerprint
         self._fault = fault or (lambda point: None)
@@ -269,9 +276,10 @@ class Scheduler:
             job = submission.create_job(
                 self.db, self._artifacts, self._prefix, schedule.team, spec,
                 self._limits_for(schedule.team), access=self._access_for(schedule.team),
-                schedule_id=schedule.id, within=within,
+                machine=self._machine, schedule_id=schedule.id, within=within,
             )
-        except (AccessDenied, LimitExceeded, QuotaExceeded, SpecError) as exc:
+        except (AccessDenied, LimitExceeded, QuotaExceeded, SpecError, DatasetError,
+                WeightsError) as exc:
             return self._record(schedule, RunRecord(
                 fire_time=fire_time, outcome=RunOutcome.FAILED,
                 message=f"no job submitted: {exc.message}{late}", next_fire_at=next_fire_at,

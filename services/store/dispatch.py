@@ -290,14 +290,21 @@ def unlaunched(
 
 
 def in_flight(session: Session, *, limit: int = 1000) -> list[Assignment]:
-    """Launched attempts whose outcome is not recorded yet (to poll or cancel)."""
-    return _current_attempts(session, AttemptRow.handle.is_not(None), limit=limit)
+    """Launched attempts whose outcome is not recorded yet (to poll or cancel).
+
+    With the jobs in a launched state, the SUCCEEDED ones whose run has not been seen to end:
+    a job reports its own success and then exits, shipping its last log lines; polling the
+    run until then records when and how it ended (what :func:`outputs_final` waits for).
+    """
+    return _current_attempts(session, AttemptRow.handle.is_not(None), limit=limit,
+                             states=(*LAUNCHED_STATES, JobState.SUCCEEDED.value))
 
 
 def _current_attempts(
-    session: Session, *conditions: ColumnElement[bool], limit: int
+    session: Session, *conditions: ColumnElement[bool], limit: int,
+    states: tuple[str, ...] = LAUNCHED_STATES,
 ) -> list[Assignment]:
-    """Jobs in a launched state with their current, unfinished attempt, oldest job first."""
+    """Jobs in ``states`` with their current, unfinished attempt, oldest job first."""
     rows = session.execute(
         select(JobRow, AttemptRow)
         .join(
@@ -305,7 +312,7 @@ def _current_attempts(
             and_(AttemptRow.job_id == JobRow.id, AttemptRow.number == JobRow.attempts),
         )
         .where(
-            JobRow.state.in_(LAUNCHED_STATES),
+            JobRow.state.in_(states),
             AttemptRow.finished_at.is_(None),
             *conditions,
         )
@@ -356,7 +363,8 @@ def settle(
     """Record how an attempt ended and move the job on.
 
     Success → SUCCEEDED. Otherwise: a CANCELLING job → CANCELLED; with retries left and an
-    error a retry can fix → RETRYING (relaunched after ``retry_delay``); else FAILED.
+    error a retry can fix → RETRYING (relaunched after ``retry_delay``); else FAILED. A job
+    already terminal (one that reported its own success) only gets its attempt recorded.
 
     Args:
         error_code: why it failed when the dispatcher itself knows (e.g. ``spec_tampered``);
@@ -405,3 +413,19 @@ def attempts_of(session: Session, job_id: str) -> list[Attempt]:
         select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(AttemptRow.number)
     )
     return [_attempt(r) for r in rows]
+
+
+def outputs_final(session: Session, job: Job) -> bool:
+    """Whether nothing more of the job will be written: it is terminal and its last run has
+    exited (the dispatcher saw the exit) or never launched.
+
+    A run reports its outcome before it exits and uploads its last log lines as it exits, so
+    a terminal state alone does not mean its log and artifacts are final.
+    """
+    if not job.state.terminal:
+        return False
+    attempts = attempts_of(session, job.id)
+    if not attempts:
+        return True
+    last = attempts[-1]
+    return last.finished_at is not None or last.handle is None

@@ -57,6 +57,8 @@ class Job:
     trials: tuple[Trial, ...] = ()
     #: The schedule that submitted the job (None for jobs submitted through the API).
     schedule_id: str | None = None
+    #: The stopped job this one continues (POST /v1/jobs/{id}/resume), if any.
+    resumed_from: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +74,10 @@ class NewJob:
     gpus: int
     max_attempts: int
     schedule_id: str | None = None
+    #: A resumed job: the job it continues, and where that one's checkpoint stands (the
+    #: epochs it trained, of the new job's total) as the new job's starting progress.
+    resumed_from: str | None = None
+    progress: Progress | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import psycopg
-from sqlalchemy import Table, bindparam, func, insert, select, text
+from sqlalchemy import Table, bindparam, func, insert, select, text, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
@@ -99,6 +99,7 @@ def to_domain(row: JobRow, trials: tuple[Trial, ...] = ()) -> Job:
         error=error,
         trials=trials,
         schedule_id=row.schedule_id,
+        resumed_from=row.resumed_from,
     )
 
 
@@ -269,15 +270,42 @@ def new_job(new: NewJob, now: datetime) -> Job:
         updated_at=now,
         started_at=None,
         finished_at=None,
-        progress=None,
+        progress=new.progress,
         metrics={},
         error=None,
         schedule_id=new.schedule_id,
+        resumed_from=new.resumed_from,
     )
 
 
 def _submitted_reason(new: NewJob) -> str:
+    if new.resumed_from:
+        return f"resumed from job {new.resumed_from}"
     return f"submitted by schedule {new.schedule_id}" if new.schedule_id else "submitted"
+
+
+class AlreadyResumed(Exception):
+    """The job a new job would resume was resumed by another one first (the unique
+    ``jobs.resumed_from``, migration 0005). Nothing was written."""
+
+
+#: The unique index behind :class:`AlreadyResumed`.
+_RESUMED_FROM_INDEX = "ix_jobs_resumed_from"
+
+
+def _already_resumed(exc: DBAPIError) -> bool:
+    """Whether ``exc`` is the unique ``jobs.resumed_from`` refusing a second resumption."""
+    if isinstance(exc.orig, psycopg.errors.UniqueViolation):
+        return exc.orig.diag.constraint_name == _RESUMED_FROM_INDEX
+    # sqlite3 names the column, not the index: "UNIQUE constraint failed: jobs.resumed_from".
+    return "UNIQUE constraint failed: jobs.resumed_from" in str(exc.orig)
+
+
+def resumed_by(session: Session, job_id: str, *, team: str) -> str | None:
+    """The id of the team's job that resumed ``job_id``, if one did (the unique index)."""
+    return session.scalar(
+        select(JobRow.id).where(JobRow.resumed_from == job_id, JobRow.team == team)
+    )
 
 
 def insert_job(session: Session, new: NewJob, *, now: datetime | None = None) -> Job:
@@ -288,28 +316,39 @@ def insert_job(session: Session, new: NewJob, *, now: datetime | None = None) ->
 
     Core INSERTs rather than ORM objects: nothing else in the transaction needs the rows as
     objects.
+
+    Raises:
+        AlreadyResumed: ``new`` resumes a job that another job resumed first.
     """
     now = now or utcnow()
     connection = session.connection()
-    connection.execute(
-        _INSERT_JOB,
-        {
-            "id": new.id,
-            "team": new.team,
-            "kind": new.kind.value,
-            "name": new.name,
-            "state": JobState.QUEUED.value,
-            "spec_uri": new.spec_uri,
-            "spec_sha256": new.spec_sha256,
-            "gpus": new.gpus,
-            "attempts": 0,
-            "max_attempts": new.max_attempts,
-            "created_at": now,
-            "updated_at": now,
-            "metrics": {},
-            "schedule_id": new.schedule_id,
-        },
-    )
+    try:
+        connection.execute(
+            _INSERT_JOB,
+            {
+                "id": new.id,
+                "team": new.team,
+                "kind": new.kind.value,
+                "name": new.name,
+                "state": JobState.QUEUED.value,
+                "spec_uri": new.spec_uri,
+                "spec_sha256": new.spec_sha256,
+                "gpus": new.gpus,
+                "attempts": 0,
+                "max_attempts": new.max_attempts,
+                "created_at": now,
+                "updated_at": now,
+                "metrics": {},
+                "schedule_id": new.schedule_id,
+                "resumed_from": new.resumed_from,
+                "progress_epoch": new.progress.epoch if new.progress else None,
+                "progress_epochs": new.progress.epochs if new.progress else None,
+            },
+        )
+    except DBAPIError as exc:
+        if _already_resumed(exc):
+            raise AlreadyResumed() from None
+        raise
     connection.execute(
         _INSERT_EVENT,
         {
@@ -426,6 +465,7 @@ def insert_job_within_limit(
         NearLimit: ``exclusive`` was false and the shared lock cannot prove the limit holds.
         QuotaExceeded: the team is at ``max_active`` unfinished jobs.
         IdempotencyKeyTaken: ``idempotency.key`` already has a record for the team.
+        AlreadyResumed: ``new`` resumes a job that another job resumed first.
     """
     now = now or utcnow()
     try:
@@ -437,8 +477,31 @@ def insert_job_within_limit(
         if refusal is None:
             raise
         raise refusal from None
+    if new.resumed_from is not None:
+        _link_resumed(session, new)
     metrics.observe(session, metrics.Submitted(new.kind.value, new.team))
     return new_job(new, now)
+
+
+def _link_resumed(session: Session, new: NewJob) -> None:
+    """PostgreSQL: the columns of a resumed job that trainforge_create_job() (migration 0003)
+    does not take, set in the same transaction as the job's creation.
+
+    Raises:
+        AlreadyResumed: another job resumed ``new.resumed_from`` first.
+    """
+    try:
+        session.connection().execute(
+            update(_JOBS).where(_JOBS.c.id == new.id).values(
+                resumed_from=new.resumed_from,
+                progress_epoch=new.progress.epoch if new.progress else None,
+                progress_epochs=new.progress.epochs if new.progress else None,
+            )
+        )
+    except DBAPIError as exc:
+        if _already_resumed(exc):
+            raise AlreadyResumed() from None
+        raise
 
 
 async def insert_job_within_limit_async(
@@ -455,7 +518,11 @@ async def insert_job_within_limit_async(
 
     Raises:
         NearLimit, QuotaExceeded, IdempotencyKeyTaken: as :func:`insert_job_within_limit`.
+        ValueError: ``new`` is a resumed job (its link is written in the job's transaction,
+            which one autocommit statement cannot hold: create it with submission.create_job).
     """
+    if new.resumed_from is not None:
+        raise ValueError("a resumed job is created by submission.create_job, not in autocommit")
     now = now or utcnow()
     try:
         await conn.execute(

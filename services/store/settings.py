@@ -12,7 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 from services.webhooks.destinations import DestinationPolicy
 from trainforge.access import AccessRules, StoragePolicy, embedded_policy
 from trainforge.errors import ConfigError
+from trainforge.preflight import LocalMachine
 from trainforge.settings import CommonSettings
+from trainforge.weights import offline
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +121,14 @@ class StoreSettings(DatabaseSettings):
         only in embedded mode, and never trainforge's own stores."""
         return AccessRules.build(team, self.effective_storage_policy.for_team(team),
                                  local_paths=self.embedded, reserved=self.reserved_locations())
+
+    def local_machine(self) -> LocalMachine | None:
+        """The machine jobs run on, when it is this one (embedded mode: the local backend sees
+        the server's files, weights cache and network); None in production, where submissions
+        are not checked against files the server cannot see (trainforge/preflight.py)."""
+        if not self.embedded:
+            return None
+        return LocalMachine(weights_cache=self.resolved_weights_cache, offline=offline())
 
     @model_validator(mode="after")
     def _refuse_placeholder_secret(self) -> StoreSettings:

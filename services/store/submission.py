@@ -1,4 +1,5 @@
-"""Creating a job: the one path shared by ``POST /v1/jobs`` and the dispatcher's schedules.
+"""Creating a job: the one path shared by ``POST /v1/jobs``, ``POST /v1/jobs/{id}/resume``
+and the dispatcher's schedules.
 
 It checks the team's access and limits, writes the spec to ``jobs/<id>/spec.json``, then
 inserts the job under the team's submission lock with the active-job limit enforced, all in one
@@ -8,12 +9,15 @@ transaction that the caller can add its own rows to (an idempotency record, a sc
 :func:`create_job_async` is the API's: on PostgreSQL the lock, the job, its first event, the
 idempotency record and the limit check are one statement on an async connection (one round
 trip, no thread), on SQLite it runs :func:`create_job` in a thread. Both run the same checks in
-the same order and the same server-side function (migration 0003) on PostgreSQL.
+the same order and the same server-side function (migration 0003) on PostgreSQL. A resumed
+job (services/store/resumption.py) is created by :func:`create_job` only: its link to the job
+it continues is written in the job's transaction, which one autocommit statement cannot hold.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import math
@@ -27,15 +31,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.store import jobs as repo
-from services.store import metrics
+from services.store import metrics, resumption
 from services.store.db import Database
 from services.store.domain import Job, NewJob
 from services.store.ids import new_job_id
 from services.store.jobs import IdempotencyKeyTaken, IdempotencyRecord, NearLimit
+from services.store.resumption import ResumeFrom
 from services.store.settings import TeamLimits
 from trainforge.access import REGISTRY_SCHEME, AccessRules
 from trainforge.errors import LimitExceeded, QuotaExceeded, StorageError
 from trainforge.layout import spec_key
+from trainforge.preflight import LocalMachine
 from trainforge.registry import ModelNotFound, resolve
 from trainforge.spec import JobKind, JobSpec
 from trainforge.storage import LocalStore, ObjectStore, join_key
@@ -44,6 +50,7 @@ __all__ = [
     "Idempotency",
     "IdempotencyKeyTaken",
     "check_job_access",
+    "check_job_inputs",
     "check_job_limits",
     "check_model_ref",
     "create_job",
@@ -121,6 +128,23 @@ def check_job_access(spec: JobSpec, access: AccessRules) -> None:
     access.check_spec(spec.dataset.uri, spec.model.base)
 
 
+def check_job_inputs(spec: JobSpec, machine: LocalMachine | None) -> None:
+    """Refuse a spec whose job would fail at once on the files this server can see: a local
+    dataset path that is missing or names data.yaml instead of its folder, a local base that
+    is not a file, a stock base an offline server cannot fetch (trainforge/preflight.py).
+
+    Only where jobs run on this machine (``machine``: the embedded server); in production
+    (None) the job itself reports what it finds. Call it after :func:`check_job_access`, so a
+    team learns nothing about locations it may not read.
+
+    Raises:
+        DatasetNotFound, DatasetError: the dataset folder cannot be opened.
+        WeightsError: the base weights cannot be fetched.
+    """
+    if machine is not None:
+        machine.check(spec.dataset.uri, spec.model.base)
+
+
 def check_model_ref(spec: JobSpec, team_models_uri: str) -> None:
     """Refuse a ``registry://`` base that is not published in the team's own registry.
 
@@ -181,15 +205,19 @@ def create_job(
     limits: TeamLimits,
     *,
     access: AccessRules,
+    machine: LocalMachine | None = None,
     schedule_id: str | None = None,
     idempotency: Idempotency | None = None,
     within: Callable[[Session, Job], None] | None = None,
+    resume: ResumeFrom | None = None,
 ) -> Job:
     """Create a QUEUED job exactly once.
 
-    The spec is written to ``jobs/<id>/spec.json`` first; the job row is committed after, so a
-    job never exists without its spec, and a creation that fails half-way leaves at most an
-    orphan spec nobody can see (it is deleted).
+    The spec is written to ``jobs/<id>/spec.json`` first (for a resumed job, then the stopped
+    job's checkpoints are copied into the new job's, services/store/resumption.py); the job
+    row is committed after, so a job never exists without its spec and checkpoints, and a
+    creation that fails half-way leaves at most orphan objects nobody can see (they are
+    deleted).
 
     The active-job limit is exact without serialising a team's submissions: on PostgreSQL a
     transaction normally takes the team's advisory lock *shared* and commits if, counting its
@@ -208,12 +236,16 @@ def create_job(
         spec: the validated job spec.
         limits: the team's limits.
         access: what the team may read (checked before anything is written).
+        machine: the machine jobs run on, when the server sees it (embedded mode): the
+            spec's local inputs are checked against it (:func:`check_job_inputs`).
         schedule_id: the schedule that submits the job, if any.
         idempotency: an Idempotency-Key to record with the job (before the limit check, so a
             retry is replayed even when the team is at its limit).
         within: called once with the session and the new job inside the job's transaction,
             to write rows that must commit with the job or not at all (after the limit check
             on PostgreSQL, where the job's statement does it; before it on SQLite).
+        resume: the stopped job the new one continues (``resumed_from``), from a
+            :func:`services.store.resumption.plan`.
 
     Returns:
         The job.
@@ -221,20 +253,31 @@ def create_job(
     Raises:
         AccessDenied, LocationInvalid: see :func:`check_job_access`.
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
+        DatasetError, WeightsError: see :func:`check_job_inputs`.
         QuotaExceeded: the team is at its active-job limit.
         IdempotencyKeyTaken: ``idempotency.key`` was used before by this team (nothing is
             created; the caller replays the stored response).
-        StorageError: the spec could not be written.
+        AlreadyResumed: another job resumed ``resume.job_id`` first (nothing is created).
+        JobNotResumable: the stopped job's checkpoint vanished before it was copied.
+        StorageError: the spec (or a checkpoint) could not be written.
         Whatever ``within`` raises (the transaction is rolled back and the spec deleted).
     """
     check_job_access(spec, access)
     check_job_limits(spec, team, limits)
+    check_job_inputs(spec, machine)
     new, key = _prepare(artifacts, artifacts_prefix, team, spec, schedule_id)
+    written = [key]
     try:
+        if resume is not None:
+            new = dataclasses.replace(new, resumed_from=resume.job_id, progress=resume.progress)
+            written += [dest for _, dest in resumption.checkpoint_keys(
+                artifacts_prefix, resume.job_id, new.id)]
+            resumption.copy_checkpoints(artifacts, artifacts_prefix, resume.job_id, new.id)
         job = (_insert_postgres(db, new, limits, idempotency, within) if db.is_postgres
                else _insert_sqlite(db, new, limits, idempotency, within))
     except BaseException:
-        _discard_spec(artifacts, key)
+        for written_key in written:
+            _discard(artifacts, written_key)
         raise
     _log_submitted(job)
     return job
@@ -306,32 +349,36 @@ async def create_job_async(
     limits: TeamLimits,
     *,
     access: AccessRules,
+    machine: LocalMachine | None = None,
     idempotency: Idempotency | None = None,
 ) -> Job:
     """:func:`create_job` for an event loop (the API), with the same guarantees.
 
-    PostgreSQL: the checks, then the spec (written inline to a local directory, which costs
-    less than a thread hop; in a thread for a network store), then one autocommit statement on
-    the loop's async connection pool. SQLite: :func:`create_job` in a thread.
+    PostgreSQL: the checks (on the embedded server a few stat() calls of local paths, inline),
+    then the spec (written inline to a local directory, which costs less than a thread hop; in
+    a thread for a network store), then one autocommit statement on the loop's async
+    connection pool. SQLite: :func:`create_job` in a thread.
 
     Args:
-        db, artifacts, artifacts_prefix, team, spec, limits, access, idempotency: see
-            :func:`create_job`.
+        db, artifacts, artifacts_prefix, team, spec, limits, access, machine, idempotency:
+            see :func:`create_job`.
 
     Returns:
         The job (committed).
 
     Raises:
-        AccessDenied, LocationInvalid, LimitExceeded, QuotaExceeded, IdempotencyKeyTaken,
-        StorageError: see :func:`create_job`.
+        AccessDenied, LocationInvalid, LimitExceeded, DatasetError, WeightsError,
+        QuotaExceeded, IdempotencyKeyTaken, StorageError: see :func:`create_job`.
     """
     if not db.is_postgres:
         return await to_thread.run_sync(functools.partial(
             create_job, db, artifacts, artifacts_prefix, team, spec, limits, access=access,
-            idempotency=idempotency,
+            machine=machine, idempotency=idempotency,
         ))
     check_job_access(spec, access)
     check_job_limits(spec, team, limits)
+    # A few stat() calls on local paths at most (embedded mode): less than a thread hop.
+    check_job_inputs(spec, machine)
     inline = isinstance(artifacts, LocalStore)
     if inline:
         new, key = _prepare(artifacts, artifacts_prefix, team, spec, None)
@@ -361,9 +408,9 @@ async def create_job_async(
             log.warning("job %s: outcome of its creation unknown (%r); spec kept", new.id, exc)
             raise
         if inline:
-            _discard_spec(artifacts, key)
+            _discard(artifacts, key)
         else:
-            await to_thread.run_sync(_discard_spec, artifacts, key)
+            await to_thread.run_sync(_discard, artifacts, key)
         raise
     metrics.JOBS_SUBMITTED.labels(kind=job.kind.value).inc()  # committed: count it
     _log_submitted(job)
@@ -386,11 +433,12 @@ def _outcome_unknown(exc: BaseException) -> bool:
 
 def _log_submitted(job: Job) -> None:
     log.info("job %s submitted by team %s (%s %s)%s", job.id, job.team, job.kind, job.name,
-             f" from schedule {job.schedule_id}" if job.schedule_id else "")
+             f" from schedule {job.schedule_id}" if job.schedule_id else
+             f" resuming job {job.resumed_from}" if job.resumed_from else "")
 
 
-def _discard_spec(artifacts: ObjectStore, key: str) -> None:
+def _discard(artifacts: ObjectStore, key: str) -> None:
     try:
         artifacts.delete(key)
-    except StorageError as exc:  # an orphan spec is invisible; keep the original error
-        log.warning("could not delete orphan spec %s: %s", key, exc)
+    except StorageError as exc:  # an orphan object is invisible; keep the original error
+        log.warning("could not delete orphan %s: %s", key, exc)

@@ -91,11 +91,15 @@ class JobRow(Base):
     metrics: Mapped[dict[str, Any] | None]
     #: The schedule that submitted the job (no foreign key: the job outlives its schedule).
     schedule_id: Mapped[str | None] = mapped_column(String(40))
+    #: The stopped job this one continues (POST /v1/jobs/{id}/resume). Unique: a job is
+    #: resumed at most once, so its resumptions form a chain (resume the newest link).
+    resumed_from: Mapped[str | None] = mapped_column(String(40))
 
     __table_args__ = (
         Index("ix_jobs_team_seq", "team", "seq"),
         Index("ix_jobs_team_state", "team", "state"),
         Index("ix_jobs_state_seq", "state", "seq"),
+        Index("ix_jobs_resumed_from", "resumed_from", unique=True),
     )
 
 

@@ -53,8 +53,9 @@ def test_serve_submit_wait_list_logs_artifacts(
     token_file = Path(env["TRAINFORGE_HOME"]) / "dev-token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     spec = tmp_path / "spec.yaml"
+    # yolov8n.yaml: this offline server (YOLO_OFFLINE=1) refuses the default yolov8n.pt.
     spec.write_text("name: ppe-detector\ndataset: {uri: s3://datasets/ppe/v3/}\n"
-                    "train: {epochs: 3}\n")
+                    "model: {base: yolov8n.yaml}\ntrain: {epochs: 3}\n")
     done = _cli(env, "jobs", "submit", str(spec), "--wait")
     assert done.returncode == 0, done.stdout + done.stderr
     assert "epoch 3/3" in done.stdout and "SUCCEEDED" in done.stdout
@@ -69,7 +70,8 @@ def test_serve_submit_wait_list_logs_artifacts(
     fetched = _cli(env, "jobs", "artifacts", job_id, "--download", str(download))
     assert fetched.returncode == 0 and (download / "train" / "best.pt").exists()
 
-    spec.write_text("name: fail-fast\ndataset: {uri: s3://datasets/ppe/v3/}\nretries: 0\n")
+    spec.write_text("name: fail-fast\ndataset: {uri: s3://datasets/ppe/v3/}\n"
+                    "model: {base: yolov8n.yaml}\nretries: 0\n")
     failed = _cli(env, "jobs", "submit", str(spec), "--wait")
     assert failed.returncode != 0 and "standin_failure" in failed.stdout
 

@@ -32,7 +32,7 @@ def _cli(*args: str) -> tuple[int, str]:
 def test_create_list_run_runs_pause_resume_delete(tmp_path: Path, db: Database) -> None:
     spec = tmp_path / "spec.yaml"
     spec.write_text("name: ppe-detector\ndataset: {uri: s3://datasets/ppe/v3/}\n"
-                    "train: {epochs: 3}\n")
+                    "model: {base: yolov8n.yaml}\ntrain: {epochs: 3}\n")
     code, out = _cli("schedules", "create", str(spec), "--cron", "0 3 * * *",
                      "--timezone", "Europe/Berlin", "--always", "--name", "nightly")
     assert code == 0, out

@@ -9,8 +9,10 @@ from datetime import timedelta
 from pathlib import Path
 
 from fastapi.testclient import TestClient
+from sqlalchemy import select
 
 from services.store import Database, dispatch
+from services.store.tables import JobRow
 from tests.fixtures.api import claim_all, submit
 
 
@@ -66,6 +68,34 @@ def test_sse_streams_events_until_the_job_ends(
                          headers={**auth, "Accept": "text/event-stream",
                                   "Last-Event-ID": str(events[1]["id"])})
     assert [e["id"] for e in _sse(resumed.text)] == [e["id"] for e in events[2:]]
+
+
+def test_following_the_log_of_a_job_that_reported_its_own_end_ends(
+    client: TestClient, auth: dict[str, str], db: Database, artifacts_dir: Path
+) -> None:
+    # What `trainforge serve` does: the run posts SUCCEEDED itself, then exits shipping its
+    # last log lines. The dispatcher still polls the run (dispatch.in_flight) and records its
+    # exit, which is what ends a follower.
+    job = submit(client, auth)
+    token = claim_all(db)[job["id"]]
+    with db.transaction() as session:
+        dispatch.record_launch(session, job["id"], 1, "h")
+    log = artifacts_dir / "jobs" / job["id"] / "attempts" / "1" / "log.txt"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch 1\ndone\n")
+    client.post(f"/internal/v1/jobs/{job['id']}/events", json={"type": "state",
+                "state": "SUCCEEDED"}, headers={"Authorization": f"Bearer {token}"})
+    with db.transaction() as session:
+        row = session.scalars(select(JobRow).where(JobRow.id == job["id"])).one()
+        assert row.state == "SUCCEEDED"
+        assert [a.job.id for a in dispatch.in_flight(session)] == [job["id"]], \
+            "the dispatcher still polls the run of a job that reported its own success"
+        dispatch.settle(session, job["id"], 1, succeeded=True, message="exited 0",
+                        retry_delay=timedelta(0))
+    started = time.monotonic()
+    followed = client.get(f"/v1/jobs/{job['id']}/logs", params={"follow": "true"}, headers=auth)
+    assert followed.status_code == 200 and followed.text == "epoch 1\ndone\n"
+    assert time.monotonic() - started < 5
 
 
 def test_logs_whole_and_followed(

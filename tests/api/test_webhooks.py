@@ -17,6 +17,7 @@ from services.api.settings import ApiSettings
 from services.store import Database
 from services.store.tables import WebhookEventRow, WebhookRow
 from services.webhooks import secrets
+from tests.fixtures.api import SPEC
 from trainforge import registry
 from trainforge.cli import app
 
@@ -75,8 +76,7 @@ def test_a_team_sees_and_deletes_only_its_own_webhooks(
 
 def test_cancelling_a_job_writes_its_event_in_the_same_transaction(
         client: TestClient, auth: dict[str, str], db: Database) -> None:
-    job = client.post("/v1/jobs", json={"spec": {"name": "ppe", "dataset": {
-        "uri": "s3://datasets/ppe/v3/"}}}, headers=auth).json()
+    job = client.post("/v1/jobs", json={"spec": {**SPEC, "name": "ppe"}}, headers=auth).json()
     assert _events(db) == []  # nothing for a submission
     assert client.post(f"/v1/jobs/{job['id']}/cancel", headers=auth).status_code == 200
     [event] = _events(db)

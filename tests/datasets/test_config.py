@@ -58,6 +58,29 @@ def test_relative_path_inside_the_root_is_a_base(dataset: Path) -> None:
     assert validate(dataset).ok
 
 
+def test_a_stock_ultralytics_data_yaml_validates_with_warnings(
+    dataset: Path, tmp_path: Path
+) -> None:
+    # As Ultralytics ships them (coco8.yaml): path: relative to its own datasets folder, and a
+    # download: key (a URL, or a script Ultralytics would run).
+    (dataset / "data.yaml").write_text(
+        "path: ../datasets/shapes # dataset root dir\n"
+        "train: train/images\nval: val/images\ntest: test/images\n"
+        "names:\n  0: square\n  1: circle\n"
+        "download: https://github.com/ultralytics/assets/releases/download/v0.0.0/shapes.zip\n")
+    report = validate(dataset)
+    assert report.ok, report.format_text()
+    warnings = {p.code: p for p in report.warnings}
+    assert set(warnings) == {"data_yaml_path_ignored", "data_yaml_download_ignored"}
+    assert warnings["data_yaml_path_ignored"].line == 1
+    assert "'../datasets/shapes' is ignored (it leaves the dataset root)" in \
+        warnings["data_yaml_path_ignored"].message
+    assert warnings["data_yaml_download_ignored"].message.startswith(
+        "download: is ignored and never run")
+    written = yaml.safe_load(write_local_data_yaml(dataset, tmp_path / "data.yaml").read_text())
+    assert written["path"] == str(dataset.resolve()) and "download" not in written
+
+
 def test_errors_list_every_problem_with_its_line(dataset: Path) -> None:
     _write(dataset, {"train": "../outside", "val": "val/images", "nc": 3,
                      "names": ["square", "circle"]})

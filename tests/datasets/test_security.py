@@ -22,7 +22,7 @@ from trainforge.datasets import (
     validate,
     write_local_data_yaml,
 )
-from trainforge.errors import DatasetError, DatasetUnsafe
+from trainforge.errors import DatasetUnsafe
 from trainforge.storage import S3Store
 
 
@@ -35,7 +35,7 @@ def _download_payloads(sentinel: Path) -> list[str]:
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["python", "bash"])
-def test_download_key_is_refused_never_run(
+def test_download_key_is_ignored_never_run(
     dataset: Path, tmp_path: Path, which: int
 ) -> None:
     sentinel = tmp_path / "DOWNLOAD-RAN"
@@ -45,17 +45,15 @@ def test_download_key_is_refused_never_run(
     (dataset / "data.yaml").write_text(yaml.safe_dump(doc))
 
     report = validate(dataset)
-    assert not report.ok and "data_yaml_download_refused" in report.codes()
-    with pytest.raises(DatasetError, match="download"):
-        load_data_yaml(dataset)
-    with pytest.raises(DatasetError, match="download"):
-        write_local_data_yaml(dataset, tmp_path / "out" / "data.yaml")
+    assert report.ok and "data_yaml_download_ignored" in {p.code for p in report.warnings}
+    assert load_data_yaml(dataset).names == list(doc["names"].values())
+    written = write_local_data_yaml(dataset, tmp_path / "out" / "data.yaml")
+    assert "download" not in yaml.safe_load(written.read_text())  # what Ultralytics reads
     synced = sync(dataset, tmp_path / "cache")
-    assert not validate(synced.path).ok
+    assert validate(synced.path).ok
     dataset_stats(dataset)
     preview(dataset, tmp_path / "preview", n=2)
     assert not sentinel.exists()
-    assert not (tmp_path / "out" / "data.yaml").exists()
 
     # Control: the payload is live, so the absence above is meaningful.
     if which == 0:

@@ -76,6 +76,16 @@ def test_jobs_run_retry_and_fail_as_their_outcomes_say(
              .json()["items"]}
     assert {"spec.json", "attempts/1/log.txt", "train/best.pt"} <= names
 
+    # The job reported its own success before it exited: the dispatcher still records how its
+    # run ended, and only then are its artifacts (its log's last lines) complete.
+    def settled() -> bool:
+        with db.transaction() as session:
+            return dispatch.attempts_of(session, ok)[-1].outcome == "succeeded"
+
+    drive(dispatcher, settled, timeout_s=30)
+    assert httpx.get(f"{api_server.url}/v1/jobs/{ok}/artifacts",
+                     headers=team_headers).json()["complete"] is True
+
 
 def test_cancel_a_running_job_stops_its_process(
     dispatcher: Dispatcher, db: Database, api_server: ApiServer,

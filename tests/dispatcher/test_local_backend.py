@@ -98,6 +98,30 @@ def test_cancel_stops_the_run(backend: LocalBackend, tmp_path: Path) -> None:
     backend.cancel(handle)  # cancelling a finished run is not an error
 
 
+def test_cancel_sends_one_sigterm_then_sigkill_after_the_grace(
+    backend: LocalBackend, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run that does not stop on SIGTERM gets no second one (that could cut short the log
+    upload of a job that is stopping), only SIGKILL once the grace (1 s here) has passed."""
+    handle = backend.launch(_request(tmp_path, "job-stubborn", "stubborn"))
+    sigterms = tmp_path / "artifacts/jobs/job-stubborn/attempts/1/sigterms"
+    deadline = time.monotonic() + 30
+    while not sigterms.exists():  # its SIGTERM handler is in place
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    asked = time.monotonic()
+    while (status := backend.poll(handle)).state is BackendState.RUNNING:  # as the dispatcher
+        backend.cancel(handle)
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert 1.0 <= time.monotonic() - asked < 10
+    assert sigterms.read_text() == "1\n", "one SIGTERM, however often cancel was called"
+    # SIGKILL takes the runner too: no exit record (the dispatcher settles a CANCELLING job
+    # whose run ended this way as CANCELLED).
+    assert status.state is BackendState.FAILED and "killed?" in status.message
+    assert "did not stop within 1s of its SIGTERM: killed" in caplog.text
+
+
 def test_a_run_killed_without_an_exit_record_is_failed_and_unknown_handles_are_unknown(
     backend: LocalBackend, tmp_path: Path
 ) -> None:

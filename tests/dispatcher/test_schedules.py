@@ -28,6 +28,7 @@ from tests.fixtures.schedules import (
     schedule,
 )
 from trainforge.datasets import fingerprint, synth
+from trainforge.preflight import LocalMachine
 from trainforge.states import JobState
 
 
@@ -130,9 +131,30 @@ def test_an_unreadable_dataset_fails_the_run_and_the_schedule_goes_on(
     failed, submitted = runs(db, created.id)
     assert failed.outcome is RunOutcome.FAILED and failed.job_id is None
     assert failed.message.startswith(f"could not fingerprint dataset {missing}: ")
-    assert "is not a directory" in failed.message
+    assert "does not exist" in failed.message
     assert submitted.outcome is RunOutcome.SUBMITTED
     assert [j.id for j in all_jobs(db)] == [submitted.job_id]
+
+
+def test_on_the_embedded_server_a_fire_is_checked_like_a_submission(
+    db: Database, tmp_path: Path
+) -> None:
+    missing = tmp_path / "moved-away"
+    created = add_schedule(db, spec={**SPEC, "dataset": {"uri": f"file://{missing}/"},
+                                     "model": {"base": "yolov8n.yaml"}})
+    clock = Clock()
+    machine = LocalMachine(weights_cache=tmp_path / "weights", offline=True)
+    dispatcher = make_dispatcher(db, tmp_path, clock, machine=machine)
+    try:
+        clock.at_fire(1)
+        dispatcher.run_once()
+    finally:
+        dispatcher.close()
+    [failed] = runs(db, created.id)
+    assert failed.outcome is RunOutcome.FAILED and failed.job_id is None
+    assert failed.message == (f"no job submitted: dataset.uri: {missing} does not exist: pass "
+                              "the dataset root (the folder with data.yaml)")
+    assert all_jobs(db) == []
 
 
 def test_a_team_at_its_limit_gets_a_failed_run_not_a_job(db: Database, tmp_path: Path) -> None:

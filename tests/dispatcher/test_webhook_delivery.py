@@ -372,7 +372,8 @@ def test_an_api_killed_after_a_change_loses_nothing(
             "url": f"{hooks.url}/hook", "events": ["job.cancelled"]})
         assert created.status_code == 201, created.text
         job = httpx.post(f"{url}/v1/jobs", headers=headers, json={"spec": {
-            "name": "ppe", "dataset": {"uri": "s3://datasets/ppe/v3/"}}})
+            "name": "ppe", "dataset": {"uri": "s3://datasets/ppe/v3/"},
+            "model": {"base": "yolov8n.yaml"}}})
         assert job.status_code == 201, job.text
         cancelled = httpx.post(f"{url}/v1/jobs/{job.json()['id']}/cancel", headers=headers)
         assert cancelled.status_code == 200

@@ -16,7 +16,8 @@ import yaml
 from tests.fixtures.checkpoints import Trained
 from tests.fixtures.export import EventSink, sample, scrape
 from trainforge.access import AccessRules, TeamAccess
-from trainforge.registry import read_manifest, verify
+from trainforge.aliases import resolve_version
+from trainforge.registry import ModelNotFound, is_export, read_manifest, verify
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -85,6 +86,11 @@ def test_an_export_job_publishes_reports_and_ships_its_log(
     got = scrape(pushgateway)
     assert sample(got, "trainforge_export_gate_passed", format="onnx", model="shapes") == 1
     assert sample(got, "trainforge_export_duration_seconds", model="shapes") is not None
+    # The export's version has no held-out scores of its own: it never becomes @latest.
+    models_uri = f"file://{tmp_path}/models/{TEAM}"
+    assert is_export(manifest)
+    with pytest.raises(ModelNotFound, match="only export versions"):
+        resolve_version(models_uri, "shapes", "latest")
 
 
 def test_missing_weights_fail_the_job_with_a_code_and_still_push_metrics(

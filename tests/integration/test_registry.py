@@ -37,6 +37,24 @@ def test_publish_then_verify_and_resolve(models_uri: str, tmp_path: Path) -> Non
         resolve("registry://ppe@nope", models_uri)
 
 
+def test_latest_is_the_newest_trained_version_never_an_exports(
+    models_uri: str, tmp_path: Path
+) -> None:
+    from trainforge.lifecycle import models
+
+    files = _files(tmp_path, b"weights")
+    export = {"source": {"job_id": "job3", "kind": "export", "base": "registry://ppe@job1"}}
+    publish(models_uri, "ppe", "job3", files, export)
+    with pytest.raises(ModelNotFound, match="only export versions .*newest trained version"):
+        resolve("registry://ppe@latest", models_uri)
+    publish(models_uri, "ppe", "job1", files, {"evaluation": {"split": "test"}})
+    publish(models_uri, "ppe", "job4", files, {**export, "source": {"kind": "export"}})
+    assert resolve("registry://ppe@latest", models_uri).endswith("ppe/job1/best.pt")
+    assert resolve("registry://ppe@job4", models_uri).endswith("ppe/job4/best.pt")
+    assert models(models_uri) == [{"name": "ppe", "versions": 3, "latest": "job1",
+                                   "aliases": {}}]
+
+
 def test_republishing_a_version_changes_nothing(models_uri: str, tmp_path: Path) -> None:
     first = publish(models_uri, "ppe", "job1", _files(tmp_path, b"weights-1"), {})
     again = publish(models_uri, "ppe", "job1", _files(tmp_path, b"weights-2"), {})

@@ -79,6 +79,25 @@ def test_upload_download_large_file_multipart(store: ObjectStore, tmp_path: Path
     assert not list(dest.parent.glob(".big.bin.*")), "no partial file is left behind"
 
 
+def test_copy_keeps_content_and_sha256_and_refuses_a_missing_source(
+    store: ObjectStore, tmp_path: Path
+) -> None:
+    src = tmp_path / "big.bin"
+    data = bytes(range(256)) * (80 * 1024 + 7)  # ~20 MiB: a multipart copy on S3
+    src.write_bytes(data)
+    store.upload(src, "jobs/a/checkpoints/last.pt")
+    store.put("jobs/b/checkpoints/last.pt", b"older")
+    info = store.copy("jobs/a/checkpoints/last.pt", "jobs/b/checkpoints/last.pt")
+    assert info.size == len(data) and store.get("jobs/b/checkpoints/last.pt") == data
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    if isinstance(store, S3Store):  # what the artifacts listing reads (a local store hashes)
+        assert store.head("jobs/b/checkpoints/last.pt").sha256 == info.sha256
+    assert store.get("jobs/a/checkpoints/last.pt") == data, "the source is left as it was"
+    with pytest.raises(ObjectNotFound, match="jobs/a/checkpoints/best.pt"):
+        store.copy("jobs/a/checkpoints/best.pt", "jobs/b/checkpoints/best.pt")
+    assert not store.exists("jobs/b/checkpoints/best.pt")
+
+
 def test_presigned_url_reads_without_credentials(s3_server: str, s3_bucket: str) -> None:
     store = S3Store(s3_bucket, endpoint_url=s3_server)
     store.put("report.json", b'{"ok": true}')

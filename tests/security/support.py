@@ -20,9 +20,12 @@ import httpx
 from tests.fixtures.api import SECRET
 from tests.fixtures.embedded import ServeProcess
 from tests.fixtures.network import free_port
+from trainforge.datasets import synth
 
 REPO = Path(__file__).resolve().parents[2]
-SPEC: dict[str, Any] = {"name": "ppe-detector", "train": {"epochs": 3}}
+#: yolov8n.yaml: the offline server (YOLO_OFFLINE=1) refuses the default yolov8n.pt at submit.
+SPEC: dict[str, Any] = {"name": "ppe-detector", "model": {"base": "yolov8n.yaml"},
+                        "train": {"epochs": 3}}
 
 
 @dataclass
@@ -62,7 +65,8 @@ def _usual_umask() -> None:
 def served(serve_process: ServeProcess, tmp_path: Path, home: Path) -> Iterator[Served]:
     """`trainforge serve` on a free loopback port, started with umask 022; stopped after."""
     dataset = tmp_path / "dataset"
-    dataset.mkdir(exist_ok=True)
+    if not dataset.exists():  # a real one: the server checks its data.yaml at submit
+        synth(dataset, classes=1, train=2, val=1, test=0, imgsz=32)
     env = serve_env(home, dataset)
     log_path = tmp_path / f"serve-{home.name}.log"
     try:

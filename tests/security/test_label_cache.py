@@ -19,7 +19,15 @@ import pytest
 from jobs.core import adapter
 from tests.fixtures.checkpoints import GenuineCheckpoints
 from tests.fixtures.malicious import label_cache, unpickles_to_sentinel
-from tests.fixtures.training import TEAM, JobRunner, RecordingAPI, make_dataset, tiny_spec
+from tests.fixtures.training import (
+    TEAM,
+    JobRunner,
+    RayHead,
+    RecordingAPI,
+    head_env,
+    make_dataset,
+    tiny_spec,
+)
 from trainforge import layout
 
 SPLITS = ("train", "val", "test")
@@ -38,10 +46,12 @@ def _caches(root: Path) -> set[Path]:
     return set(root.rglob("*.cache"))
 
 
-def _runner(tmp_path: Path, api: RecordingAPI, module: str = "jobs.train") -> JobRunner:
+def _runner(tmp_path: Path, api: RecordingAPI, module: str = "jobs.train",
+            head: RayHead | None = None) -> JobRunner:
+    """A job runner reading local paths only; on ``head`` when given (training jobs)."""
     return JobRunner(home=tmp_path / "home", artifacts_uri=f"file://{tmp_path}/artifacts",
                      models_uri=f"file://{tmp_path}/models", api=api, module=module,
-                     readable=("file:///",))
+                     readable=("file:///",), env=head_env(head) if head else {})
 
 
 def _synced_path(output: str) -> Path:
@@ -76,7 +86,7 @@ def test_ultralytics_scans_the_labels_instead_of_loading_a_cache(
 
 @pytest.mark.slow
 def test_a_cache_planted_in_the_synced_copy_is_never_loaded(
-        tmp_path: Path, recording_api: RecordingAPI) -> None:
+        tmp_path: Path, recording_api: RecordingAPI, ray_head: RayHead) -> None:
     """The node's dataset cache, where one job's files sat for every later job on the same
     dataset version: only the hardened Ultralytics loader stands between them."""
     from trainforge.datasets import sync
@@ -84,7 +94,7 @@ def test_a_cache_planted_in_the_synced_copy_is_never_loaded(
 
     sentinel = tmp_path / "sentinel"
     source = make_dataset(tmp_path / "ds", train=16, val=8, test=8)
-    runner = _runner(tmp_path, recording_api)
+    runner = _runner(tmp_path, recording_api, head=ray_head)
     cache_dir = CommonSettings(home=runner.home).team_dataset_cache(TEAM)
     synced = sync(f"file://{source}", cache_dir).path  # what an earlier job left there
     planted = _plant(synced, sentinel)
@@ -101,12 +111,12 @@ def test_a_cache_planted_in_the_synced_copy_is_never_loaded(
 
 @pytest.mark.slow
 def test_a_cache_planted_in_the_dataset_folder_is_never_loaded(
-        tmp_path: Path, recording_api: RecordingAPI) -> None:
+        tmp_path: Path, recording_api: RecordingAPI, ray_head: RayHead) -> None:
     """In the user's own folder: the dataset sync leaves it behind, and training succeeds."""
     sentinel = tmp_path / "sentinel"
     source = make_dataset(tmp_path / "ds", train=16, val=8, test=8)
     _plant(source, sentinel)
-    run = _runner(tmp_path, recording_api).run(
+    run = _runner(tmp_path, recording_api, head=ray_head).run(
         "job-cache-src", tiny_spec(f"file://{source}", train={"epochs": 1}), timeout=600)
     assert run.returncode == 0, run.output[-5000:]
     assert not sentinel.exists(), "the planted labels.cache ran inside the job"

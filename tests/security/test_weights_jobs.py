@@ -26,7 +26,14 @@ from tests.fixtures.malicious import (
     reduce_weights,
     unpickles_to_sentinel,
 )
-from tests.fixtures.training import JobRun, JobRunner, RecordingAPI, tiny_spec
+from tests.fixtures.training import (
+    JobRun,
+    JobRunner,
+    RayHead,
+    RecordingAPI,
+    head_env,
+    tiny_spec,
+)
 from trainforge import layout
 
 
@@ -58,11 +65,12 @@ ATTACKS: dict[str, Attack] = {
 }
 
 
-def _runner(tmp_path: Path, api: RecordingAPI, module: str, bucket: str | None) -> JobRunner:
+def _runner(tmp_path: Path, api: RecordingAPI, module: str, bucket: str | None,
+            head: RayHead | None = None) -> JobRunner:
     readable = ("file:///",) + ((f"s3://{bucket}/",) if bucket else ())
     return JobRunner(home=tmp_path / "home", artifacts_uri=f"file://{tmp_path}/artifacts",
                      models_uri=f"file://{tmp_path}/models", api=api, module=module,
-                     readable=readable)
+                     readable=readable, env=head_env(head) if head else {})
 
 
 def _weights_uri(path: Path, scheme: str, bucket: str | None,
@@ -171,8 +179,8 @@ def test_an_export_job_refuses_malicious_weights(
 @pytest.mark.slow
 def test_genuine_weights_fine_tune_in_hardened_processes(
         tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,
-        genuine_checkpoints: GenuineCheckpoints) -> None:
-    runner = _runner(tmp_path, recording_api, "jobs.train", None)
+        genuine_checkpoints: GenuineCheckpoints, ray_head: RayHead) -> None:
+    runner = _runner(tmp_path, recording_api, "jobs.train", None, ray_head)
     base = f"file://{genuine_checkpoints.best}"
     run = runner.run("job-genuine", tiny_spec(f"file://{tiny_dataset}", model={"base": base},
                                               train={"epochs": 1}), timeout=600)
@@ -188,10 +196,10 @@ def test_genuine_weights_fine_tune_in_hardened_processes(
 @pytest.mark.slow
 def test_a_genuine_mid_run_checkpoint_resumes_in_a_hardened_worker(
         tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,
-        genuine_checkpoints: GenuineCheckpoints) -> None:
+        genuine_checkpoints: GenuineCheckpoints, ray_head: RayHead) -> None:
     """Attempt 2 of a job finds attempt 1's last.pt (epoch 1 of 2, optimizer state) in the
     artifacts store and resumes it: read_checkpoint and the resumed training load it safely."""
-    runner = _runner(tmp_path, recording_api, "jobs.train", None)
+    runner = _runner(tmp_path, recording_api, "jobs.train", None, ray_head)
     job = "job-resume"
     checkpoint = tmp_path / "artifacts" / layout.checkpoint_key(job)
     checkpoint.parent.mkdir(parents=True)
@@ -207,11 +215,11 @@ def test_a_genuine_mid_run_checkpoint_resumes_in_a_hardened_worker(
 @pytest.mark.slow
 def test_a_sweep_fine_tunes_genuine_weights_in_hardened_trials(
         tmp_path: Path, recording_api: RecordingAPI, tiny_dataset: Path,
-        genuine_checkpoints: GenuineCheckpoints) -> None:
+        genuine_checkpoints: GenuineCheckpoints, ray_head: RayHead) -> None:
     """Ray Tune trials and the task that evaluates the best one are processes of their own."""
     from tests.fixtures.training import sweep_spec
 
-    runner = _runner(tmp_path, recording_api, "jobs.sweep", None)
+    runner = _runner(tmp_path, recording_api, "jobs.sweep", None, ray_head)
     base = f"file://{genuine_checkpoints.best}"
     spec = sweep_spec(f"file://{tiny_dataset}", model={"base": base}, train={"epochs": 1},
                       sweep={"trials": 2})

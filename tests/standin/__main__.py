@@ -1,8 +1,9 @@
 """Stands in for the training entrypoint (``python -m jobs.train``) in dispatcher/API tests.
 
 It speaks the same contract as a real job entrypoint, in well under a second: reads the spec
-from ``--spec URI``, reports RUNNING, a few ProgressEvents (per trial for sweeps) and the
-outcome through :class:`trainforge.reporting.JobReporter`, ships its log with
+from ``--spec URI``, reports RUNNING, a few ProgressEvents (per trial for sweeps, after the
+sweep's plan notice) and the outcome through :class:`trainforge.reporting.JobReporter`, ships
+its log with
 :func:`trainforge.joblog.ship_log`, writes a couple of small artifacts, and exits 0.
 
 The spec's ``name`` selects other behaviours tests need:
@@ -11,6 +12,8 @@ The spec's ``name`` selects other behaviours tests need:
 - contains ``invalid``: reports FAILED with ``dataset_invalid`` (not retryable) and exits 2;
 - contains ``flaky``: fails on attempt 1, succeeds on later attempts;
 - contains ``sleep``: reports RUNNING then sleeps (up to 10 minutes) until it is cancelled;
+- contains ``stubborn``: like ``sleep``, but survives SIGTERM, counting each one it receives
+  in ``jobs/<id>/attempts/<n>/sigterms`` (only SIGKILL stops it);
 - contains ``crash``: writes a traceback-like line to stderr and exits 4 without reporting
   anything (a job that dies before it can post its failure).
 
@@ -24,10 +27,12 @@ import argparse
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 
 from trainforge.constants import ENV_ARTIFACTS_URI, ENV_ATTEMPT, ENV_JOB_ID
+from trainforge.events import SWEEP_METRIC, SWEEP_TRIALS
 from trainforge.joblog import ship_log
 from trainforge.reporting import JobReporter
 from trainforge.spec import JobKind, JobSpec, load_spec
@@ -42,6 +47,19 @@ def _artifacts(job_id: str) -> tuple[ObjectStore, str] | None:
         return None
     store, prefix = open_location(uri.rstrip("/") + "/")
     return store, join_key(prefix, "jobs", job_id)
+
+
+def _count_sigterms(store: ObjectStore, prefix: str, attempt: int) -> None:
+    key = join_key(prefix, "attempts", str(attempt), "sigterms")
+    received = 0
+
+    def count(_signum: int, _frame: object) -> None:
+        nonlocal received
+        received += 1
+        store.put(key, f"{received}\n".encode())
+
+    signal.signal(signal.SIGTERM, count)
+    store.put(key, b"0\n")  # the handler is in place
 
 
 def run(spec: JobSpec, reporter: JobReporter, job_id: str, attempt: int) -> int:
@@ -63,7 +81,9 @@ def run(spec: JobSpec, reporter: JobReporter, job_id: str, attempt: int) -> int:
                        error_code="standin_failure")
         return 3
     reporter.state("RUNNING", "stand-in started")
-    if "sleep" in spec.name:
+    if "stubborn" in spec.name and location is not None:
+        _count_sigterms(*location, attempt)
+    if "sleep" in spec.name or "stubborn" in spec.name:
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline:
             time.sleep(0.2)
@@ -74,6 +94,9 @@ def run(spec: JobSpec, reporter: JobReporter, job_id: str, attempt: int) -> int:
         if spec.kind is JobKind.SWEEP and spec.sweep is not None
         else [None]
     )
+    if spec.kind is JobKind.SWEEP and spec.sweep is not None:
+        reporter.notice(f"sweep: {len(trials)} stand-in trials",
+                        **{SWEEP_TRIALS: len(trials), SWEEP_METRIC: spec.sweep.metric})
     for epoch in range(1, epochs + 1):
         for index, trial in enumerate(trials):
             metrics = {

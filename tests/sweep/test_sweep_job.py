@@ -52,6 +52,11 @@ def test_eight_trials_on_s3_download_the_dataset_once_and_publish_the_best(
     assert run.returncode == 0, run.output[-6000:]
     assert recording_api.final_state("sweep-s3")["state"] == "SUCCEEDED"
 
+    # The plan is a notice with what the watching user's bar counts against.
+    (plan,) = recording_api.message("sweep-s3", "sweep: 8 trials over")
+    assert plan["data"] == {"notice": True, "sweep_trials": 8,
+                            "sweep_metric": "metrics/mAP50-95(B)"}, plan
+
     # Every trial trained, each reporting its epoch under its own trial id.
     progress = _progress(recording_api, "sweep-s3")
     assert len(progress) == 8 and all(epochs == [1] for epochs in progress.values()), progress

@@ -70,6 +70,41 @@ def test_results_csv_rebuilt_from_checkpoint_columns_reads_like_ultralytics(
     assert pl.read_csv(tmp_path / "results.csv").to_dict(as_series=False) == columns
 
 
+def test_set_checkpoint_epochs_changes_only_the_total_and_stays_a_safe_checkpoint(
+        tmp_path: Path) -> None:
+    """A checkpoint as Ultralytics writes it after epoch 2 of 3 (model, optimizer state,
+    train_args), built without training: raising its total keeps everything else."""
+    adapter.prepare_environment(tmp_path / "ultralytics")
+    adapter.harden_loading()
+    import torch
+    from ultralytics.nn.tasks import DetectionModel
+
+    model = DetectionModel("yolov8n.yaml", nc=3, verbose=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.02, momentum=0.9)
+    args = {"epochs": 3, "lr0": 0.02, "lrf": 0.01, "optimizer": "SGD", "close_mosaic": 1}
+    path = tmp_path / "last.pt"
+    torch.save({"epoch": 1, "best_fitness": 0.25, "model": None, "ema": model.half(),
+                "updates": 8, "optimizer": optimizer.state_dict(), "train_args": args,
+                "train_results": {"epoch": [1, 2], "metrics/mAP50(B)": [0.1, 0.2]}}, path)
+    before = adapter.read_checkpoint(path)
+    assert (before.epoch, before.epochs, before.resumable) == (2, 3, True)
+
+    info = adapter.set_checkpoint_epochs(path, 5)
+
+    assert (info.epoch, info.epochs, info.resumable) == (2, 5, True)
+    again = adapter.read_checkpoint(path)  # loaded the safe way: still a plain checkpoint
+    assert again == info and again.train_args == {**args, "epochs": 5}
+    assert again.results == before.results
+    saved = torch.load(path, map_location="cpu")
+    assert (saved["best_fitness"], saved["updates"]) == (0.25, 8)
+    assert saved["optimizer"]["param_groups"] == optimizer.state_dict()["param_groups"]
+    with pytest.raises(ValueError, match="holds 2 epochs; it cannot continue to 1"):
+        adapter.set_checkpoint_epochs(path, 1)
+    assert adapter.read_checkpoint(path).epochs == 5
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".pt" or "tmp" in p.name] == \
+        ["last.pt"]
+
+
 class _Recorder:
     def __init__(self) -> None:
         self.epochs: list[adapter.EpochResult] = []

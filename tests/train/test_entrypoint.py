@@ -12,7 +12,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.fixtures.training import JobRunner, RecordingAPI, make_dataset, tiny_spec
+from tests.fixtures.training import (
+    JobRunner,
+    RayHead,
+    RecordingAPI,
+    head_env,
+    make_dataset,
+    tiny_spec,
+)
 from trainforge import layout
 from trainforge.registry import read_manifest, verify
 from trainforge.storage import S3Store
@@ -24,7 +31,8 @@ def _no_manifest(store_root: Path, name: str = "shapes") -> bool:
 
 @pytest.mark.slow
 def test_train_job_end_to_end_with_s3_buckets(
-    tmp_path: Path, s3_server: str, recording_api: RecordingAPI, tiny_dataset: Path
+    tmp_path: Path, s3_server: str, recording_api: RecordingAPI, tiny_dataset: Path,
+    ray_head: RayHead,
 ) -> None:
     s3 = boto3.client("s3", endpoint_url=s3_server)
     for bucket in ("tf-datasets", "tf-artifacts", "tf-models"):
@@ -34,7 +42,7 @@ def test_train_job_end_to_end_with_s3_buckets(
         if path.suffix != ".cache":  # Ultralytics' label caches from other tests
             datasets.upload(path, f"shapes/{path.relative_to(tiny_dataset)}")
     runner = JobRunner(home=tmp_path / "home", artifacts_uri="s3://tf-artifacts/prod",
-                       models_uri="s3://tf-models", api=recording_api)
+                       models_uri="s3://tf-models", api=recording_api, env=head_env(ray_head))
     artifacts = S3Store("tf-artifacts", endpoint_url=s3_server)
     job = "job-e2e"
     log_key = "prod/" + layout.attempt_log_key(job, 1)
@@ -208,7 +216,7 @@ def test_a_spec_without_resources_trains_on_what_this_machine_has(
     assert local_runner.api.final_state("job-nogpu")["state"] == "SUCCEEDED"
     (adapted,) = local_runner.api.message("job-nogpu", "the spec asks for")
     assert adapted["data"] == {"requested_gpus": max(have + 1, 1), "gpus": have,
-                               "workers": max(have, 1)}
+                               "workers": max(have, 1), "notice": True}
     assert "training on" in adapted["message"]
 
 

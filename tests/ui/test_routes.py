@@ -21,7 +21,8 @@ from tests.ui.support import ORIGIN, csrf_of, parse, sign_in
 from trainforge.spec import JobKind
 
 SCHEDULE = {"cron": "0 3 * * *", "spec": {"name": "nightly",
-                                          "dataset": {"uri": "s3://datasets/ppe/v3/"}}}
+                                          "dataset": {"uri": "s3://datasets/ppe/v3/"},
+                                          "model": {"base": "yolov8n.yaml"}}}
 
 
 def _bearer(token: str) -> dict[str, str]:

@@ -48,3 +48,29 @@ def test_output_is_uploaded_during_and_after_the_run(tmp_path: Path) -> None:
     after = store.get(key).decode()
     assert "from a child process" in after and "warning from fd 2" in after
     assert b"epoch 1/3 from python" in console, "output still reaches the console"
+
+
+def test_the_shipped_log_has_no_terminal_escape_codes(tmp_path: Path) -> None:
+    """Ray's coloured prefixes and Ultralytics' colours and line erasing reach the console,
+    but the shipped log is plain text, however the pipe splits the sequences."""
+    job = textwrap.dedent(
+        """
+        import os, sys, time
+        from trainforge.joblog import ship_log
+        from trainforge.storage import LocalStore
+
+        coloured = (b"\\x1b[36m(RayTrainWorker pid=7)\\x1b[0m \\x1b[34m\\x1b[1mtrain: \\x1b[0m"
+                    b"Scanning\\x1b[K done\\n\\x1b]8;;https://docs\\x07a link\\x1b]8;;\\x07\\n")
+        with ship_log(LocalStore(sys.argv[1]), "log.txt", interval_s=0.2):
+            for i in range(len(coloured)):  # one byte at a time: sequences cut anywhere
+                os.write(2, coloured[i:i + 1])
+                time.sleep(0.001)
+        """
+    )
+    root = tmp_path / "artifacts"
+    done = subprocess.run([sys.executable, "-c", job, str(root)], capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert LocalStore(root).get("log.txt").decode() == (
+        "(RayTrainWorker pid=7) train: Scanning done\na link\n")
+    assert b"\x1b[36m" in done.stdout, "the console (fd 1) keeps its colours"

@@ -39,3 +39,25 @@ def test_offline_stock_name_says_to_mirror(tmp_path: Path, monkeypatch: pytest.M
     monkeypatch.chdir(tmp_path)
     with pytest.raises(WeightsError, match="mirror them into your bucket"):
         resolve_weights("yolov8x-nonexistent.pt", tmp_path / "w", models_uri=f"file://{tmp_path}")
+
+
+def test_a_stock_name_comes_from_the_weights_cache_without_a_download(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    (cache / "yolov8n.pt").write_bytes(b"cached weights")
+    local = resolve_weights("yolov8n.pt", tmp_path / "w", models_uri=f"file://{tmp_path}",
+                            weights_cache=cache)
+    # The job's own copy: its checks and Ultralytics never read the shared cache in place.
+    assert Path(local) == tmp_path / "w" / "yolov8n.pt"
+    assert Path(local).read_bytes() == b"cached weights"
+
+
+def test_a_stock_name_nowhere_says_where_the_cache_is(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WeightsError) as info:
+        resolve_weights("yolov8x-nonexistent.pt", tmp_path / "w",
+                        models_uri=f"file://{tmp_path}", weights_cache=tmp_path / "cache")
+    assert "use yolov8x-nonexistent.yaml to train from scratch, a local .pt" in str(info.value)
+    assert f"put the weights in {tmp_path}/cache/yolov8x-nonexistent.pt" in str(info.value)

@@ -159,6 +159,8 @@ def synth(
     except TrainforgeError as exc:
         _fail(exc)
     print(root)
+    # A JSON string is a YAML scalar: the line pastes into a job spec whatever the path holds.
+    print(f"dataset: {{uri: {json.dumps(f'file://{root.resolve()}/')}}}   # for a job spec")
 
 
 @app.command()

@@ -145,11 +145,15 @@ def serve(
         daemon=True,
     )
     worker.start()
-    print(f"trainforge serving on {url} (home {home}; dev token in {token_path})", flush=True)
+    print(f"trainforge serving on {url} (home {home}; dev token in {token_path})\n"
+          f"dashboard: {url}/ui/ (sign in with the dev token: cat {token_path})", flush=True)
     try:
-        uvicorn.run(create_app(api_settings), host=host, port=port, log_level="info")
+        # The API wakes the dispatcher when a job is cancelled: its run stops at once.
+        uvicorn.run(create_app(api_settings, wake_dispatcher=dispatcher.wake), host=host,
+                    port=port, log_level="info")
     finally:
         stop.set()
+        dispatcher.wake()
         worker.join(timeout=10)
         if ray_head is not None:
             ray_head.stop()

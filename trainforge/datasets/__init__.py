@@ -3,6 +3,7 @@
 The public surface is re-exported here; modules starting with ``_`` are private.
 """
 
+from trainforge.datasets._source import check_local_root
 from trainforge.datasets.config import DataConfig, load_data_yaml, write_local_data_yaml
 from trainforge.datasets.fingerprint import fingerprint
 from trainforge.datasets.preview import preview
@@ -21,6 +22,7 @@ __all__ = [
     "SplitResult",
     "SyncResult",
     "ValidationReport",
+    "check_local_root",
     "dataset_stats",
     "fingerprint",
     "load_data_yaml",

@@ -69,15 +69,39 @@ class Source(Protocol):
     def read_head(self, rel: str, n: int) -> bytes: ...
 
 
+#: What a dataset's YAML is called at its root (the tutorial calls it dataset.yaml).
+DATA_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
+
+
+def check_local_root(root: Path) -> Path:
+    """The door to a local dataset: ``root`` must be a directory (the folder with data.yaml).
+
+    The job opens every local dataset through here, and the embedded server checks a
+    submission's ``dataset.uri`` with it, so both refuse a wrong path in the same words.
+
+    Args:
+        root: the dataset root as the user named it.
+
+    Returns:
+        ``root``, resolved.
+
+    Raises:
+        DatasetNotFound: nothing is there, or a file (data.yaml itself, most often).
+    """
+    if root.is_dir():
+        return root.resolve()
+    if root.name in DATA_YAML_NAMES or root.suffix in (".yaml", ".yml"):
+        raise DatasetNotFound(
+            f"{root} is a file: pass the folder, not {root.name} (file://{root.parent}/)")
+    what = "is not a directory" if root.exists() else "does not exist"
+    raise DatasetNotFound(f"{root} {what}: pass the dataset root (the folder with data.yaml)")
+
+
 class LocalSource:
     """A directory tree. Symlinks inside the root are followed; ones leaving it are reported."""
 
     def __init__(self, root: Path, uri: str | None = None) -> None:
-        if not root.is_dir():
-            raise DatasetNotFound(
-                f"{root} is not a directory: pass the dataset root (the folder with data.yaml)"
-            )
-        self.local_root = root.resolve()
+        self.local_root = check_local_root(root)
         self.uri = uri or str(self.local_root)
         self._listing: Listing | None = None
 

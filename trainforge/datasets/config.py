@@ -1,10 +1,13 @@
 """data.yaml: parse it safely, resolve its splits inside the dataset root, write a local one.
 
 Loaded with :func:`trainforge.safeyaml.safe_load`: ``yaml.safe_load`` semantics (no tags, no
-objects) within limits on size, depth and alias expansion, checked before any value is built. A
-``download:`` key is refused, never run. An absolute ``path:`` (the author's laptop) is ignored:
-the dataset root is wherever the dataset is. Messages show YAML values through :func:`_show`,
-never a full ``repr``: a value can be large.
+objects) within limits on size, depth and alias expansion, checked before any value is built.
+A stock Ultralytics data.yaml validates, with warnings for what trainforge ignores: its
+``download:`` key (never run: the data.yaml jobs give Ultralytics is written anew, without it)
+and a ``path:`` that is absolute (the author's laptop) or not a folder inside the dataset root
+(Ultralytics reads a relative one from its own datasets folder): the dataset root is wherever
+the dataset is. A relative ``path:`` naming a folder inside the root is that folder. Messages
+show YAML values through :func:`_show`, never a full ``repr``: a value can be large.
 """
 
 from __future__ import annotations
@@ -22,13 +25,12 @@ from typing import Any, Literal
 import yaml
 
 from trainforge import safeyaml
+from trainforge.datasets._source import DATA_YAML_NAMES, check_local_root
 from trainforge.datasets.report import Problem, problem
-from trainforge.errors import DatasetError, DatasetNotFound
+from trainforge.errors import DatasetError
 
 log = logging.getLogger(__name__)
 
-#: Looked for at the dataset root, in this order (the tutorial calls it dataset.yaml).
-DATA_YAML_NAMES = ("data.yaml", "data.yml", "dataset.yaml", "dataset.yml")
 MAX_DATA_YAML_BYTES = safeyaml.MAX_BYTES
 SPLITS = ("train", "val", "test")
 _KNOWN_KEYS = frozenset({"path", "train", "val", "test", "nc", "names", "download"})
@@ -140,10 +142,10 @@ def parse_config(
                     yaml_file))
         return out
     if "download" in doc:
-        add(problem("data_yaml_download_refused",
-                    "data.yaml has a download: key; trainforge never downloads or runs it: "
-                    "remove the key and upload the dataset files next to data.yaml",
-                    yaml_file, _line_of(data, "download")))
+        add(problem("data_yaml_download_ignored",
+                    "download: is ignored and never run: trainforge trains on the files under "
+                    "the dataset URI (upload them next to data.yaml); remove the key to silence "
+                    "this", yaml_file, _line_of(data, "download")))
     unknown = [key for key in doc if key not in _KNOWN_KEYS]
     for key in unknown[:MAX_PROBLEMS_PER_KIND]:
         add(problem("data_yaml_unknown_key",
@@ -259,28 +261,25 @@ def _parse_base(
         out.problems.append(problem("data_yaml_path_invalid",
                                     f"path is {_show(raw)}, not a string: remove it", file, line))
         return None
-    if _ABSOLUTE.match(raw.strip()):
+    absolute = bool(_ABSOLUTE.match(raw.strip()))
+    rel = None if absolute else _normalize(raw)
+    status = dir_status(rel) if rel is not None else "missing"
+    if status == "escape":
         out.problems.append(problem(
-            "data_yaml_path_ignored",
-            f"absolute path {_show(raw)} is ignored; the dataset root is the URI being read: "
-            "remove the key (splits are relative to the folder that holds data.yaml)", file, line))
-        return ""
-    rel = _normalize(raw)
-    if rel is None:
-        out.problems.append(problem(
-            "data_yaml_path_invalid",
-            f"path {_show(raw)} leaves the dataset root: remove it or name a folder inside the "
-            "root", file, line))
-        return None
-    status = dir_status(rel)
-    if status != "dir":
-        out.problems.append(problem(
-            "symlink_escape" if status == "escape" else "data_yaml_path_invalid",
-            f"path {_show(raw)} " + ("is a symlink leaving the dataset root: copy the files in"
-                                if status == "escape" else
-                                "is not a folder in the dataset root: fix or remove it"),
+            "symlink_escape",
+            f"path {_show(raw)} is a symlink leaving the dataset root: copy the files in",
             file, line))
         return None
+    if rel is None or status != "dir":
+        why = ("an absolute path" if absolute else
+               "it leaves the dataset root" if rel is None else
+               "no such folder in the dataset root")
+        out.problems.append(problem(
+            "data_yaml_path_ignored",
+            f"path {_show(raw)} is ignored ({why}): the dataset root is the URI being read and "
+            "splits are relative to the folder that holds data.yaml; remove the key to silence "
+            "this", file, line))
+        return ""
     return rel
 
 
@@ -406,9 +405,7 @@ def load_data_yaml(root: Path) -> DataConfig:
         DatasetError: data.yaml is missing or has an error (the message lists every error,
             each with the line and what to change). Warnings are logged.
     """
-    root = Path(root).resolve()
-    if not root.is_dir():
-        raise DatasetNotFound(f"{root} is not a directory: pass the dataset root")
+    root = check_local_root(Path(root))
     status = _local_dir_status(root)
     name, problems = find_yaml(lambda n: (root / n).is_file())
     if name is None:

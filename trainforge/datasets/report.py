@@ -18,9 +18,10 @@ PROBLEM_CODES: dict[str, tuple[Severity, str]] = {
     "data_yaml_missing": ("error", "no data.yaml at the dataset root"),
     "data_yaml_ambiguous": ("error", "more than one dataset YAML at the root"),
     "data_yaml_invalid": ("error", "data.yaml is not a YAML mapping (or is too large)"),
-    "data_yaml_download_refused": ("error", "data.yaml has a download: key (never executed)"),
-    "data_yaml_path_ignored": ("warning", "an absolute path: is ignored; the URI is the root"),
-    "data_yaml_path_invalid": ("error", "a relative path: that escapes the root or is missing"),
+    "data_yaml_download_ignored": ("warning", "a download: key is ignored (never executed)"),
+    "data_yaml_path_ignored": ("warning", "a path: that is absolute or no folder inside the "
+                                          "root is ignored; the URI is the root"),
+    "data_yaml_path_invalid": ("error", "path: is not a string"),
     "data_yaml_names_missing": ("error", "data.yaml has no names"),
     "data_yaml_names_invalid": ("error", "names is not a list or a 0..n-1 mapping of strings"),
     "data_yaml_names_duplicate": ("warning", "two classes share a name"),

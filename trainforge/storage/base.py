@@ -55,6 +55,12 @@ class ObjectStore(Protocol):
         """Create an object only if no object has that key. True if this call created it."""
         ...
 
+    def copy(self, src_key: str, dest_key: str) -> ObjectInfo:
+        """Copy an object inside the store (server-side on S3: no bytes pass through this
+        process), replacing any object at ``dest_key``; the copy keeps the recorded sha256.
+        Raises ObjectNotFound when there is nothing at ``src_key``."""
+        ...
+
     def head(self, key: str) -> ObjectInfo:
         """Metadata of one object. Raises ObjectNotFound."""
         ...

@@ -191,6 +191,16 @@ class LocalStore:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
 
+    def copy(self, src_key: str, dest_key: str) -> ObjectInfo:
+        src = self._path(src_key)
+        self._stat(src_key, src)
+        try:
+            path = self._write_atomic(dest_key, src)
+        except OSError as exc:  # the source vanished or became unreadable while copied
+            raise self._read_failed(exc, src_key) from None
+        info = self._info(dest_key, path)
+        return ObjectInfo(info.key, info.size, info.etag, info.last_modified, sha256_file(path))
+
     def head(self, key: str) -> ObjectInfo:
         path = self._path(key)
         return self._info(key, path, self._stat(key, path))

@@ -199,6 +199,25 @@ class S3Store:
         except BotoCoreError as exc:
             raise self._raise(exc, key) from None
 
+    def copy(self, src_key: str, dest_key: str) -> ObjectInfo:
+        source = self.head(src_key)
+        # The managed copy: one CopyObject, or UploadPartCopy parts above the multipart
+        # threshold (a single CopyObject stops at 5 GiB). Multipart copies do not carry the
+        # metadata over by themselves, so the sha256 is set explicitly.
+        extra: dict[str, Any] = {"MetadataDirective": "REPLACE"}
+        if source.sha256:
+            extra["Metadata"] = {"sha256": source.sha256}
+        try:
+            self._client.copy({"Bucket": self.bucket, "Key": src_key}, self.bucket, dest_key,
+                              ExtraArgs=extra, Config=_TRANSFER)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey"}:
+                raise self._raise(exc, src_key) from None
+            raise self._raise(exc, dest_key) from None
+        except BotoCoreError as exc:
+            raise self._raise(exc, dest_key) from None
+        return self.head(dest_key)
+
     def head(self, key: str) -> ObjectInfo:
         try:
             resp = self._client.head_object(Bucket=self.bucket, Key=key)

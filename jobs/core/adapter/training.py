@@ -280,7 +280,43 @@ def read_checkpoint(path: Path) -> CheckpointInfo:
         UnsafeWeights: it is not an Ultralytics detection checkpoint (see
             :func:`check_weights`, which this load is).
     """
+    return _checkpoint_info(load_checked(path, str(path)))
+
+
+def set_checkpoint_epochs(path: Path, epochs: int) -> CheckpointInfo:
+    """Make a resumable checkpoint continue to ``epochs`` epochs in all (more or fewer than
+    its run was asked for, never fewer than it holds).
+
+    Ultralytics resumes with the arguments saved in the checkpoint (``train_args``) and
+    ignores a new ``epochs`` on resume, so the checkpoint's own ``train_args["epochs"]`` is
+    rewritten, in place and atomically. The resumed trainer then builds everything that
+    depends on the total from the new one, as if the run had been asked for ``epochs`` from
+    the start: the learning-rate schedule (linear or cosine from lr0 to lr0 × lrf over
+    ``epochs``, taken up at the checkpoint's epoch), the warmup bound, the epoch mosaic
+    closes (``close_mosaic`` before the end) and the last epoch. The optimizer's state, the
+    EMA, the best fitness and the early-stopping counter carry on unchanged.
+
+    Returns:
+        What the rewritten checkpoint records.
+
+    Raises:
+        UnsafeWeights: it is not an Ultralytics detection checkpoint (the safe load refuses).
+        ValueError: ``epochs`` is fewer than the epochs it holds.
+    """
     ckpt = load_checked(path, str(path))
+    info = _checkpoint_info(ckpt)
+    if epochs < info.epoch:
+        raise ValueError(f"{path} holds {info.epoch} epochs; it cannot continue to {epochs}")
+    ckpt["train_args"] = {**(ckpt.get("train_args") or {}), "epochs": epochs}
+    import torch
+
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(ckpt, tmp)
+    tmp.replace(path)
+    return _checkpoint_info(ckpt)
+
+
+def _checkpoint_info(ckpt: Mapping[str, Any]) -> CheckpointInfo:
     args = ckpt.get("train_args") or {}
     return CheckpointInfo(
         epoch=int(ckpt.get("epoch", -1)) + 1,

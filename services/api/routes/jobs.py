@@ -1,10 +1,10 @@
-"""/v1/jobs: submit, list, get, cancel, events, logs, artifacts."""
+"""/v1/jobs: submit, list, get, cancel, resume, events, logs, artifacts."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request, Response
+from fastapi import APIRouter, Body, Header, Path, Query, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 
 from services.api import artifacts, streams
@@ -18,6 +18,7 @@ from services.api.schemas import (
     JobListQuery,
     JobOut,
     JobPage,
+    JobResume,
     JobSubmission,
     LogQuery,
 )
@@ -26,6 +27,14 @@ from services.api.state import AppState
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 JobId = Annotated[str, Path(alias="id", description="job id (j…)")]
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        description="Retry-safe submission: the same key and body return the first job; "
+        "the same key with another body is refused (422).",
+    ),
+]
 
 
 @router.post(
@@ -40,18 +49,14 @@ async def submit(
     response: Response,
     state: State,
     team: Team,
-    idempotency_key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Retry-safe submission: the same key and body return the first job; "
-            "the same key with another body is refused (422).",
-        ),
-    ] = None,
+    idempotency_key: IdempotencyKey = None,
 ) -> JSONResponse:
     # Async (services/api/jobs.py submit_async): on PostgreSQL the submission is one statement
     # on the event loop's own connection pool, no thread hop.
-    result = await service.submit_async(state, team, body, idempotency_key)
+    return _created(await service.submit_async(state, team, body, idempotency_key))
+
+
+def _created(result: service.Submitted) -> JSONResponse:
     headers = {"Location": f"/v1/jobs/{result.body['id']}"}
     if result.replayed:
         headers["Idempotent-Replayed"] = "true"
@@ -78,6 +83,24 @@ def get_job(job_id: JobId, state: State, team: Team) -> JobOut:
 )
 def cancel_job(job_id: JobId, state: State, team: Team) -> JobOut:
     return service.cancel(state, team, job_id)
+
+
+@router.post(
+    "/{id}/resume",
+    status_code=201,
+    response_model=JobOut,
+    responses=problems(400, 401, 403, 404, 409, 413, 422, 429, 503),
+    summary="Resume a cancelled or failed training job: a new job that continues its last "
+    "checkpoint (optionally to more epochs)",
+)
+def resume_job(
+    job_id: JobId,
+    state: State,
+    team: Team,
+    body: Annotated[JobResume | None, Body()] = None,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONResponse:
+    return _created(service.resume(state, team, job_id, body or JobResume(), idempotency_key))
 
 
 @router.get(

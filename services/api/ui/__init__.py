@@ -24,10 +24,11 @@ __all__ = ["ErrorPages", "install"]
 
 
 def install(app: FastAPI) -> None:
-    """Add the dashboard's routes, its static files and its response headers to ``app``
-    (the error pages are passed to services/api/errors.py's install by the factory)."""
-    for router in (session_routes.router, job_routes.router, model_routes.router,
-                   schedule_routes.router, dataset_routes.router):
+    """Add the dashboard's routes (and ``GET /``, which redirects to it), its static files and
+    its response headers to ``app`` (the error pages are passed to services/api/errors.py's
+    install by the factory)."""
+    for router in (session_routes.root_router, session_routes.router, job_routes.router,
+                   model_routes.router, schedule_routes.router, dataset_routes.router):
         app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app.add_middleware(SecurityHeaders)

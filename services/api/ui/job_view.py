@@ -38,6 +38,8 @@ class JobPage:
     plots: list[str]
     report: dict[str, Any] | None
     trials: list[dict[str, Any]] = field(default_factory=list)
+    #: The job that resumed this one (the other way, ``job.resumed_from``, is on the job).
+    resumed_as: str | None = None
 
     @property
     def last_event_id(self) -> int:
@@ -128,7 +130,8 @@ def job_page(state: AppState, team: str, job_id: str) -> JobPage:
     # The run's plots (curves, confusion matrices); its sample batches (JPEGs) stay artifacts.
     plots = [a.name for a in listed if a.name.startswith("train/") and a.name.endswith(".png")]
     return JobPage(job=job, events=events, curves=curves(events), artifacts=listed,
-                   plots=plots, report=report, trials=sweep_trials(job, report))
+                   plots=plots, report=report, trials=sweep_trials(job, report),
+                   resumed_as=service.resumed_as(state, team, job_id))
 
 
 def image_type(name: str) -> str | None:

@@ -17,6 +17,8 @@ from services.store.domain import ApiToken
 from trainforge.errors import Unauthenticated
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
+#: The server's own root: a person who opens the bare URL lands on the dashboard.
+root_router = APIRouter(include_in_schema=False)
 
 HOME = f"{PREFIX}/jobs"
 
@@ -33,6 +35,11 @@ def _safe_next(target: str | None) -> str:
 @router.get("/", response_class=RedirectResponse)
 def home() -> RedirectResponse:
     return RedirectResponse(HOME, status_code=303)
+
+
+@root_router.get("/", response_class=RedirectResponse)
+def server_root() -> RedirectResponse:
+    return RedirectResponse(f"{PREFIX}/", status_code=307)
 
 
 @router.get("/login", response_class=HTMLResponse)

@@ -6,7 +6,8 @@ Each attempt gets a directory ``<state_dir>/<job id>/<attempt>/`` holding:
 - ``run.lock``: flock held by the run for its whole life (see ``_local_runner``);
 - ``pid``: the runner's pid (its process group: the runner leads its own session);
 - ``output.log``: the entrypoint's stdout and stderr;
-- ``cancel-requested``: written by :meth:`LocalBackend.cancel`;
+- ``cancel-requested``: written by :meth:`LocalBackend.cancel` (the time of the first request);
+- ``sigterm-sent``: written once the run's process group got its one SIGTERM;
 - ``exit.json``: the outcome, written by the runner when the entrypoint exits.
 
 ``launch`` is idempotent by (job id, attempt): if ``exit.json`` exists or ``run.lock`` is
@@ -42,6 +43,7 @@ from services.dispatcher.local_runner import (
     OUTPUT_LOG,
     PID_FILE,
     RUN_LOCK,
+    TERM_SENT,
     write_atomic,
 )
 from trainforge.constants import ENV_LOCAL_RAY
@@ -64,7 +66,8 @@ _INHERITED = frozenset({
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
     "COVERAGE_PROCESS_START",
-    "TRAINFORGE_HOME", "TRAINFORGE_DATASET_CACHE", "TRAINFORGE_PUSHGATEWAY_URL",
+    "TRAINFORGE_HOME", "TRAINFORGE_DATASET_CACHE", "TRAINFORGE_WEIGHTS_CACHE",
+    "TRAINFORGE_PUSHGATEWAY_URL",
 })
 _INHERITED_PREFIXES = ("LC_", "AWS_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_",
                        "TORCH_", "PYTORCH_", "RAY_", "YOLO_")
@@ -88,7 +91,7 @@ class LocalBackend:
         env: extra environment for every run (on top of what it inherits from this
             process, :func:`inherited_env`, and under the request's own).
         cwd: working directory of the runs (default: each attempt's directory).
-        kill_grace_s: after a cancel, how long a run may take to stop before SIGKILL.
+        kill_grace_s: after a cancel's SIGTERM, how long a run may take to stop before SIGKILL.
         ray_head: a warm local Ray every run joins (``trainforge serve``); None: each run
             starts a private one.
     """
@@ -195,6 +198,7 @@ class LocalBackend:
     def _spawn(self, request: LaunchRequest, directory: Path, lock_fd: int, handle: str) -> None:
         (directory / PID_FILE).unlink(missing_ok=True)
         (directory / CANCEL_MARKER).unlink(missing_ok=True)
+        (directory / TERM_SENT).unlink(missing_ok=True)
         env = {**inherited_env(os.environ), **self.env, **request.env, **request.secrets}
         if self.ray_head is not None:  # the embedded server's warm Ray: no `ray start` per job
             env.update(self.ray_head.job_env())
@@ -252,6 +256,13 @@ class LocalBackend:
         )
 
     def cancel(self, handle: str) -> None:
+        """Stop the run: one SIGTERM to its process group, SIGKILL once it has had
+        ``kill_grace_s`` to stop. Called on every dispatcher loop until the run has exited.
+
+        One SIGTERM only: the job stops its training at the first and then ships its log; a
+        second could end it before the log's last upload (after ``ray.shutdown()`` a SIGTERM
+        kills at once).
+        """
         directory = self._dir(handle)
         if (directory / EXIT_FILE).exists() or not self._run_alive(directory):
             return
@@ -262,12 +273,22 @@ class LocalBackend:
             pgid = int((directory / PID_FILE).read_text())
         except (FileNotFoundError, ValueError):
             return  # the runner has not written its pid yet; the next cancel call will
-        first = float(marker.read_text())
-        sig = signal.SIGKILL if time.time() - first > self.kill_grace_s else signal.SIGTERM
+        term_sent = directory / TERM_SENT
+        if not term_sent.exists():
+            sig = signal.SIGTERM
+        elif time.time() - float(term_sent.read_text()) > self.kill_grace_s:
+            sig = signal.SIGKILL
+        else:
+            return
         try:
             os.killpg(pgid, sig)
         except ProcessLookupError:
             pass
+        if sig == signal.SIGTERM:
+            write_atomic(term_sent, f"{time.time()}\n")
+        else:
+            log.warning("run %s did not stop within %.0fs of its SIGTERM: killed", handle,
+                        self.kill_grace_s)
         self._reap(handle)
 
     def logs(self, handle: str, *, limit_bytes: int = 64 * 1024) -> str:
