@@ -15,9 +15,12 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from trainforge.access import EMBEDDED_TEAM
+
+if TYPE_CHECKING:
+    import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -56,6 +59,25 @@ def wait_ready(url: str, server: subprocess.Popen[bytes], timeout_s: float = 120
         if time.monotonic() > deadline:
             raise RuntimeError("trainforge serve did not become ready")
         time.sleep(0.2)
+
+
+#: A job's states once it has ended.
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def wait_for_end(client: httpx.Client, job: str, *, timeout_s: float = 1800,
+                 poll_s: float = 0.5) -> str:
+    """Poll ``GET /v1/jobs/{job}`` until the job has ended; returns its final state.
+
+    Raises:
+        RuntimeError: it has not ended within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (state := client.get(f"/v1/jobs/{job}").json()["state"]) not in TERMINAL:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job} still {state} after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+    return str(state)
 
 
 @dataclass

@@ -30,32 +30,15 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from _smoke import parse_args  # noqa: E402
-from _trainjobs import free_port, start_serve, wait_ready  # noqa: E402
+from _trainjobs import free_port, start_serve, wait_for_end, wait_ready  # noqa: E402
 
 #: What a run prints for its figures (tests/bench/test_bench_smoke.py).
 SMOKE_RATIO_LINES = (r"warm Ray, median of jobs [\d-]+: submit -> first epoch \d+\.\ds, "
                      r"-> done \d+\.\ds",)
-#: How long one job may take before the benchmark gives up on it.
-JOB_TIMEOUT_S = 1800.0
 
 
 def _at(event: dict[str, Any]) -> float:
     return datetime.fromisoformat(event["time"]).timestamp()
-
-
-def _wait_for_end(client: httpx.Client, job: str) -> str:
-    """Poll the job until it ends; returns its final state.
-
-    Raises:
-        RuntimeError: it has not ended within :data:`JOB_TIMEOUT_S`.
-    """
-    deadline = time.monotonic() + JOB_TIMEOUT_S
-    while (state := client.get(f"/v1/jobs/{job}").json()["state"]) not in (
-            "SUCCEEDED", "FAILED", "CANCELLED"):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"job {job} still {state} after {JOB_TIMEOUT_S:.0f}s")
-        time.sleep(0.5)
-    return str(state)
 
 
 def run(warm: bool, args: argparse.Namespace, dataset: Path, work: Path) -> list[dict[str, float]]:
@@ -80,7 +63,7 @@ def run(warm: bool, args: argparse.Namespace, dataset: Path, work: Path) -> list
         for i in range(args.jobs):
             submitted = time.time()
             job = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
-            state = _wait_for_end(client, job)
+            state = wait_for_end(client, job)
             if state != "SUCCEEDED":
                 raise RuntimeError(f"job {job} ended {state}; see {home.parent} (serve-*.log, "
                                    "the job's log under home-*/)")
