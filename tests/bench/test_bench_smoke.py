@@ -27,9 +27,6 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPTS = sorted(p for p in (REPO / "bench").glob("*.py") if not p.name.startswith("_"))
 #: A smoke run that takes longer than this is a hung benchmark, not a slow one.
 SMOKE_TIMEOUT_S = 600
-#: The PostgreSQL server the suite uses; a benchmark marked ``postgres`` is pointed at it.
-POSTGRES_URL = os.environ.get("TRAINFORGE_TEST_PG",
-                              "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _constant(script: Path, name: str, default: Any = None) -> Any:
@@ -55,19 +52,6 @@ def _smoke_params() -> Iterator[Any]:
                            marks=[getattr(pytest.mark, mark) for mark in marks])
 
 
-def _postgres_unreachable() -> str | None:
-    from sqlalchemy import create_engine, text
-
-    try:
-        engine = create_engine(POSTGRES_URL, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.execute(text("SELECT 1"))
-        engine.dispose()
-        return None
-    except Exception as exc:  # any reason it cannot be used: refused, auth, missing database
-        return f"PostgreSQL at {POSTGRES_URL} is not reachable: {exc}"
-
-
 def test_every_benchmark_declares_its_ratio_lines() -> None:
     """The fast tier's share: each script has ``--smoke`` and patterns that compile."""
     assert SCRIPTS, "no benchmark found under bench/"
@@ -82,15 +66,13 @@ def test_every_benchmark_declares_its_ratio_lines() -> None:
 
 
 @pytest.mark.parametrize("script", list(_smoke_params()))
-def test_benchmark_smoke_run_prints_its_ratio_lines(script: Path) -> None:
+def test_benchmark_smoke_run_prints_its_ratio_lines(script: Path,
+                                                   request: pytest.FixtureRequest) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "YOLO_OFFLINE": "1",
            "PYTHONUNBUFFERED": "1"}
     if "postgres" in _constant(script, "SMOKE_MARKS", ()):
-        reason = _postgres_unreachable()
-        if reason:
-            print(f"SKIP: {reason}")
-            pytest.skip(reason)
-        env["TRAINFORGE_BENCH_PG"] = POSTGRES_URL
+        # The suite's server (skipped, with the reason printed, when it cannot be reached).
+        env["TRAINFORGE_BENCH_PG"] = request.getfixturevalue("postgres_server")
     # Short: Ray keeps unix sockets under $TMPDIR/ray, and a socket path has 107 bytes at most.
     temp = tempfile.mkdtemp(prefix="tf-bench-", dir="/tmp")
     env["TMPDIR"] = temp
