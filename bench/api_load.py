@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -248,13 +249,13 @@ def main() -> int:
     # application_name tells the API's backends from other clients of the server (CPU below).
     url_db = f"{PG}?options=-csearch_path%3D{schema}&application_name={schema}"
     server: subprocess.Popen[bytes] | None = None
+    home = Path(tempfile.mkdtemp(prefix="tf-bench-api-"))  # the API's artifacts store
     try:
         db = Database(url_db, pool_size=1)
         upgrade(db.engine)
         with db.transaction() as session:
             token = tokens.create_token(session, "bench")[1]
         db.dispose()
-        home = Path(tempfile.mkdtemp(prefix="tf-bench-"))
         port = free_port()
         env = {
             **os.environ,
@@ -330,6 +331,7 @@ def main() -> int:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()

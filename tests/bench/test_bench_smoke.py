@@ -79,11 +79,21 @@ def test_benchmark_smoke_run_prints_its_ratio_lines(script: Path,
     try:
         returncode, output = _run(script, env)
     finally:
-        shutil.rmtree(temp, ignore_errors=True)
+        _remove_temp(Path(temp))
     assert returncode == 0, f"{script.name} --smoke exited {returncode}:\n{output[-6000:]}"
     for pattern in _constant(script, "SMOKE_RATIO_LINES"):
         assert re.search(pattern, output, re.MULTILINE), \
             f"{script.name} --smoke printed no line matching {pattern!r}:\n{output[-6000:]}"
+
+
+def _remove_temp(temp: Path) -> None:
+    """Remove the run's TMPDIR, and the Ray session directories linked from it: a
+    `trainforge serve` whose home has a long path keeps its head's sessions under a short
+    /tmp/tf-ray-* directory, linked as ``<home>/ray`` (services/dispatcher/local_ray.py)."""
+    for link in temp.rglob("ray"):
+        if link.is_symlink():
+            shutil.rmtree(os.path.realpath(link), ignore_errors=True)
+    shutil.rmtree(temp, ignore_errors=True)
 
 
 def _run(script: Path, env: dict[str, str]) -> tuple[int, str]:
