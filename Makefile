@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export YOLO_OFFLINE := 1
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: setup demo test test-fast lint bench schema sync-rules crds clean
+.PHONY: setup demo test test-fast lint bench bench-smoke schema sync-rules crds clean
 
 setup: $(STAMP)  ## Create .venv with everything installed (idempotent).
 
@@ -29,8 +29,11 @@ test: setup lint  ## Lint, then the whole test suite (real PostgreSQL, S3 server
 test-fast: setup lint  ## Lint, then every test not marked slow (docs/development.md: ≤ 5 minutes).
 	bash scripts/run-tests.sh -m "not slow"
 
-bench: setup  ## Run every benchmark under bench/ (prints ratios).
-	for b in bench/*.py; do echo "== $$b"; $(PY) $$b; done
+bench: setup  ## Run every benchmark under bench/ at its documented sizes (prints ratios).
+	for b in bench/[!_]*.py; do echo "== $$b"; PYTHONPATH=$(CURDIR) $(PY) $$b; done
+
+bench-smoke: setup  ## Every benchmark at tiny sizes (--smoke): does each still run?
+	bash scripts/run-tests.sh tests/bench --durations=0
 
 schema: setup  ## Regenerate docs/jobspec.schema.json, docs/openapi.json, the error-code table.
 	$(PY) -m trainforge spec-schema > docs/jobspec.schema.json

@@ -1,5 +1,6 @@
-"""Helpers shared by the training benchmarks: run ``python -m jobs.train`` like the
-dispatcher does, with a loopback stand-in for the API's job-events route."""
+"""Helpers shared by the training benchmarks: run a job entrypoint (``python -m jobs.train``,
+``jobs.sweep``) like the dispatcher does, with a loopback stand-in for the API's job-events
+route."""
 
 from __future__ import annotations
 
@@ -14,7 +15,12 @@ import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from trainforge.access import EMBEDDED_TEAM
+
+if TYPE_CHECKING:
+    import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -53,6 +59,25 @@ def wait_ready(url: str, server: subprocess.Popen[bytes], timeout_s: float = 120
         if time.monotonic() > deadline:
             raise RuntimeError("trainforge serve did not become ready")
         time.sleep(0.2)
+
+
+#: A job's states once it has ended.
+TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+
+
+def wait_for_end(client: httpx.Client, job: str, *, timeout_s: float = 1800,
+                 poll_s: float = 0.5) -> str:
+    """Poll ``GET /v1/jobs/{job}`` until the job has ended; returns its final state.
+
+    Raises:
+        RuntimeError: it has not ended within ``timeout_s``.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (state := client.get(f"/v1/jobs/{job}").json()["state"]) not in TERMINAL:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"job {job} still {state} after {timeout_s:.0f}s")
+        time.sleep(poll_s)
+    return str(state)
 
 
 @dataclass
@@ -101,16 +126,21 @@ class EventRecorder:
 
 
 #: The team bench jobs run as: the embedded server's, which may read local paths.
-TEAM = "dev"
+TEAM = EMBEDDED_TEAM
+
+
+def access_env(home: Path) -> str:
+    """TRAINFORGE_JOB_ACCESS as the embedded server's dispatcher sets it for :data:`TEAM`
+    (its own ``StoreSettings.access_for``: the embedded storage policy, local paths readable).
+    A job launched without it may read nothing (jobs/core/runtime.py)."""
+    from services.store.settings import StoreSettings
+
+    return StoreSettings(embedded=True, home=home).access_for(TEAM).to_env()
 
 
 def job_env(home: Path, api_url: str, job_id: str, spec_sha256: str,
             **extra: str) -> dict[str, str]:
     """The environment the dispatcher gives a job (embedded default: stores under home)."""
-    from trainforge.access import AccessRules, embedded_policy
-
-    access = AccessRules.build(TEAM, embedded_policy().for_team(TEAM), local_paths=True,
-                               reserved={})
     return {
         **os.environ,
         "PYTHONPATH": str(REPO),
@@ -123,7 +153,7 @@ def job_env(home: Path, api_url: str, job_id: str, spec_sha256: str,
         "TRAINFORGE_JOB_TOKEN": "bench",
         "TRAINFORGE_ATTEMPT": "1",
         "TRAINFORGE_JOB_TEAM": TEAM,
-        "TRAINFORGE_JOB_ACCESS": access.to_env(),
+        "TRAINFORGE_JOB_ACCESS": access_env(home),
         "TRAINFORGE_SPEC_SHA256": spec_sha256,
         **extra,
     }
@@ -143,18 +173,20 @@ def write_spec(home: Path, job_id: str, spec: dict[str, Any]) -> tuple[Path, str
     return path, hashlib.sha256(body).hexdigest()
 
 
-def start_job(home: Path, api_url: str, job_id: str, spec: dict[str, Any],
-              **env: str) -> subprocess.Popen[bytes]:
+def start_job(home: Path, api_url: str, job_id: str, spec: dict[str, Any], *,
+              module: str = "jobs.train", **env: str) -> subprocess.Popen[bytes]:
+    """Start ``python -m <module> --spec <spec.json>`` with :func:`job_env` (plus ``env``)."""
     spec_path, sha = write_spec(home, job_id, spec)
-    return subprocess.Popen([sys.executable, "-m", "jobs.train", "--spec", str(spec_path)],
+    return subprocess.Popen([sys.executable, "-m", module, "--spec", str(spec_path)],
                             cwd=REPO, env=job_env(home, api_url, job_id, sha, **env),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def run_job(home: Path, api_url: str, job_id: str, spec: dict[str, Any], **env: str) -> float:
+def run_job(home: Path, api_url: str, job_id: str, spec: dict[str, Any], *,
+            module: str = "jobs.train", **env: str) -> float:
     """Run a job to completion; returns its wall time. Raises if it fails."""
     started = time.perf_counter()
-    proc = start_job(home, api_url, job_id, spec, **env)
+    proc = start_job(home, api_url, job_id, spec, module=module, **env)
     if proc.wait() != 0:
         log = home / "artifacts" / "jobs" / job_id / "attempts" / "1" / "log.txt"
         tail = log.read_text()[-4000:] if log.exists() else "(no log)"

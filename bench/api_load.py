@@ -19,7 +19,7 @@ than 201 is printed by code: figures of a run with errors measure refusals, not 
 The team's jobs are never run, so its unfinished jobs (which each submission counts, for the
 active-job limit) grow through the run, to about 4 x ``--requests`` in the last phase.
 
-Usage: ``PYTHONPATH=. python bench/api_load.py [--requests 3000] [--workers 2]``
+Usage: ``PYTHONPATH=. python bench/api_load.py [--requests 3000] [--workers 2] [--smoke]``
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import socket
 import statistics
 import subprocess
@@ -44,6 +45,8 @@ from sqlalchemy import Engine, create_engine, text
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _smoke import parse_args  # noqa: E402
+
 from services.store import Database, tokens, upgrade  # noqa: E402
 
 PG = os.environ.get("TRAINFORGE_BENCH_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
@@ -52,6 +55,15 @@ SPEC = {"name": "bench-detector", "dataset": {"uri": "s3://datasets/ppe/v3/"},
 BODY = json.dumps({"spec": SPEC}).encode()
 TARGET_RATE = 300.0
 TARGET_P99_S = 0.050
+#: Submissions sent before measuring (pools, caches), at most.
+WARMUP_REQUESTS = 200
+
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"ratio to the 300/s target: \d+\.\d\d",
+                     r"ratio to GET /healthz on the same server and box \(\d+/s\): \d+\.\d\d",
+                     r"ratio of p99 to the 50 ms target: \d+\.\d\d")
+#: It serves the API (uvicorn) against the PostgreSQL server.
+SMOKE_MARKS = ("slow", "postgres")
 
 
 def free_port() -> int:
@@ -228,7 +240,7 @@ def main() -> int:
                         help="paced phase rate (a second paced phase runs at half the measured "
                         "maximum)")
     parser.add_argument("--max-seconds", type=float, default=60.0, help="per phase")
-    args = parser.parse_args()
+    args = parse_args(parser, requests=40, concurrency=4, workers=1, max_seconds=5.0)
 
     schema = f"tf_bench_{uuid.uuid4().hex[:8]}"
     admin = create_engine(PG, isolation_level="AUTOCOMMIT")
@@ -237,13 +249,13 @@ def main() -> int:
     # application_name tells the API's backends from other clients of the server (CPU below).
     url_db = f"{PG}?options=-csearch_path%3D{schema}&application_name={schema}"
     server: subprocess.Popen[bytes] | None = None
+    home = Path(tempfile.mkdtemp(prefix="tf-bench-api-"))  # the API's artifacts store
     try:
         db = Database(url_db, pool_size=1)
         upgrade(db.engine)
         with db.transaction() as session:
             token = tokens.create_token(session, "bench")[1]
         db.dispose()
-        home = Path(tempfile.mkdtemp(prefix="tf-bench-"))
         port = free_port()
         env = {
             **os.environ,
@@ -276,7 +288,8 @@ def main() -> int:
             if time.monotonic() > deadline or server.poll() is not None:
                 raise SystemExit("the API did not start")
             time.sleep(0.2)
-        asyncio.run(saturate(port, token, 200, args.concurrency, 20))  # warm-up (pools, caches)
+        asyncio.run(saturate(port, token, min(WARMUP_REQUESTS, args.requests), args.concurrency,
+                             20))  # warm-up (pools, caches)
         floor, _, _ = asyncio.run(
             saturate(port, token, args.requests, args.concurrency, args.max_seconds, probe=True))
 
@@ -318,6 +331,7 @@ def main() -> int:
         if server is not None:
             server.terminate()
             server.wait(timeout=30)
+        shutil.rmtree(home, ignore_errors=True)
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()

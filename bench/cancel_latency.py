@@ -14,7 +14,7 @@ CANCELLED (measured by the client, polling every 50 ms), and how many epochs the
 after the cancel request. The spec asks for the default GPU, so on this GPU-less machine the
 job trains on the CPU and says so (the start-up moment).
 
-Usage: python bench/cancel_latency.py [--runs 3] [--epochs 30]
+Usage: python bench/cancel_latency.py [--runs 3] [--epochs 30] [--smoke]
 """
 
 from __future__ import annotations
@@ -33,9 +33,12 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _trainjobs import free_port, start_serve, wait_ready  # noqa: E402
+from _smoke import parse_args  # noqa: E402
+from _trainjobs import TERMINAL, free_port, start_serve, wait_for_end, wait_ready  # noqa: E402
 
-TERMINAL = ("SUCCEEDED", "FAILED", "CANCELLED")
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"during Ray Train start-up: median \d+\.\d\ds, max \d+\.\d\ds to CANCELLED",
+                     r"while training: median \d+\.\d\ds, max \d+\.\d\ds to CANCELLED")
 
 
 def _events(client: httpx.Client, job: str) -> list[dict[str, Any]]:
@@ -65,8 +68,7 @@ def cancel_at(client: httpx.Client, spec: dict[str, Any], moment: str) -> tuple[
     _until(client, job, moment)
     asked = time.monotonic()
     cancelling = client.post(f"/v1/jobs/{job}/cancel").json()
-    while (state := client.get(f"/v1/jobs/{job}").json()["state"]) not in TERMINAL:
-        time.sleep(0.05)
+    state = wait_for_end(client, job, timeout_s=600, poll_s=0.05)
     seconds = time.monotonic() - asked
     if state != "CANCELLED":
         raise RuntimeError(f"job {job} ended {state}, not CANCELLED")
@@ -82,13 +84,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--epochs", type=int, default=30)
-    args = parser.parse_args()
+    parser.add_argument("--epochs", type=int, default=30,
+                        help="per job: enough to be still training when cancelled")
+    parser.add_argument("--train", type=int, default=32, help="training images")
+    # Cancelled after the first epoch: many epochs only make sure it is still training then.
+    args = parse_args(parser, runs=1, train=8, epochs=100)
 
     from trainforge.datasets import synth
 
     work = Path(tempfile.mkdtemp(prefix="tf-cancel-latency-"))
-    dataset = synth(work / "data" / "shapes", train=32, val=8, test=8, imgsz=64)
+    dataset = synth(work / "data" / "shapes", train=args.train, val=8, test=8, imgsz=64)
     home = work / "home"
     home.mkdir()
     port = free_port()

@@ -14,6 +14,7 @@ progress events), training images per second (dataset images / training-phase se
 job's wall time and the test-split mAP50 / mAP50-95; then the ratios N workers : 1 worker.
 
 Usage: python bench/ddp.py [--workers 2] [--epochs 10] [--train 256] [--imgsz 128] [--gpus]
+                           [--smoke]
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _smoke import parse_args  # noqa: E402
 from _trainjobs import EventRecorder, report, run_job  # noqa: E402
+
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"\d+ workers : 1 worker: epoch time x\d+\.\d\d, throughput x\d+\.\d\d, "
+                     r"wall x\d+\.\d\d, mAP50-95 [+-]\d\.\d{4}",)
 
 
 def spec(dataset: Path, args: argparse.Namespace, workers: int) -> dict[str, Any]:
@@ -61,7 +67,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="global batch (both runs)")
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker (NCCL)")
     parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
+    args = parse_args(parser, epochs=1, train=8, imgsz=64, batch=4)
 
     from trainforge.datasets import synth
 

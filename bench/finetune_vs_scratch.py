@@ -11,6 +11,7 @@ The tutorial (reference/fine-tune-yolov8-tutorial.txt) claims fine-tuning wins b
 points on small datasets; this prints what we measure.
 
 Usage: python bench/finetune_vs_scratch.py [--base-epochs 25] [--epochs 15] [--train 48]
+                                           [--smoke]
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _smoke import parse_args  # noqa: E402
 from _trainjobs import EventRecorder, report, run_job  # noqa: E402
+
+#: What a run prints for its figure (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"fine-tuning - scratch on variant 1's test split: [+-]\d+\.\d mAP50 points",)
 
 
 def spec(name: str, dataset: Path, base: str, epochs: int, imgsz: int) -> dict[str, Any]:
@@ -49,7 +54,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=48, help="variant-1 train images")
     parser.add_argument("--imgsz", type=int, default=128)
     parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
+    args = parse_args(parser, base_epochs=1, base_train=8, epochs=1, train=8, imgsz=64)
 
     from trainforge.datasets import synth
 

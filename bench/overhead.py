@@ -15,7 +15,7 @@ With ``--warm-ray`` the jobs join one local Ray head started before the first ro
 under ``trainforge serve`` (the head's start is not counted, as a server's is paid once).
 
 Usage: python bench/overhead.py [--rounds 2] [--latency-samples 8] [--ray-address HOST:PORT]
-                                [--warm-ray]
+                                [--warm-ray] [--smoke]
 """
 
 from __future__ import annotations
@@ -35,9 +35,20 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _smoke import parse_args  # noqa: E402
 from _trainjobs import EventRecorder, run_job, start_job, team_cache  # noqa: E402
 
-STEP_LINE = re.compile(r"jobs\.train\.steps: step ([\w-]+): .*\(([\d.]+)s\)$")
+from jobs.core import steps as job_steps  # noqa: E402
+
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"wall time, median of \d+: .* -> ratio \d+\.\d{3}",
+                     r"training step inside trainforge / yolo train: \d+\.\d{3}",
+                     r"trainforge steps \(median s\): .*ray-connect \d+\.\d\d",
+                     r"entrypoint start -> RUNNING event \(n=\d+\): p50 \d+\.\d\ds")
+
+#: A job step's outcome line (jobs/core/steps.py), named by the steps logger itself so that a
+#: rename cannot silently empty the per-step figures.
+STEP_LINE = re.compile(re.escape(job_steps.log.name) + r": step ([\w-]+): .*\(([\d.]+)s\)$")
 
 
 def spec(dataset: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -100,7 +111,7 @@ def main() -> None:
                         help="run the jobs on one warm local Ray head, as `trainforge serve` "
                         "does (services/dispatcher/local_ray.py)")
     parser.add_argument("--workdir", type=Path, default=None)
-    args = parser.parse_args()
+    args = parse_args(parser, rounds=1, latency_samples=1, epochs=1, imgsz=64, train=8, batch=8)
 
     from jobs.core import adapter, dataset_step
     from trainforge.datasets import synth

@@ -8,7 +8,7 @@ the events' own timestamps. The first job pays the head's start (cold); the othe
 warm. ``--cold`` runs the same with TRAINFORGE_DISPATCHER_WARM_RAY=false (every job starts a
 Ray of its own), for the comparison in one run.
 
-Usage: python bench/serve_latency.py [--jobs 4] [--epochs 2] [--cold]
+Usage: python bench/serve_latency.py [--jobs 4] [--epochs 2] [--cold] [--smoke]
 """
 
 from __future__ import annotations
@@ -29,7 +29,12 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _trainjobs import free_port, start_serve, wait_ready  # noqa: E402
+from _smoke import parse_args  # noqa: E402
+from _trainjobs import free_port, start_serve, wait_for_end, wait_ready  # noqa: E402
+
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"warm Ray, median of jobs [\d-]+: submit -> first epoch \d+\.\ds, "
+                     r"-> done \d+\.\ds",)
 
 
 def _at(event: dict[str, Any]) -> float:
@@ -58,9 +63,10 @@ def run(warm: bool, args: argparse.Namespace, dataset: Path, work: Path) -> list
         for i in range(args.jobs):
             submitted = time.time()
             job = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
-            while client.get(f"/v1/jobs/{job}").json()["state"] not in (
-                    "SUCCEEDED", "FAILED", "CANCELLED"):
-                time.sleep(0.5)
+            state = wait_for_end(client, job)
+            if state != "SUCCEEDED":
+                raise RuntimeError(f"job {job} ended {state}; see {home.parent} (serve-*.log, "
+                                   "the job's log under home-*/)")
             events = client.get(f"/v1/jobs/{job}/events", params={"limit": 500}).json()["items"]
             running = next(_at(e) for e in events if e.get("to_state") == "RUNNING")
             first_epoch = next(_at(e) for e in events if e["type"] == "progress")
@@ -86,7 +92,7 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=64)
     parser.add_argument("--cold", action="store_true",
                         help="also run with TRAINFORGE_DISPATCHER_WARM_RAY=false")
-    args = parser.parse_args()
+    args = parse_args(parser, jobs=1, epochs=1, imgsz=64, train=8)
 
     from trainforge.datasets import synth
 
@@ -96,8 +102,9 @@ def main() -> None:
     modes = [True, False] if args.cold else [True]
     for warm in modes:
         rows = run(warm, args, dataset, work)
-        later = rows[1:] or rows
-        print(f"{'warm' if warm else 'cold'} Ray, median of jobs 2-{len(rows)}: "
+        later = rows[1:] or rows  # the first job pays the head's start
+        print(f"{'warm' if warm else 'cold'} Ray, median of jobs "
+              f"{len(rows) - len(later) + 1}-{len(rows)}: "
               f"submit -> first epoch {statistics.median(r['first_epoch'] for r in later):.1f}s, "
               f"-> done {statistics.median(r['done'] for r in later):.1f}s; first job: "
               f"{rows[0]['first_epoch']:.1f}s / {rows[0]['done']:.1f}s", flush=True)

@@ -11,6 +11,10 @@ The trials fine-tune (as users do) from a base model that this script first trai
 another variant of the synthetic shapes (cached in the work directory): trained from scratch
 for a few epochs at 64 px, YOLO scores 0 mAP for every config and no scheduler can rank them.
 
+Both jobs are launched as the dispatcher launches them (bench/_trainjobs.py: the embedded
+server's team, its storage access rules in TRAINFORGE_JOB_ACCESS, the spec's sha256), each on a
+private local Ray whatever RAY_ADDRESS this shell has.
+
 Run: ``.venv/bin/python bench/sweep.py`` (about 10-15 minutes on 2 CPU cores, the first run
 included; ``--help`` for the sizes).
 """
@@ -22,8 +26,8 @@ import hashlib
 import json
 import os
 import shutil
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -31,8 +35,16 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from _smoke import parse_args  # noqa: E402
+from _trainjobs import EventRecorder, report, run_job  # noqa: E402
+
 TARGET_EPOCH_RATIO = 0.35
 TARGET_MAP_DELTA = 0.02
+
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"same sampled configs in both runs: True",
+                     r"epochs ASHA/FIFO = \d+/\d+ = \d\.\d{3} .*best val mAP50-95 FIFO - ASHA = "
+                     r"[+-]\d\.\d{4}")
 
 
 def main() -> int:
@@ -46,34 +58,47 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--grace-period", type=int, default=1)
     parser.add_argument("--reduction-factor", type=float, default=3.0)
+    parser.add_argument("--test-images", type=int, default=32)
+    parser.add_argument("--base-images", type=int, default=512,
+                        help="the base model's training images (another variant)")
+    parser.add_argument("--base-epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=Path("/tmp/trainforge-bench-sweep"))
-    args = parser.parse_args()
+    parser.add_argument("--work", type=Path,
+                        default=Path(tempfile.gettempdir()) / "trainforge-bench-sweep",
+                        help="datasets, the cached base model and the jobs' homes")
+    args = parse_args(parser, trials=2, epochs=2, train_images=8, val_images=4, test_images=4,
+                      base_images=8, base_epochs=1)
     os.environ.setdefault("YOLO_OFFLINE", "1")
+    # A private local Ray for each run, whatever this shell points the jobs at.
+    for key in ("RAY_ADDRESS", "TRAINFORGE_LOCAL_RAY"):
+        os.environ.pop(key, None)
     args.work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
 
     t0 = time.perf_counter()
-    base = pretrained_base(args.work, args.imgsz)
+    base = pretrained_base(args.work, args.imgsz, images=args.base_images,
+                           epochs=args.base_epochs)
     print(f"base model: {base} ({time.perf_counter() - t0:.0f}s)")
-    data = args.work / f"finetune-{args.train_images}-{args.val_images}-{args.imgsz}"
+    data = args.work / (f"finetune-{args.train_images}-{args.val_images}-{args.test_images}-"
+                        f"{args.imgsz}")
     if not data.is_dir():
         from trainforge.datasets import synth
 
-        synth(data, train=args.train_images, val=args.val_images, test=32, imgsz=args.imgsz,
-              classes=3, seed=args.seed, variant=1)
+        synth(data, train=args.train_images, val=args.val_images, test=args.test_images,
+              imgsz=args.imgsz, classes=3, seed=args.seed, variant=1)
 
+    api = EventRecorder().start()
     runs: dict[str, dict[str, Any]] = {}
     for scheduler in ("asha", "fifo"):
         t0 = time.perf_counter()
-        report = run_sweep(args, scheduler, data, base)
-        runs[scheduler] = {"report": report, "seconds": time.perf_counter() - t0}
-        sweep = report["sweep"]
+        result = run_sweep(args, api, scheduler, data, base)
+        runs[scheduler] = {"report": result, "seconds": time.perf_counter() - t0}
+        sweep = result["sweep"]
         best = max((t["best_map50_95"] or 0.0) for t in sweep["trials"])
         print(f"{scheduler}: {sweep['epochs_total']} epochs, best val mAP50-95 {best:.4f}, "
               f"{sweep['trials_stopped_early']} of {sweep['trials_total']} trials stopped "
               f"early, test mAP50-95 of the published model "
-              f"{report['evaluation']['metrics']['mAP50-95']:.4f} "
+              f"{result['evaluation']['metrics']['mAP50-95']:.4f} "
               f"({runs[scheduler]['seconds']:.0f}s)")
 
     asha, fifo = runs["asha"]["report"]["sweep"], runs["fifo"]["report"]["sweep"]
@@ -161,24 +186,27 @@ def _replay_asha(curves: list[list[float]], *, max_t: int, grace: int, rf: float
     return sum(ran.values()), best
 
 
-def pretrained_base(work: Path, imgsz: int) -> Path:
-    """A YOLOv8n trained from scratch on 512 synthetic images (variant 0), cached by recipe."""
+def pretrained_base(work: Path, imgsz: int, *, images: int, epochs: int) -> Path:
+    """A YOLOv8n trained from scratch on ``images`` synthetic images (variant 0), cached by
+    recipe (its training parameters and image count)."""
     from jobs.core import adapter
     from trainforge.datasets import synth, write_local_data_yaml
     from trainforge.spec import TrainParams
 
-    params = TrainParams(epochs=10, imgsz=imgsz, batch=16, workers=0, warmup_epochs=1,
+    params = TrainParams(epochs=epochs, imgsz=imgsz, batch=16, workers=0, warmup_epochs=1,
                          optimizer="SGD", lr0=0.02, amp=False, seed=0,
                          augment={"mosaic": 0.0, "close_mosaic": 0})
-    recipe = hashlib.sha256(params.model_dump_json().encode()).hexdigest()[:12]
+    recipe = hashlib.sha256(f"{images} {params.model_dump_json()}".encode()).hexdigest()[:12]
     base = work / f"base-{recipe}.pt"
     if base.is_file():
         return base
-    data = work / f"pretrain-{imgsz}"
+    data = work / f"pretrain-{images}-{imgsz}"
     if not data.is_dir():
-        synth(data, train=512, val=32, test=0, imgsz=imgsz, classes=3, seed=1, variant=0)
+        synth(data, train=images, val=32, test=0, imgsz=imgsz, classes=3, seed=1, variant=0)
     adapter.prepare_environment(work / "ultralytics")
-    os.environ["YOLO_VERBOSE"] = "False"  # the pretraining's progress bars would bury the result
+    # The pretraining's progress bars would bury the result (Ultralytics reads this on import;
+    # the jobs get the environment back without it).
+    os.environ["YOLO_VERBOSE"] = "False"
     yaml = write_local_data_yaml(data, work / "pretrain.yaml")
     run_dir = work / "pretrain-run"
     shutil.rmtree(run_dir, ignore_errors=True)
@@ -186,6 +214,7 @@ def pretrained_base(work: Path, imgsz: int) -> Path:
                                                     run_dir=run_dir, device="cpu", plots=False),
                             _Quiet())
     shutil.copyfile(outputs.best, base)
+    os.environ.pop("YOLO_VERBOSE")
     return base
 
 
@@ -198,8 +227,10 @@ class _Quiet:
         pass
 
 
-def run_sweep(args: argparse.Namespace, scheduler: str, data: Path, base: Path) -> Any:
-    """One ``python -m jobs.sweep`` run; returns its report.json."""
+def run_sweep(args: argparse.Namespace, api: EventRecorder, scheduler: str, data: Path,
+              base: Path) -> dict[str, Any]:
+    """One ``python -m jobs.sweep`` run, launched as the dispatcher does; returns its
+    report.json."""
     home = args.work / scheduler
     shutil.rmtree(home, ignore_errors=True)
     home.mkdir(parents=True)
@@ -221,23 +252,9 @@ def run_sweep(args: argparse.Namespace, scheduler: str, data: Path, base: Path) 
                       "weight_decay": {"loguniform": [1e-5, 1e-2]}},
         },
     }
-    spec_path = home / "spec.json"
-    spec_path.write_text(json.dumps(spec))
     job_id = f"bench-{scheduler}"
-    env = {**os.environ, "PYTHONPATH": str(REPO), "TRAINFORGE_HOME": str(home),
-           "TRAINFORGE_JOB_ID": job_id, "RAY_USAGE_STATS_ENABLED": "0"}
-    for key in ("TRAINFORGE_API_URL", "TRAINFORGE_ARTIFACTS_URI", "TRAINFORGE_MODELS_URI",
-                "RAY_ADDRESS", "YOLO_VERBOSE"):
-        env.pop(key, None)
-    log_path = home / "job.log"
-    with log_path.open("w") as log:
-        rc = subprocess.run([sys.executable, "-m", "jobs.sweep", "--spec", str(spec_path)],
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                            check=False).returncode
-    if rc != 0:
-        raise SystemExit(f"{scheduler} sweep failed (exit {rc}); see {log_path}")
-    report = home / "artifacts" / "jobs" / job_id / "train" / "report.json"
-    return json.loads(report.read_text())
+    run_job(home, api.url, job_id, spec, module="jobs.sweep", RAY_USAGE_STATS_ENABLED="0")
+    return report(home, job_id)
 
 
 def _index(trial_id: str) -> int:

@@ -4,6 +4,7 @@ Prints images/s for labels + headers (decode=False) and for a full decode (decod
 ratio of each to the 1,000 images/s target, all measured in this one run.
 
     PYTHONPATH=. YOLO_OFFLINE=1 .venv/bin/python bench/validate.py [--images 2000] [--repeat 3]
+                                                                  [--smoke]
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -22,9 +24,19 @@ from pathlib import Path
 import yaml
 from PIL import Image, ImageDraw
 
-from trainforge.datasets import validate
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _smoke import parse_args  # noqa: E402
+
+from trainforge.datasets import validate  # noqa: E402
 
 TARGET = 1000.0  # images/s, labels + headers
+
+#: What a run prints for its figures (tests/bench/test_bench_smoke.py).
+SMOKE_RATIO_LINES = (r"labels \+ headers .* images/s \(\d+\.\d\dx the 1000/s target\)",
+                     r"full decode .* images/s \(\d+\.\d\dx the 1000/s target\)")
+#: No training, no server: a few seconds, in the fast tier.
+SMOKE_MARKS: tuple[str, ...] = ()
 
 
 def _make_chunk(args: tuple[Path, int, int, int]) -> int:
@@ -80,7 +92,7 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--workers", type=int, default=None, help="default: validate's own")
-    args = parser.parse_args()
+    args = parse_args(parser, images=10, repeat=1)
     if not 10 <= args.images <= 20_000:
         raise SystemExit("--images must be 10..20000 (disk use is about 25 kB per image)")
     logging.basicConfig(level=logging.WARNING)

@@ -1,0 +1,36 @@
+"""``--smoke``, which every benchmark has: the same code path end to end at tiny sizes.
+
+tests/bench/test_bench_smoke.py runs each ``bench/*.py`` with ``--smoke`` and checks that it
+exits 0 and prints the lines its ``SMOKE_RATIO_LINES`` patterns match, so a benchmark that
+stops working fails the suite instead of rotting until someone needs its figures. A smoke run's
+figures mean nothing; only the full sizes (the defaults) are recorded in docs/benchmarks.md.
+
+A script may also set ``SMOKE_MARKS``, the pytest markers of its smoke test (default
+``("slow",)``: most benchmarks train, or start Ray or a server).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+
+def parse_args(parser: argparse.ArgumentParser, **sizes: Any) -> argparse.Namespace:
+    """Add ``--smoke`` to ``parser`` and parse the command line.
+
+    Args:
+        parser: the benchmark's parser, every other option already added.
+        sizes: option destinations and the tiny values ``--smoke`` gives them; an option
+            given on the command line keeps its value.
+
+    Returns:
+        The parsed arguments (``smoke`` among them).
+    """
+    shown = ", ".join(f"--{name.replace('_', '-')} {value}" for name, value in sizes.items())
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"tiny sizes ({shown}): checks that the benchmark runs end to end "
+                        "(tests/bench/test_bench_smoke.py); its figures mean nothing")
+    known, _ = parser.parse_known_args()
+    if known.smoke:
+        parser.set_defaults(**sizes)
+    return parser.parse_args()
