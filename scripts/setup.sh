@@ -10,6 +10,10 @@ command -v prometheus-pushgateway >/dev/null || [[ -x /usr/bin/prometheus-pushga
 # The dashboard's browser tests (tests/ui/test_browser.py) drive Debian's chromium through
 # Playwright; `playwright install` is never run (it downloads a browser build).
 [[ -x /usr/bin/chromium ]] || need_debs+=(chromium fonts-dejavu-core)
+# docs/api.md's examples use curl and jq, and tests/api/test_docs_examples.py runs them as
+# written.
+command -v curl >/dev/null || need_debs+=(curl)
+command -v jq >/dev/null || need_debs+=(jq)
 if ((${#need_debs[@]})); then
   if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
     echo "setup: installing Debian packages: ${need_debs[*]}"

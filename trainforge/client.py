@@ -81,6 +81,10 @@ class JobFailed(TrainforgeError):
                    + (f": {error.get('code')}: {error.get('message')}" if error else ""), job)
 
 
+#: New listings :meth:`Client.download` makes when a file of an incomplete listing changed
+#: before its download (a run's log gets its last lines as the run exits: one is enough).
+RELISTS_WHILE_INCOMPLETE = 3
+
 #: ``on_progress(file name, bytes so far, bytes in all)`` during a download.
 Progress = Callable[[str, int, int], None]
 
@@ -344,14 +348,31 @@ class Client:
         """Download every artifact under ``dest``, checking each file's sha256 (see
         :meth:`fetch_file`: a file already there with the right sha256 is kept).
 
+        Until the listing is complete (:meth:`artifact_list`) the job may rewrite a file
+        between its listing and its download: a run reports SUCCEEDED before it exits and
+        uploads the last lines of its log as it exits, so ``wait`` then ``download`` meets a
+        log that changed. A checksum that differs then means "changed", not "corrupt": the
+        artifacts are listed again and the download goes on from the new listing (the files
+        already fetched are kept), at most :data:`RELISTS_WHILE_INCOMPLETE` times.
+
         Raises:
-            ApiError: a download failed or its checksum does not match.
+            ApiError: a download failed or its checksum does not match (in a complete listing,
+                or still after the new listings).
         """
-        paths = []
-        for item in self.artifacts(job_id):
-            paths.append(_inside(dest, item["name"]))
-            self.fetch_file(item, paths[-1], on_progress=on_progress)
-        return paths
+        relists = 0
+        while True:
+            listing = self.artifact_list(job_id)
+            paths = []
+            try:
+                for item in listing["items"]:
+                    paths.append(_inside(dest, item["name"]))
+                    self.fetch_file(item, paths[-1], on_progress=on_progress)
+                return paths
+            except ApiError as exc:
+                if (exc.code != "checksum_mismatch" or listing["complete"]
+                        or relists >= RELISTS_WHILE_INCOMPLETE):
+                    raise
+                relists += 1
 
     def fetch_file(self, item: Mapping[str, Any], target: Path, *,
                    on_progress: Progress | None = None) -> bool:

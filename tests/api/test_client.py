@@ -11,7 +11,7 @@ import pytest
 from services.store import Database
 from services.store import jobs as repo
 from tests.fixtures.api import SPEC
-from trainforge.client import ApiError, Client
+from trainforge.client import RELISTS_WHILE_INCOMPLETE, ApiError, Client
 from trainforge.spec import parse_spec
 
 
@@ -88,3 +88,47 @@ def test_the_client_reads_url_and_token_from_the_environment(
         assert info.value.status == 401
     finally:
         get_common_settings.cache_clear()
+
+
+class RewritesTheLog(httpx.HTTPTransport):
+    """Appends a line to a job's log (on disk, in the artifacts store) just before each of its
+    first ``rewrites`` downloads: what a run does when it uploads its last log lines as it
+    exits, after the client listed the artifacts. Counts the listings."""
+
+    def __init__(self, log: Path, rewrites: int) -> None:
+        super().__init__()
+        self.log, self.rewrites, self.listings = log, rewrites, 0
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/artifacts"):
+            self.listings += 1
+        elif request.url.path.endswith("/log.txt") and self.rewrites:
+            self.rewrites -= 1
+            with self.log.open("a") as fh:
+                fh.write("epoch 2/2 done\n")
+        return super().handle_request(request)
+
+
+def test_a_file_that_changes_before_its_download_is_listed_again(
+    live_url: str, auth: dict[str, str], artifacts_dir: Path, tmp_path: Path
+) -> None:
+    token = auth["Authorization"].split()[1]
+    with Client(live_url, token) as client:
+        job = client.submit(parse_spec(SPEC))["id"]  # QUEUED: its listing is not complete
+    log = artifacts_dir / "jobs" / job / "attempts" / "1" / "log.txt"
+    log.parent.mkdir(parents=True)
+    log.write_text("epoch 1/2 done\n")
+
+    once = RewritesTheLog(log, rewrites=1)
+    with Client(live_url, token, transport=once) as client:
+        files = client.download(job, tmp_path / "once")
+    assert once.listings == 2
+    assert (tmp_path / "once" / "attempts" / "1" / "log.txt").read_text() == log.read_text()
+    assert sorted(p.name for p in files) == ["log.txt", "spec.json"]
+
+    always = RewritesTheLog(log, rewrites=100)
+    with Client(live_url, token, transport=always) as client, \
+            pytest.raises(ApiError) as changing:
+        client.download(job, tmp_path / "always")
+    assert changing.value.code == "checksum_mismatch"
+    assert always.listings == 1 + RELISTS_WHILE_INCOMPLETE
