@@ -154,8 +154,10 @@ def main() -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
         env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(stock_config)}
         t0 = time.perf_counter()
-        subprocess.run(stock_command(job_spec, data_yaml, run_dir), env=env, check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stock = subprocess.run(stock_command(job_spec, data_yaml, run_dir), env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        if stock.returncode != 0:
+            sys.exit(f"yolo train exited {stock.returncode}:\n{stock.stdout[-4000:]}")
         yolo_walls.append(time.perf_counter() - t0)
         print(f"round {round_ + 1}: trainforge {tf_walls[-1]:.1f}s "
               f"(Ultralytics inside: {tf_train[-1]:.1f}s), yolo train {yolo_walls[-1]:.1f}s",

@@ -51,7 +51,9 @@ def served(serve_process: ServeProcess, tmp_path_factory: pytest.TempPathFactory
 
 def _spec(tmp_path: Path, name: str, extra: str = "") -> Path:
     path = tmp_path / f"{name}.yaml"
-    path.write_text(f"name: {name}\ndataset: {{uri: s3://datasets/ppe/v3/}}\nretries: 0\n{extra}")
+    # yolov8n.yaml: this offline server (YOLO_OFFLINE=1) refuses the default yolov8n.pt.
+    path.write_text(f"name: {name}\ndataset: {{uri: s3://datasets/ppe/v3/}}\n"
+                    f"model: {{base: yolov8n.yaml}}\nretries: 0\n{extra}")
     return path
 
 
