@@ -152,7 +152,10 @@ def main() -> None:
 
         run_dir = work / "stock" / f"run{round_}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        env = {**os.environ, "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(stock_config)}
+        # As from a user's shell: without the weights-only switch trainforge's loader sets in
+        # the processes it hardens (stock Ultralytics reloads its own best.pt the old way).
+        env = {**{k: v for k, v in os.environ.items() if not k.startswith("TORCH_FORCE_")},
+               "YOLO_OFFLINE": "1", "YOLO_CONFIG_DIR": str(stock_config)}
         t0 = time.perf_counter()
         stock = subprocess.run(stock_command(job_spec, data_yaml, run_dir), env=env,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

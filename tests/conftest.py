@@ -12,6 +12,7 @@ every test (docs/development.md):
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 
@@ -48,6 +49,23 @@ def _module_fixture_group(item: pytest.Item) -> str | None:
         if any(d.scope == "module" and d.baseid == module for d in defs):
             return module
     return None
+
+
+#: Process-wide switches that code under test sets in ``os.environ`` (jobs/core/adapter/
+#: safety.py hardens the process it runs in); restored after each test so that one test's
+#: hardening never reaches the processes a later test starts on the same worker.
+_PROCESS_SWITCHES = ("TORCH_FORCE_WEIGHTS_ONLY_LOAD", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+
+
+@pytest.fixture(autouse=True)
+def _restore_process_switches() -> Iterator[None]:
+    before = {name: os.environ.get(name) for name in _PROCESS_SWITCHES}
+    yield
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
 
 
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by marker and xdist reads the groups

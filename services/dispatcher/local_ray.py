@@ -38,8 +38,10 @@ from trainforge.errors import BackendError
 log = logging.getLogger(__name__)
 
 #: Ray keeps unix sockets under its temp dir, and a socket path may not exceed 107 bytes:
-#: longer homes get a short directory in /tmp, linked from $TRAINFORGE_HOME/ray.
-_MAX_TEMP_DIR = 48
+#: longer homes get a short directory in /tmp, linked from $TRAINFORGE_HOME/ray. The longest
+#: is ``<temp>/session_<date>_<time>_<µs>_<pid>/sockets/plasma_store``: 64 bytes after the
+#: temp dir with a 7-digit pid, so 43 at most for the temp dir itself.
+_MAX_TEMP_DIR = 43
 #: The jobs share the head's object store; training moves no large objects through it.
 _OBJECT_STORE_BYTES = 512 * 1024**2
 #: Ray's single-machine mode (named for the platforms where it is the default): Ray takes
