@@ -12,7 +12,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.datasets.conftest import upload_tree
+from tests.fixtures.s3 import upload_tree
 from trainforge.datasets import SyncResult, fingerprint, sync, validate
 from trainforge.errors import DatasetIntegrityError, DatasetNotFound
 from trainforge.storage import S3Store
