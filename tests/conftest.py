@@ -4,8 +4,8 @@ every test (docs/development.md):
 * a test that uses a heavy fixture is marked ``slow`` here, whatever its module says, so the
   fast tier (``make test-fast``: ``-m "not slow"``) never runs one by accident;
 * tests that share a module-scoped fixture of their own module form one pytest-xdist group,
-  so that a parallel run builds that fixture once, on one worker (not in effect with pytest
-  9.2 and pytest-xdist 3.8: docs/development.md, "Running tests");
+  so that a parallel run builds that fixture once, on one worker (pytest below 9.2:
+  docs/development.md, "Running tests");
 * slow tests run first: with two workers, the long ones start while there is work left to
   balance them with.
 """
