@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
@@ -142,14 +143,8 @@ def test_on_the_embedded_server_a_fire_is_checked_like_a_submission(
     missing = tmp_path / "moved-away"
     created = add_schedule(db, spec={**SPEC, "dataset": {"uri": f"file://{missing}/"},
                                      "model": {"base": "yolov8n.yaml"}})
-    clock = Clock()
-    machine = LocalMachine(weights_cache=tmp_path / "weights", offline=True)
-    dispatcher = make_dispatcher(db, tmp_path, clock, machine=machine)
-    try:
-        clock.at_fire(1)
-        dispatcher.run_once()
-    finally:
-        dispatcher.close()
+    _fire_once(db, tmp_path,
+               machine=LocalMachine(weights_cache=tmp_path / "weights", offline=True))
     [failed] = runs(db, created.id)
     assert failed.outcome is RunOutcome.FAILED and failed.job_id is None
     assert failed.message == (f"no job submitted: dataset.uri: {missing} does not exist: pass "
@@ -256,13 +251,7 @@ def test_a_template_that_no_longer_validates_fails_its_runs(
     db: Database, tmp_path: Path
 ) -> None:
     created = add_schedule(db, spec={**SPEC, "train": {"epochs": 0}})
-    clock = Clock()
-    dispatcher = make_dispatcher(db, tmp_path, clock)
-    try:
-        clock.at_fire(1)
-        dispatcher.run_once()
-    finally:
-        dispatcher.close()
+    _fire_once(db, tmp_path)
     [run] = runs(db, created.id)
     assert run.outcome is RunOutcome.FAILED
     assert run.message.startswith("the job template no longer validates: train.epochs: ")
@@ -292,3 +281,14 @@ def test_a_fire_time_has_one_run_even_when_recorded_twice(
                                    outcome=outcome, message="again", created_at=T0))
         session.flush()
     assert [r.message for r in runs(db, created.id)] == ["first"]
+
+
+def _fire_once(db: Database, tmp_path: Path, **dispatcher_args: Any) -> None:
+    """One dispatcher pass at the first fire time of the schedules in ``db``."""
+    clock = Clock()
+    dispatcher = make_dispatcher(db, tmp_path, clock, **dispatcher_args)
+    try:
+        clock.at_fire(1)
+        dispatcher.run_once()
+    finally:
+        dispatcher.close()
