@@ -25,9 +25,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from trainforge.access import check_alias_name
-from trainforge.errors import AliasConflict, LocationInvalid, ObjectNotFound
+from trainforge.errors import (
+    AliasConflict,
+    LocationInvalid,
+    ModelNotFound,
+    ObjectNotFound,
+    RegistryError,
+)
 from trainforge.layout import alias_log_prefix
-from trainforge.registry import ModelNotFound, RegistryError, find_manifest, open_registry
+from trainforge.manifests import find_manifest, latest_trained, list_versions, open_registry
 from trainforge.storage import join_key
 
 __all__ = ["AliasConflict", "AliasMove", "aliases", "current", "history", "move", "record",
@@ -178,8 +184,6 @@ def resolve_version(models_uri: str, name: str, version_or_alias: str) -> str:
         ModelNotFound: nothing (or, for ``latest``, nothing trained) is published, or the
             alias is unset.
     """
-    from trainforge.registry import latest_trained, list_versions
-
     if version_or_alias == "latest":
         versions = list_versions(models_uri, name)
         if not versions:

@@ -22,8 +22,18 @@ from pathlib import Path
 from typing import Any
 
 from trainforge.access import REGISTRY_SCHEME, parse_registry_ref
+from trainforge.aliases import resolve_version
 from trainforge.errors import LocationInvalid, ModelNotFound, ObjectNotFound, RegistryError
 from trainforge.layout import manifest_key, model_prefix
+from trainforge.manifests import (
+    find_manifest,
+    is_export,
+    latest_trained,
+    list_versions,
+    open_registry,
+    read_manifest,
+    read_manifest_at,
+)
 from trainforge.storage import ObjectStore, S3Store, join_key, open_location
 
 __all__ = ["MANIFEST_SCHEMA_VERSION", "ModelNotFound", "Published", "RegistryError",
@@ -50,10 +60,6 @@ class VerifyProblem:
     message: str
 
 
-def open_registry(models_uri: str) -> tuple[ObjectStore, str]:
-    return open_location(models_uri.rstrip("/") + "/")
-
-
 def publish(
     models_uri: str,
     name: str,
@@ -77,7 +83,7 @@ def publish(
     store, base = open_registry(models_uri)
     prefix = join_key(base, model_prefix(name, version))
     mkey = join_key(base, manifest_key(name, version))
-    existing = _read_manifest(store, mkey)
+    existing = read_manifest_at(store, mkey)
     if existing is not None:
         log.info("model %s@%s already published; leaving it as it is", name, version)
         return Published(store.uri(mkey), existing, created=False)
@@ -101,7 +107,7 @@ def publish(
     if store.put_if_absent(mkey, body, content_type="application/json"):
         log.info("published %s", store.uri(mkey))
         return Published(store.uri(mkey), manifest, created=True)
-    winner = _read_manifest(store, mkey)
+    winner = read_manifest_at(store, mkey)
     assert winner is not None  # put_if_absent lost: the manifest exists
     return Published(store.uri(mkey), winner, created=False)
 
@@ -110,28 +116,6 @@ def manifest_uri(models_uri: str, name: str, version: str) -> str:
     """The URI of a version's manifest.json (which may not exist yet)."""
     store, base = open_registry(models_uri)
     return store.uri(join_key(base, manifest_key(name, version)))
-
-
-def find_manifest(models_uri: str, name: str, version: str) -> dict[str, Any] | None:
-    """A version's manifest, or None when that version is not published."""
-    store, base = open_registry(models_uri)
-    return _read_manifest(store, join_key(base, manifest_key(name, version)))
-
-
-def _read_manifest(store: ObjectStore, key: str) -> dict[str, Any] | None:
-    try:
-        data: dict[str, Any] = json.loads(store.get(key))
-    except ObjectNotFound:
-        return None
-    return data
-
-
-def read_manifest(manifest_uri: str) -> dict[str, Any]:
-    store, key = open_location(manifest_uri)
-    manifest = _read_manifest(store, key)
-    if manifest is None:
-        raise ModelNotFound(f"no manifest at {manifest_uri}")
-    return manifest
 
 
 def verify(manifest_uri: str) -> list[VerifyProblem]:
@@ -188,36 +172,6 @@ def _stored_checksums(
     return problems
 
 
-def list_versions(models_uri: str, name: str) -> list[dict[str, Any]]:
-    """Every published version of a model, oldest first."""
-    store, base = open_registry(models_uri)
-    manifests = []
-    for info in store.list(join_key(base, name) + "/"):
-        if info.key.endswith("/manifest.json"):
-            manifest = _read_manifest(store, info.key)
-            if manifest is not None:
-                manifests.append(manifest)
-    return sorted(manifests, key=lambda m: str(m.get("created_at", "")))
-
-
-def is_export(manifest: Mapping[str, Any]) -> bool:
-    """Whether an export job published this version: another version's weights converted,
-    with its formats' gates but no held-out evaluation of its own (``source.kind``)."""
-    source = manifest.get("source")
-    return isinstance(source, Mapping) and source.get("kind") == "export"
-
-
-def latest_trained(manifests: list[dict[str, Any]]) -> str | None:
-    """What ``@latest`` means: the newest version a train or sweep job published (one with
-    held-out scores), never an export job's; None when there is none.
-
-    Args:
-        manifests: a model's versions, oldest first (as :func:`list_versions` returns them).
-    """
-    trained = [m for m in manifests if not is_export(m)]
-    return str(trained[-1]["version"]) if trained else None
-
-
 def list_models(models_uri: str) -> list[str]:
     """The names of the models with at least one published version, sorted."""
     store, base = open_registry(models_uri)
@@ -237,8 +191,6 @@ def resolve(ref: str, models_uri: str, artifact: str = "best.pt") -> str:
     Raises:
         ModelNotFound: the name, version, alias or artifact is not published.
     """
-    from trainforge.aliases import resolve_version
-
     if not ref.startswith(REGISTRY_SCHEME):
         raise RegistryError(f"{ref!r} is not a registry:// reference")
     try:
@@ -247,7 +199,7 @@ def resolve(ref: str, models_uri: str, artifact: str = "best.pt") -> str:
         raise RegistryError(exc.message) from None
     version = resolve_version(models_uri, name, version)
     store, base = open_registry(models_uri)
-    manifest = _read_manifest(store, join_key(base, manifest_key(name, version)))
+    manifest = read_manifest_at(store, join_key(base, manifest_key(name, version)))
     if manifest is None:
         raise ModelNotFound(f"model {name}@{version} is not published in {models_uri}")
     if artifact not in {a["name"] for a in manifest.get("artifacts", [])}:

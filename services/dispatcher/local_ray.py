@@ -12,7 +12,7 @@ single-machine mode, so every port of it (GCS, raylet, object manager, agents, m
 workers), and of the jobs' drivers, listens on loopback only.
 
 The head runs with the same environment allow-list as the jobs themselves
-(:func:`services.dispatcher.backends.local.inherited_env`): its worker processes serve every
+(:func:`services.dispatcher.job_env.inherited_env`): its worker processes serve every
 job, so nothing of the server's (secret key, database URL) may reach them; each job's own
 variables travel in its runtime_env.
 """
@@ -32,7 +32,7 @@ import threading
 import time
 from pathlib import Path
 
-from services.dispatcher.backends.local import inherited_env
+from services.dispatcher.job_env import inherited_env
 from trainforge.errors import BackendError
 
 log = logging.getLogger(__name__)

@@ -29,8 +29,9 @@ import pytest
 from services.api import create_app
 from services.api.settings import ApiSettings
 from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
-from services.dispatcher.backends.local import LocalBackend, inherited_env
+from services.dispatcher.backends.local import LocalBackend
 from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
+from services.dispatcher.job_env import inherited_env
 from services.store import Database, tokens
 from services.store import jobs as repo
 from tests.fixtures.network import serve_app

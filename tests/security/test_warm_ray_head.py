@@ -26,7 +26,8 @@ from typing import Any
 import psutil
 import pytest
 
-from services.dispatcher.backends.local import LocalBackend, inherited_env
+from services.dispatcher.backends.local import LocalBackend
+from services.dispatcher.job_env import inherited_env
 from services.dispatcher.local_ray import LocalRayHead
 
 pytestmark = pytest.mark.slow  # starts a Ray head

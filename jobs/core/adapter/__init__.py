@@ -52,6 +52,7 @@ Ultralytics is imported lazily: importing this package costs nothing, and
 
 from jobs.core.adapter import distributed
 from jobs.core.adapter.environment import download_stock, prepare_environment, private_settings
+from jobs.core.adapter.epochs import EpochResult
 from jobs.core.adapter.evaluation import EvalSettings, Evaluation, SettingsChanged, evaluate
 from jobs.core.adapter.export import (
     checkpoint_input,
@@ -70,7 +71,6 @@ from jobs.core.adapter.training import (
     AUGMENT_ARGS,
     TRAIN_ARGS,
     CheckpointInfo,
-    EpochResult,
     RunOutputs,
     TrainingHooks,
     device_for,

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from jobs.core.adapter.epochs import EpochResult
 from trainforge.errors import UnsafeWeights, WeightsError
 
 log = logging.getLogger(__name__)
@@ -254,8 +255,6 @@ def _prove_weights_only(torch: Any) -> None:
     Raises:
         RuntimeError: torch loaded it (this torch ignores TORCH_FORCE_WEIGHTS_ONLY_LOAD).
     """
-    from jobs.core.adapter.training import EpochResult  # training imports this module
-
     buffer = io.BytesIO()
     torch.save({"probe": EpochResult(1, 1, {})}, buffer)  # harmless, and on no allow-list
     buffer.seek(0)

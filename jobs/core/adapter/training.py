@@ -14,6 +14,7 @@ import yaml
 
 from jobs.core.adapter import distributed
 from jobs.core.adapter.environment import private_settings
+from jobs.core.adapter.epochs import EpochResult
 from jobs.core.adapter.safety import check_weights, harden_loading, load_checked
 from trainforge.spec import Augment, TrainParams
 
@@ -120,15 +121,6 @@ def hyperparameter_mismatches(train: TrainParams, run_dir: Path) -> dict[str, tu
     used = read_effective_hyperparameters(run_dir)
     return {name: (want, used[name]) for name, want in spec_hyperparameters(train).items()
             if used[name] != want}
-
-
-@dataclass(frozen=True)
-class EpochResult:
-    """One finished epoch (1-based) and its metrics under Ultralytics' names."""
-
-    epoch: int
-    epochs: int
-    metrics: dict[str, float]
 
 
 class TrainingHooks(Protocol):

@@ -36,6 +36,7 @@ from services.dispatcher.backends.base import (
     BackendStatus,
     LaunchRequest,
 )
+from services.dispatcher.job_env import inherited_env
 from services.dispatcher.local_runner import (
     CANCEL_MARKER,
     EXIT_FILE,
@@ -55,30 +56,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RUNNER = "services.dispatcher.local_runner"
-
-#: What a job inherits from the dispatcher's environment, by name or prefix: the toolchain,
-#: locale and proxies, object-store credentials (the same user's; a Kubernetes job gets its
-#: own instead), and the runtime knobs of CUDA, PyTorch, Ray and Ultralytics. Nothing else:
-#: not the secret key, the database URL, API tokens or the storage policy of other teams.
-_INHERITED = frozenset({
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
-    "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV",
-    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy",
-    "COVERAGE_PROCESS_START",
-    "TRAINFORGE_HOME", "TRAINFORGE_DATASET_CACHE", "TRAINFORGE_WEIGHTS_CACHE",
-    "TRAINFORGE_PUSHGATEWAY_URL",
-})
-_INHERITED_PREFIXES = ("LC_", "AWS_", "CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_",
-                       "TORCH_", "PYTORCH_", "RAY_", "YOLO_")
-
-
-def inherited_env(environ: Mapping[str, str]) -> dict[str, str]:
-    """The part of the dispatcher's environment a local job may see (see ``_INHERITED``)."""
-    return {k: v for k, v in environ.items()
-            if (k in _INHERITED or k.startswith(_INHERITED_PREFIXES))
-            and k != "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"}  # jobs load weights the safe way only
-
 
 class LocalBackend:
     """Runs entrypoints as local subprocesses.
