@@ -19,9 +19,10 @@ $(STAMP): pyproject.toml scripts/setup.sh scripts/install-helm.sh
 demo: setup  ## Train a detector end to end on the embedded default and print its scores.
 	bash scripts/demo.sh
 
-lint: setup  ## ruff + mypy --strict on our packages.
+lint: setup  ## ruff + mypy --strict on our packages, and the layers' import contract.
 	$(VENV)/bin/ruff check trainforge services jobs tests bench scripts
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 test: setup lint  ## Lint, then the whole test suite (real PostgreSQL, S3 server, Ray, helm).
 	bash scripts/run-tests.sh

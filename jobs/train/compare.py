@@ -1,7 +1,9 @@
-"""``trainforge models compare --dataset``: both versions evaluated on this machine.
+"""``trainforge models compare --dataset``: both versions evaluated on this machine, by the
+evaluation the promote step runs (jobs/train/promote.py).
 
 It reads both versions' best.pt from the models store (``--store``) and needs the training
-extra (Ultralytics); the recorded-scores comparison goes through the API instead.
+extra (Ultralytics); the recorded-scores comparison goes through the API instead. The kernel's
+command line finds it through the ``trainforge.evaluation`` entry point (pyproject.toml).
 """
 
 from __future__ import annotations

@@ -14,12 +14,29 @@ app = typer.Typer(help="Manage team API tokens (needs TRAINFORGE_DATABASE_URL)."
 
 
 def _database() -> Database:
+    """The job store, as it is: a configured database (TRAINFORGE_DATABASE_URL) is migrated by
+    ``trainforge db upgrade`` (or the API at startup) only, never by this command.
+
+    The embedded server's own SQLite file under $TRAINFORGE_HOME is the exception: a token may
+    be minted before ``trainforge serve`` first ran, so it is created the way serve creates it.
+
+    Raises:
+        typer.Exit: a configured database is not at the newest migration.
+    """
     # Imported here: the API extra (SQLAlchemy) is not installed in every image.
     from services.store import Database, upgrade
+    from services.store.migrate import current_revision, head_revision
     from services.store.settings import DatabaseSettings
 
-    db = Database(DatabaseSettings().resolved_database_url, pool_size=1)
-    upgrade(db.engine)
+    settings = DatabaseSettings()
+    db = Database(settings.resolved_database_url, pool_size=1)
+    if settings.database_url is None:
+        upgrade(db.engine)
+    elif current_revision(db.engine) != head_revision():
+        db.dispose()
+        print("error: the job store is not at the newest migration; run `trainforge db "
+              "upgrade` first")
+        raise typer.Exit(1)
     return db
 
 

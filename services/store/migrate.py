@@ -38,6 +38,13 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     log.info("job store migrated to %s", revision)
 
 
+def head_revision() -> str | None:
+    """The newest revision the migrations know."""
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 def current_revision(engine: Engine) -> str | None:
     """The revision the database is at (None before the first migration)."""
     from alembic.runtime.migration import MigrationContext

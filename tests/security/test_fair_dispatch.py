@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from services.cli.serve import embedded_limits
 from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
 from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
 from services.store import Database, dispatch
@@ -23,7 +24,6 @@ from services.store.dispatch import Assignment
 from services.store.domain import Job, NewJob
 from services.store.ids import new_job_id
 from services.store.settings import StoreSettings, TeamLimits
-from trainforge.cli.serve import embedded_limits
 from trainforge.spec import JobKind
 from trainforge.states import JobState
 

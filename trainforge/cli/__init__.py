@@ -6,7 +6,7 @@ import os
 
 import typer
 
-from trainforge.cli import dataset, db, jobs, models, schedules, serve, tokens, webhooks
+from trainforge.cli import dataset, jobs, models, plugins, schedules, webhooks
 from trainforge.private import restrict_umask
 
 app = typer.Typer(
@@ -15,14 +15,27 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _mount(name: str) -> None:
+    """Add the services' command ``name`` (services/cli/, entry-point group ``trainforge.cli``)
+    when this install has it: a group as a sub-app, a function as a command."""
+    command = plugins.load(plugins.COMMANDS_GROUP, name)
+    if isinstance(command, typer.Typer):
+        app.add_typer(command, name=name)
+    elif command is not None:
+        app.command(name=name)(command)
+
+
+# The order of registration is the order of `trainforge --help`.
 app.add_typer(dataset.app, name="dataset")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(schedules.app, name="schedules")
-app.add_typer(tokens.app, name="tokens")
-app.add_typer(db.app, name="db")
+_mount("tokens")
+_mount("db")
 app.add_typer(models.app, name="models")
 app.add_typer(webhooks.app, name="webhooks")
-app.command()(serve.serve)
+_mount("serve")
 
 #: Commands that create files under $TRAINFORGE_HOME (the job store, the embedded server's
 #: state): they run with an owner-only umask (trainforge/private.py). The others write where

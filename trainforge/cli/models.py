@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from trainforge.access import REGISTRY_SCHEME, parse_registry_ref
+from trainforge.cli import plugins
 from trainforge.cli.model_sources import ModelSource, StoreSource, open_source
 from trainforge.client import FILE_KINDS, ApiError, Client
 from trainforge.errors import InvalidRequest, TrainforgeError
@@ -204,8 +205,10 @@ def compare(challenger: str = typer.Argument(..., help="NAME@VERSION or NAME@ali
                         "store: add --store URI (or drop --dataset to compare the recorded "
                         "scores through the API)")
         else:
-            from trainforge.cli.model_evaluation import evaluated_comparison
-
+            evaluated_comparison = plugins.load(plugins.EVALUATION_GROUP, "compare")
+            if evaluated_comparison is None:
+                raise _fail("error: --dataset evaluates both versions here and needs the "
+                            "training extra (Ultralytics): install trainforge[train]")
             comparison = evaluated_comparison(source.root, name, first, second, dataset,
                                               imgsz, batch)
     if output:

@@ -13,14 +13,13 @@ and to every worker it starts (the Ray Train workers included).
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import jobs
-import trainforge
 from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
 from trainforge.errors import BackendError
 
@@ -33,6 +32,17 @@ _STATES = {
     "FAILED": BackendState.FAILED,
     "STOPPED": BackendState.STOPPED,
 }
+
+
+#: The packages a job imports, shipped with it when the cluster may not have them.
+SHIPPED = ("trainforge", "jobs")
+
+
+def _package_folder(name: str) -> Path | None:
+    """Where an installed package's files are. Found, not imported: the dispatcher runs none of
+    the job code it ships (the import contract in pyproject.toml)."""
+    spec = importlib.util.find_spec(name)
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
 
 
 def backend_state(status: str) -> BackendState:
@@ -90,8 +100,8 @@ class RayJobsBackend:
         """What Ray sets up for the entrypoint and its workers."""
         env: dict[str, Any] = {"env_vars": {**self.env, **request.env}}
         if self.ship_code:
-            env["py_modules"] = [str(Path(pkg.__file__).parent) for pkg in (trainforge, jobs)
-                                 if pkg.__file__ is not None]
+            env["py_modules"] = [str(folder) for folder in map(_package_folder, SHIPPED)
+                                 if folder is not None]
         return env
 
     def launch(self, request: LaunchRequest) -> str:
