@@ -16,9 +16,10 @@ from anyio import to_thread
 
 from services.api.schemas import EventOut, EventPage, JobOut, JobPage, JobResume, JobSubmission
 from services.api.state import AppState
+from services.store import admission, creation, events, resumption, submission
 from services.store import jobs as repo
-from services.store import resumption, submission
 from services.store.domain import IdempotentResponse, Job
+from services.store.idempotency import find_idempotent, find_idempotent_async
 from trainforge.errors import IdempotencyKeyReused, InvalidRequest
 from trainforge.spec import JobKind, JobSpec
 from trainforge.states import JobState
@@ -81,12 +82,21 @@ def _idempotency(key: str | None, fingerprint: str, responses: _Responses
     return submission.Idempotency(key, fingerprint, responses) if key is not None else None
 
 
-def submit(
+def _request(state: AppState, team: str, spec: JobSpec,
+             idempotency: submission.Idempotency | None) -> submission.JobRequest:
+    """A creation of ``spec`` under the team's limits and rules, on this app's machine."""
+    return submission.JobRequest(team, spec, state.settings.limits_for(team),
+                                 access=state.access_for(team), machine=state.machine,
+                                 idempotency=idempotency)
+
+
+async def submit_async(
     state: AppState, team: str, body: JobSubmission, idempotency_key: str | None
 ) -> Submitted:
     """Accept a job exactly once (services/store/submission.py says how), remembering the
-    response to an Idempotency-Key in the job's transaction. For callers without an event
-    loop; the route uses :func:`submit_async`, which gives the same answers.
+    response to an Idempotency-Key in the job's transaction; on PostgreSQL no thread at all for
+    a spec without a ``registry://`` base and a local artifacts store
+    (submission.create_job_async).
 
     Args:
         state: the app's state.
@@ -104,65 +114,21 @@ def submit(
         ModelNotFound: a registry:// base the team has not published.
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
         DatasetError, WeightsError: on the embedded server, a local dataset or base weights
-            the job could not open (submission.check_job_inputs).
+            the job could not open (admission.check_job_inputs).
         QuotaExceeded: the team is at its active-job limit.
     """
     _check_key(idempotency_key)
     fingerprint = request_fingerprint(body)
-    submission.check_model_ref(body.spec, state.settings.team_models_uri(team))
-    responses = _Responses()
-    try:
-        job = _create(state, team, body.spec,
-                      _idempotency(idempotency_key, fingerprint, responses))
-    except submission.IdempotencyKeyTaken:
-        # The key was used before (a retry, or a concurrent duplicate): replay the first.
-        assert idempotency_key is not None  # only raised for a key
-        with state.db.transaction() as session:
-            found = repo.find_idempotent(session, team, idempotency_key)
-        return _replay_found(found, fingerprint, idempotency_key)
-    return Submitted(201, responses(job), replayed=False)
-
-
-def _create(state: AppState, team: str, spec: JobSpec,
-            idempotency: submission.Idempotency | None,
-            resume: resumption.ResumeFrom | None = None) -> Job:
-    """:func:`submission.create_job` with the app's stores and the team's limits and rules."""
-    return submission.create_job(
-        state.db, state.artifacts, state.artifacts_prefix, team, spec,
-        state.settings.limits_for(team), access=state.access_for(team),
-        machine=state.machine, idempotency=idempotency, resume=resume,
-    )
-
-
-async def submit_async(
-    state: AppState, team: str, body: JobSubmission, idempotency_key: str | None
-) -> Submitted:
-    """:func:`submit` on the event loop: on PostgreSQL no thread at all for a spec without a
-    ``registry://`` base and a local artifacts store (submission.create_job_async).
-
-    Args:
-        state, team, body, idempotency_key: see :func:`submit`.
-
-    Returns:
-        The status, body and whether it is a replay.
-
-    Raises:
-        InvalidRequest, IdempotencyKeyReused, AccessDenied, LocationInvalid, ModelNotFound,
-        LimitExceeded, DatasetError, WeightsError, QuotaExceeded: see :func:`submit`.
-    """
-    _check_key(idempotency_key)
-    fingerprint = request_fingerprint(body)
-    if submission.reads_models_store(body.spec):  # I/O in the models store: not on the loop
+    if admission.reads_models_store(body.spec):  # I/O in the models store: not on the loop
         await to_thread.run_sync(
-            submission.check_model_ref, body.spec, state.settings.team_models_uri(team)
+            admission.check_model_ref, body.spec, state.settings.team_models_uri(team)
         )
     responses = _Responses()
     try:
         job = await submission.create_job_async(
-            state.db, state.artifacts, state.artifacts_prefix, team, body.spec,
-            state.settings.limits_for(team), access=state.access_for(team),
-            machine=state.machine,
-            idempotency=_idempotency(idempotency_key, fingerprint, responses),
+            state.db, state.artifacts, state.artifacts_prefix,
+            _request(state, team, body.spec,
+                     _idempotency(idempotency_key, fingerprint, responses)),
         )
     except submission.IdempotencyKeyTaken:
         assert idempotency_key is not None  # only raised for a key
@@ -175,12 +141,12 @@ async def _find_idempotent(state: AppState, team: str, key: str) -> IdempotentRe
     if not state.db.is_postgres:
         return await to_thread.run_sync(_find_idempotent_sync, state, team, key)
     async with state.db.async_pool().connection() as conn:
-        return await repo.find_idempotent_async(conn, team, key)
+        return await find_idempotent_async(conn, team, key)
 
 
 def _find_idempotent_sync(state: AppState, team: str, key: str) -> IdempotentResponse | None:
     with state.db.transaction() as session:
-        return repo.find_idempotent(session, team, key)
+        return find_idempotent(session, team, key)
 
 
 def _replay_found(found: IdempotentResponse | None, fingerprint: str, key: str) -> Submitted:
@@ -196,7 +162,7 @@ def resume(
 ) -> Submitted:
     """Submit a new job that continues a stopped job's last checkpoint
     (services/store/resumption.py), through the same creation path, checks and Idempotency-Key
-    rules as :func:`submit`.
+    rules as :func:`submit_async`.
 
     Args:
         state: the app's state.
@@ -206,10 +172,10 @@ def resume(
         idempotency_key: the request's Idempotency-Key header, if any.
 
     Returns:
-        The new job (or the first response to the same key and request), as :func:`submit`.
+        The new job (or the first response to the same key and request), as :func:`submit_async`.
 
     Raises:
-        InvalidRequest, IdempotencyKeyReused: see :func:`submit`.
+        InvalidRequest, IdempotencyKeyReused: see :func:`submit_async`.
         JobNotFound: no such job for this team.
         JobNotResumable: its kind or state does not allow it, it was resumed already, or it
             left no checkpoint.
@@ -228,13 +194,16 @@ def resume(
         return replayed
     planned = resumption.plan(state.db, state.artifacts, state.artifacts_prefix, team, job_id,
                               epochs=body.epochs)
-    submission.check_model_ref(planned.spec, state.settings.team_models_uri(team))
+    admission.check_model_ref(planned.spec, state.settings.team_models_uri(team))
     responses = _Responses()
     try:
-        job = _create(state, team, planned.spec,
-                      _idempotency(idempotency_key, fingerprint, responses),
-                      resume=planned.source)
-    except (submission.IdempotencyKeyTaken, repo.AlreadyResumed) as exc:
+        job = submission.create_job(
+            state.db, state.artifacts, state.artifacts_prefix,
+            _request(state, team, planned.spec,
+                     _idempotency(idempotency_key, fingerprint, responses)),
+            resume=planned.source,
+        )
+    except (submission.IdempotencyKeyTaken, creation.AlreadyResumed) as exc:
         # A concurrent request won: the same one (replay it) or another resumption.
         replayed = _replayed(state, team, idempotency_key, fingerprint)
         if replayed is not None:
@@ -323,7 +292,8 @@ def cancel(state: AppState, team: str, job_id: str) -> JobOut:
         JobStateConflict: the job is already finished.
     """
     with state.db.transaction() as session:
-        job = repo.request_cancel(session, job_id, team=team, reason=f"cancel requested by {team}")
+        job = events.request_cancel(session, job_id, team=team,
+                                    reason=f"cancel requested by {team}")
     if state.wake_dispatcher is not None and job.state is JobState.CANCELLING:
         state.wake_dispatcher()
     return JobOut.from_domain(job)

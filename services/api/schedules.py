@@ -3,7 +3,7 @@
 The dispatcher fires schedules (services/dispatcher/scheduler.py); the API only stores them.
 A schedule's spec is refused here as a submission of it would be: the same JobSpec contract,
 the team's storage access policy, its per-job limits (GPUs, sweep trials) and, on the embedded
-server, the local inputs its jobs would fail on (submission.check_job_inputs), so that its runs
+server, the local inputs its jobs would fail on (admission.check_job_inputs), so that its runs
 are never refused for what was already known at creation (each fire checks again: the policy
 or the files may have changed since).
 """
@@ -24,14 +24,14 @@ from services.api.schemas import (
 )
 from services.api.state import AppState
 from services.store import schedules as repo
-from services.store.domain import NewSchedule
-from services.store.ids import new_schedule_id
-from services.store.submission import (
+from services.store.admission import (
     check_job_access,
     check_job_inputs,
     check_job_limits,
     check_model_ref,
 )
+from services.store.domain import NewSchedule
+from services.store.ids import new_schedule_id
 from trainforge.spec import JobSpec
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ RECENT_RUNS = 10
 
 
 def _check_template(state: AppState, team: str, spec: JobSpec) -> None:
-    """What a submission of ``spec`` checks before the job exists (services/store/submission.py).
+    """What a submission of ``spec`` checks before the job exists (services/store/admission.py).
 
     Raises:
         AccessDenied, LocationInvalid: the spec names a location the team may not read.

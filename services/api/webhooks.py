@@ -21,9 +21,9 @@ from services.api.webhook_schemas import (
     WebhookPage,
 )
 from services.store import webhooks as repo
+from services.store.clock import utcnow
 from services.store.domain import NewWebhook
 from services.store.ids import new_webhook_id
-from services.store.jobs import utcnow
 from services.webhooks import secrets
 from trainforge.errors import LimitExceeded
 from trainforge.webhooks import new_secret

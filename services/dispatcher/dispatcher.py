@@ -33,9 +33,9 @@ from services.dispatcher.metrics import DISPATCHER_ERRORS, LAST_LOOP
 from services.dispatcher.scheduler import Scheduler, default_limits, no_access
 from services.dispatcher.webhook_relay import WebhookRelay
 from services.store import dispatch
+from services.store.clock import utcnow
 from services.store.db import Database
 from services.store.dispatch import Assignment
-from services.store.jobs import utcnow
 from services.store.settings import TeamLimits
 from services.store.tokens import job_token, sha256_hex
 from trainforge.access import AccessRules

@@ -30,11 +30,11 @@ from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
 from services.dispatcher.metrics import SCHEDULE_RUNS, SCHEDULER_LEADER
-from services.store import cron, submission
+from services.store import admission, cron, submission
 from services.store import schedules as repo
+from services.store.clock import utcnow
 from services.store.db import Database
 from services.store.domain import Job, RunOutcome, Schedule
-from services.store.jobs import utcnow
 from services.store.schedules import RunRecord, ScheduleMoved
 from services.store.settings import TeamLimits
 from trainforge.access import AccessRules, TeamAccess
@@ -165,7 +165,7 @@ class Scheduler:
             fire before the dataset is fingerprinted: the policy may have changed since the
             schedule was created.
         machine: the machine jobs run on when it is this one (embedded mode): each job is
-            checked against its files (submission.check_job_inputs).
+            checked against its files (admission.check_job_inputs).
         clock: the current time (tests pass a controllable one).
         fingerprint: dataset URI → fingerprint; default: a
             :class:`trainforge.datasets.fingerprint.FingerprintCache` of this scheduler (a
@@ -244,7 +244,7 @@ class Scheduler:
                           f"the job template no longer validates: {exc.message}")
         access = self._access_for(schedule.team)
         try:
-            submission.check_job_access(spec, access)
+            admission.check_job_access(spec, access)
         except (AccessDenied, SpecError) as exc:
             return record(RunOutcome.FAILED, f"no job submitted: {exc.message}")
         fingerprint: str | None = None
@@ -278,11 +278,12 @@ class Scheduler:
             self._fault("schedule_fired")
 
         try:
-            job = submission.create_job(
-                self.db, self._artifacts, self._prefix, schedule.team, spec,
-                self._limits_for(schedule.team), access=self._access_for(schedule.team),
-                machine=self._machine, schedule_id=schedule.id, within=within,
+            request = submission.JobRequest(
+                schedule.team, spec, self._limits_for(schedule.team),
+                access=self._access_for(schedule.team), machine=self._machine,
             )
+            job = submission.create_job(self.db, self._artifacts, self._prefix, request,
+                                        schedule_id=schedule.id, within=within)
         except (AccessDenied, LimitExceeded, QuotaExceeded, SpecError, DatasetError,
                 WeightsError) as exc:
             return self._record(schedule, RunRecord(

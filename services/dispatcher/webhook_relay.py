@@ -42,9 +42,9 @@ from services.dispatcher.metrics import (
 )
 from services.store import outbox
 from services.store import webhooks as repo
+from services.store.clock import utcnow
 from services.store.db import Database
 from services.store.domain import DeliveryTask, WebhookEvent
-from services.store.jobs import utcnow
 from services.store.webhooks import AttemptOutcome, DeliveryState, Derived
 from services.webhooks import secrets, transport
 from services.webhooks.destinations import DestinationPolicy

@@ -14,28 +14,30 @@ A dispatcher killed between 1 and 3 leaves an attempt with a NULL handle; :func:
 finds it and the next dispatcher calls ``launch`` again, which returns the run the first call
 started if there was one, so a job is neither lost nor launched twice.
 
-Fairness: :func:`claim` does not take the oldest jobs first but the oldest job of the team with
-the fewest launched jobs (STARTING, RUNNING, CANCELLING), one job at a time, counting each job
-it claims; so one team's long runs or large backlog never hold back another team's first job,
-and a batch interleaves teams. A team at its ``max_running_jobs`` is skipped (its jobs stay
-QUEUED, or RETRYING). Because the counts are read under the claim lock, neither that limit nor
-the dispatcher's ``max_active`` can be overshot by replicas claiming at the same time.
+Fairness: :func:`claim` takes jobs in the order services/store/fairness.py explains.
 """
 
 from __future__ import annotations
 
-import heapq
 import logging
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, func, or_, select, text
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
+from services.store.clock import utcnow
 from services.store.domain import Attempt, Job
-from services.store.jobs import _event, to_domain, transition, utcnow
+from services.store.events import record_event, transition
+from services.store.fairness import (
+    LAUNCHED_STATES,
+    claim_order,
+    dispatchable,
+    launched_by_team,
+    take_claim_lock,
+)
+from services.store.jobs import to_domain
 from services.store.tables import AttemptRow, JobRow
 from trainforge.errors import non_retryable_codes
 from trainforge.states import JobState
@@ -46,10 +48,6 @@ log = logging.getLogger(__name__)
 #: Error codes a retry cannot fix: the job fails at once whatever its retries (each error
 #: class says whether it is retryable: trainforge/errors.py).
 NON_RETRYABLE_ERRORS = non_retryable_codes()
-
-#: States in which a job's current attempt may have a run on a backend.
-LAUNCHED_STATES = (JobState.STARTING.value, JobState.RUNNING.value, JobState.CANCELLING.value)
-
 
 @dataclass(frozen=True, slots=True)
 class Assignment:
@@ -72,96 +70,6 @@ def _attempt(row: AttemptRow) -> Attempt:
         outcome=row.outcome,
         message=row.message,
     )
-
-
-def launched_by_team(session: Session) -> dict[str, int]:
-    """Launched jobs (see :data:`LAUNCHED_STATES`) per team; teams with none are left out."""
-    rows = session.execute(
-        select(JobRow.team, func.count())
-        .where(JobRow.state.in_(LAUNCHED_STATES))
-        .group_by(JobRow.team)
-    )
-    return {team: int(n) for team, n in rows}
-
-
-# Transaction-scoped, so a dispatcher that dies mid-claim releases it with its connection;
-# "try" so that a replica never waits behind another's claim (it claims on its next loop).
-# Keyed by schema like the scheduler's lock: stores in other schemas do not share it. The
-# two-key form never collides with the one-key team locks of services/store/jobs.py.
-_TRY_CLAIM_LOCK = text(
-    "SELECT pg_try_advisory_xact_lock(hashtext('trainforge.claim'), hashtext(current_schema()))"
-)
-
-
-def _take_claim_lock(session: Session) -> bool:
-    """Serialise claims across dispatchers (PostgreSQL); SQLite's BEGIN IMMEDIATE already does.
-
-    Without it, two replicas would both count a team's launched jobs before either commits and
-    both claim up to its limit (and up to ``max_active``).
-    """
-    if session.get_bind().dialect.name != "postgresql":
-        return True
-    return bool(session.execute(_TRY_CLAIM_LOCK).scalar_one())
-
-
-def _dispatchable(now: datetime) -> ColumnElement[bool]:
-    """QUEUED jobs, and RETRYING jobs whose retry delay has passed."""
-    return or_(
-        JobRow.state == JobState.QUEUED.value,
-        and_(
-            JobRow.state == JobState.RETRYING.value,
-            or_(JobRow.retry_at.is_(None), JobRow.retry_at <= now),
-        ),
-    )
-
-
-def _plan(
-    session: Session,
-    launched: dict[str, int],
-    limit: int,
-    max_running: Callable[[str], int | None],
-    now: datetime,
-) -> list[int]:
-    """The ``seq`` of the jobs to claim, in claim order (see the module's "Fairness").
-
-    Reads at most ``limit`` candidates per team (no team can get more in one batch), oldest
-    first, without locking them: the caller locks the chosen ones.
-    """
-    ranked = (
-        select(
-            JobRow.team,
-            JobRow.seq,
-            func.row_number()
-            .over(partition_by=JobRow.team, order_by=JobRow.seq)
-            .label("rank"),
-        )
-        .where(_dispatchable(now))
-        .subquery()
-    )
-    queues: dict[str, deque[int]] = {}
-    for team, seq in session.execute(
-        select(ranked.c.team, ranked.c.seq)
-        .where(ranked.c.rank <= limit)
-        .order_by(ranked.c.seq)
-    ):
-        queues.setdefault(team, deque()).append(int(seq))
-    running = dict(launched)
-    caps = {team: max_running(team) for team in queues}
-    # (launched jobs, oldest candidate, team): the smallest goes next.
-    heap = [(running.get(team, 0), queue[0], team) for team, queue in queues.items()]
-    heapq.heapify(heap)
-    plan: list[int] = []
-    while heap and len(plan) < limit:
-        count, seq, team = heapq.heappop(heap)
-        cap = caps[team]
-        if cap is not None and count >= cap:
-            continue  # the team is at its limit: its jobs wait for one of its runs to end
-        queue = queues[team]
-        plan.append(queue.popleft())
-        running[team] = count + 1
-        if queue:
-            heapq.heappush(heap, (count + 1, queue[0], team))
-    return plan
 
 
 def _unlimited(_team: str) -> int | None:
@@ -199,7 +107,7 @@ def claim(
         The claimed jobs (now STARTING) with their new attempts, in claim order. Empty when
         another dispatcher is claiming at this moment (PostgreSQL).
     """
-    if limit <= 0 or not _take_claim_lock(session):
+    if limit <= 0 or not take_claim_lock(session):
         return []
     now = now or utcnow()
     launched = launched_by_team(session)
@@ -207,17 +115,17 @@ def claim(
         limit = min(limit, max_active - sum(launched.values()))
         if limit <= 0:
             return []
-    plan = _plan(session, launched, limit, max_running, now)
+    plan = claim_order(session, launched, limit, max_running, now)
     if not plan:
         return []
-    # The state is checked again on the locked rows: a job cancelled since _plan read it is
+    # The state is checked again on the locked rows: a job cancelled since claim_order read it is
     # not claimed. SKIP LOCKED: a row another transaction holds (a cancel in progress) is left
     # for the next loop rather than waited for.
     rows = {
         row.seq: row
         for row in session.scalars(
             select(JobRow)
-            .where(JobRow.seq.in_(plan), _dispatchable(now))
+            .where(JobRow.seq.in_(plan), dispatchable(now))
             .with_for_update(skip_locked=True)
         )
     }
@@ -268,7 +176,7 @@ def record_launch(session: Session, job_id: str, number: int, handle: str) -> bo
         now = utcnow()
         attempt.handle = handle
         attempt.launched_at = now
-        _event(session, job, "message", f"attempt {number} launched on {attempt.backend}",
+        record_event(session, job, "message", f"attempt {number} launched on {attempt.backend}",
                now=now, data={"handle": handle})
     return True
 

@@ -19,8 +19,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from services.store import cron, outbox
+from services.store.clock import utcnow
 from services.store.domain import NewSchedule, RunOutcome, Schedule, ScheduleRun
-from services.store.jobs import utcnow
 from services.store.rows import owned_row, page
 from services.store.tables import EventRow, ScheduleRow, ScheduleRunRow
 from trainforge.errors import LimitExceeded, ScheduleNotFound, ScheduleStateConflict

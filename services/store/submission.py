@@ -1,26 +1,26 @@
 """Creating a job: the one path shared by ``POST /v1/jobs``, ``POST /v1/jobs/{id}/resume``
 and the dispatcher's schedules.
 
-It checks the team's access and limits, writes the spec to ``jobs/<id>/spec.json``, then
-inserts the job under the team's submission lock with the active-job limit enforced, all in one
-transaction that the caller can add its own rows to (an idempotency record, a schedule run).
+It checks the spec (services/store/admission.py), writes it to ``jobs/<id>/spec.json``, then
+inserts the job under the team's submission lock with the active-job limit enforced
+(services/store/creation.py), all in one transaction that the caller can add its own rows to
+(an idempotency record, a schedule run).
 
-:func:`create_job` is the synchronous form (schedules, SQLite, callers without an event loop);
-:func:`create_job_async` is the API's: on PostgreSQL the lock, the job, its first event, the
-idempotency record and the limit check are one statement on an async connection (one round
-trip, no thread), on SQLite it runs :func:`create_job` in a thread. Both run the same checks in
-the same order and the same server-side function (migration 0003) on PostgreSQL. A resumed
-job (services/store/resumption.py) is created by :func:`create_job` only: its link to the job
-it continues is written in the job's transaction, which one autocommit statement cannot hold.
+Both forms share the same checks, in the same order, and the same plan (:func:`_plan`: the spec
+written, a resumed job's checkpoints copied, the idempotency record built); they differ only in
+the transaction. :func:`create_job` runs it in a session of its own (schedules, resumptions,
+SQLite); :func:`create_job_async`, the API's, on PostgreSQL sends the lock, the job, its first
+event, the idempotency record and the limit check as one autocommit statement on an async
+connection (one round trip, no thread), and on SQLite runs :func:`create_job` in a thread. A
+resumed job is created by :func:`create_job` only: its link to the job it continues is written
+in the job's transaction, which one autocommit statement cannot hold.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import functools
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,34 +30,33 @@ from anyio import to_thread
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.store import jobs as repo
-from services.store import metrics, resumption
+from services.store import creation, metrics, resumption
+from services.store.admission import (
+    check_job_access,
+    check_job_inputs,
+    check_job_limits,
+    gpus_requested,
+)
+from services.store.clock import utcnow
 from services.store.db import Database
 from services.store.domain import Job, NewJob
+from services.store.idempotency import (
+    IdempotencyKeyTaken,
+    IdempotencyRecord,
+    remember_idempotent,
+)
 from services.store.ids import new_job_id
-from services.store.jobs import IdempotencyKeyTaken, IdempotencyRecord, NearLimit
+from services.store.jobs import count_unfinished
 from services.store.resumption import ResumeFrom
 from services.store.settings import TeamLimits
-from trainforge.access import REGISTRY_SCHEME, AccessRules
-from trainforge.errors import LimitExceeded, QuotaExceeded, StorageError
+from trainforge.access import AccessRules
+from trainforge.errors import QuotaExceeded, StorageError
 from trainforge.layout import spec_key
 from trainforge.preflight import LocalMachine
-from trainforge.registry import ModelNotFound, resolve
-from trainforge.spec import JobKind, JobSpec
+from trainforge.spec import JobSpec
 from trainforge.storage import LocalStore, ObjectStore, join_key
 
-__all__ = [
-    "Idempotency",
-    "IdempotencyKeyTaken",
-    "check_job_access",
-    "check_job_inputs",
-    "check_job_limits",
-    "check_model_ref",
-    "create_job",
-    "create_job_async",
-    "gpus_requested",
-    "reads_models_store",
-]
+__all__ = ["Idempotency", "IdempotencyKeyTaken", "JobRequest", "create_job", "create_job_async"]
 
 log = logging.getLogger(__name__)
 
@@ -84,90 +83,35 @@ class Idempotency:
                                  self.response(job))
 
 
-def gpus_requested(spec: JobSpec) -> int:
-    """GPUs the job may hold at once: ``workers × gpus_per_worker``, or for a sweep, concurrent
-    trials × workers per trial × GPUs per trial worker (all trials when the spec sets no
-    concurrency limit) if that is more."""
-    gpus = spec.resources.total_gpus
-    if spec.kind is JobKind.SWEEP and spec.sweep is not None:
-        sweep = spec.sweep
-        concurrent = sweep.max_concurrent_trials or sweep.trials
-        gpus = max(gpus, math.ceil(sweep.gpus_per_trial * sweep.workers_per_trial * concurrent))
-    return gpus
+@dataclass(frozen=True)
+class JobRequest:
+    """A job to create: whose, which spec, under which limits and storage rules.
 
-
-def check_job_limits(spec: JobSpec, team: str, limits: TeamLimits) -> None:
-    """Refuse a spec that asks for more than the team may ever use.
-
-    Raises:
-        LimitExceeded: too many GPUs per job, or too many sweep trials.
+    Attributes:
+        team: the owner.
+        spec: the validated job spec.
+        limits: the team's limits.
+        access: what the team may read (checked before anything is written).
+        machine: the machine jobs run on, when the server sees it (embedded mode): the
+            spec's local inputs are checked against it (:func:`check_job_inputs`).
+        idempotency: an Idempotency-Key to record with the job (before the limit check, so a
+            retry is replayed even when the team is at its limit).
     """
-    gpus = gpus_requested(spec)
-    if gpus > limits.max_gpus_per_job:
-        raise LimitExceeded(
-            f"the job asks for {gpus} GPUs (resources.workers × gpus_per_worker, or for sweeps "
-            "concurrent trials × sweep.workers_per_trial × gpus_per_trial); team "
-            f"{team!r} may use at most "
-            f"{limits.max_gpus_per_job} per job"
-        )
-    if spec.sweep is not None and spec.sweep.trials > limits.max_sweep_trials:
-        raise LimitExceeded(
-            f"sweep.trials is {spec.sweep.trials}; team {team!r} may run at most "
-            f"{limits.max_sweep_trials} trials per sweep"
-        )
+
+    team: str
+    spec: JobSpec
+    limits: TeamLimits
+    access: AccessRules
+    machine: LocalMachine | None = None
+    idempotency: Idempotency | None = None
 
 
-def check_job_access(spec: JobSpec, access: AccessRules) -> None:
-    """Refuse a spec that names a dataset or weights its team may not read.
-
-    Raises:
-        LocationInvalid: an ambiguous location.
-        AccessDenied: a location outside the team's storage access policy, or one of
-            trainforge's own stores (trainforge/access.py).
-    """
-    access.check_spec(spec.dataset.uri, spec.model.base)
-
-
-def check_job_inputs(spec: JobSpec, machine: LocalMachine | None) -> None:
-    """Refuse a spec whose job would fail at once on the files this server can see: a local
-    dataset path that is missing or names data.yaml instead of its folder, a local base that
-    is not a file, a stock base an offline server cannot fetch (trainforge/preflight.py).
-
-    Only where jobs run on this machine (``machine``: the embedded server); in production
-    (None) the job itself reports what it finds. Call it after :func:`check_job_access`, so a
-    team learns nothing about locations it may not read.
-
-    Raises:
-        DatasetNotFound, DatasetError: the dataset folder cannot be opened.
-        WeightsError: the base weights cannot be fetched.
-    """
-    if machine is not None:
-        machine.check(spec.dataset.uri, spec.model.base)
-
-
-def check_model_ref(spec: JobSpec, team_models_uri: str) -> None:
-    """Refuse a ``registry://`` base that is not published in the team's own registry.
-
-    Another team's model is refused exactly like a missing one: a team's registry root
-    (``<models>/<team>``) is the only place this looks.
-
-    Raises:
-        ModelNotFound: no such model or version for this team.
-    """
-    if not reads_models_store(spec):
-        return
-    base = spec.model.base
-    try:
-        resolve(base, team_models_uri, "best.pt")
-    except ModelNotFound:
-        raise ModelNotFound(f"model.base: {base} is not published in your team's registry; "
-                            "`trainforge models list NAME` shows its versions") from None
-
-
-def reads_models_store(spec: JobSpec) -> bool:
-    """Whether :func:`check_model_ref` reads the models store for ``spec`` (I/O that an event
-    loop should run in a thread); otherwise it returns at once."""
-    return spec.model.base.startswith(REGISTRY_SCHEME)
+def _check(request: JobRequest) -> None:
+    """Every check a new job passes before anything is written, in this order (the inputs
+    last, so a team learns nothing about locations it may not read)."""
+    check_job_access(request.spec, request.access)
+    check_job_limits(request.spec, request.team, request.limits)
+    check_job_inputs(request.spec, request.machine)
 
 
 def _prepare(
@@ -196,18 +140,43 @@ def _prepare(
     return new, key
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """A job ready to insert, and the objects written for it."""
+
+    insertion: creation.Insertion
+    #: The keys written for it, deleted again if the job is not created.
+    written: list[str]
+
+
+def _plan(artifacts: ObjectStore, artifacts_prefix: str, request: JobRequest,
+          schedule_id: str | None, resume: ResumeFrom | None) -> _Plan:
+    """Write the spec (and, for a resumed job, copy the stopped job's checkpoints into the new
+    job's, services/store/resumption.py); on failure nothing written is left behind."""
+    new, key = _prepare(artifacts, artifacts_prefix, request.team, request.spec, schedule_id)
+    written = [key]
+    try:
+        if resume is not None:
+            new = dataclasses.replace(new, resumed_from=resume.job_id, progress=resume.progress)
+            written += [dest for _, dest in resumption.checkpoint_keys(
+                artifacts_prefix, resume.job_id, new.id)]
+            resumption.copy_checkpoints(artifacts, artifacts_prefix, resume.job_id, new.id)
+    except BaseException:
+        _discard(artifacts, written)
+        raise
+    now = utcnow()
+    idempotency = request.idempotency
+    record = idempotency.record(creation.new_job(new, now)) if idempotency else None
+    return _Plan(creation.Insertion(new, request.limits.max_active_jobs, now, record), written)
+
+
 def create_job(
     db: Database,
     artifacts: ObjectStore,
     artifacts_prefix: str,
-    team: str,
-    spec: JobSpec,
-    limits: TeamLimits,
+    request: JobRequest,
     *,
-    access: AccessRules,
-    machine: LocalMachine | None = None,
     schedule_id: str | None = None,
-    idempotency: Idempotency | None = None,
     within: Callable[[Session, Job], None] | None = None,
     resume: ResumeFrom | None = None,
 ) -> Job:
@@ -232,15 +201,8 @@ def create_job(
     Args:
         db: the job store.
         artifacts: the artifacts store, and ``artifacts_prefix`` the key prefix inside it.
-        team: the owner.
-        spec: the validated job spec.
-        limits: the team's limits.
-        access: what the team may read (checked before anything is written).
-        machine: the machine jobs run on, when the server sees it (embedded mode): the
-            spec's local inputs are checked against it (:func:`check_job_inputs`).
+        request: the job asked for (:class:`JobRequest`).
         schedule_id: the schedule that submits the job, if any.
-        idempotency: an Idempotency-Key to record with the job (before the limit check, so a
-            retry is replayed even when the team is at its limit).
         within: called once with the session and the new job inside the job's transaction,
             to write rows that must commit with the job or not at all (after the limit check
             on PostgreSQL, where the job's statement does it; before it on SQLite).
@@ -255,113 +217,76 @@ def create_job(
         LimitExceeded: the job asks for more GPUs or trials than the team may use.
         DatasetError, WeightsError: see :func:`check_job_inputs`.
         QuotaExceeded: the team is at its active-job limit.
-        IdempotencyKeyTaken: ``idempotency.key`` was used before by this team (nothing is
+        IdempotencyKeyTaken: ``request.idempotency.key`` was used before by this team (nothing is
             created; the caller replays the stored response).
         AlreadyResumed: another job resumed ``resume.job_id`` first (nothing is created).
         JobNotResumable: the stopped job's checkpoint vanished before it was copied.
         StorageError: the spec (or a checkpoint) could not be written.
         Whatever ``within`` raises (the transaction is rolled back and the spec deleted).
     """
-    check_job_access(spec, access)
-    check_job_limits(spec, team, limits)
-    check_job_inputs(spec, machine)
-    new, key = _prepare(artifacts, artifacts_prefix, team, spec, schedule_id)
-    written = [key]
+    _check(request)
+    plan = _plan(artifacts, artifacts_prefix, request, schedule_id, resume)
     try:
-        if resume is not None:
-            new = dataclasses.replace(new, resumed_from=resume.job_id, progress=resume.progress)
-            written += [dest for _, dest in resumption.checkpoint_keys(
-                artifacts_prefix, resume.job_id, new.id)]
-            resumption.copy_checkpoints(artifacts, artifacts_prefix, resume.job_id, new.id)
-        job = (_insert_postgres(db, new, limits, idempotency, within) if db.is_postgres
-               else _insert_sqlite(db, new, limits, idempotency, within))
+        job = (_insert_postgres(db, plan.insertion, within) if db.is_postgres
+               else _insert_sqlite(db, plan.insertion, within))
     except BaseException:
-        for written_key in written:
-            _discard(artifacts, written_key)
+        _discard(artifacts, plan.written)
         raise
     _log_submitted(job)
     return job
 
 
-def _insert_postgres(
-    db: Database,
-    new: NewJob,
-    limits: TeamLimits,
-    idempotency: Idempotency | None,
-    within: Callable[[Session, Job], None] | None,
-) -> Job:
-    now = repo.utcnow()
-    record = idempotency.record(repo.new_job(new, now)) if idempotency else None
+def _insert_postgres(db: Database, insertion: creation.Insertion,
+                     within: Callable[[Session, Job], None] | None) -> Job:
     for exclusive in (False, True):
         try:
             with db.transaction() as session:
-                job = repo.insert_job_within_limit(
-                    session, new, max_active=limits.max_active_jobs, exclusive=exclusive,
-                    idempotency=record, now=now,
-                )
+                job = creation.insert_job_within_limit(session, insertion, exclusive=exclusive)
                 if within is not None:
                     within(session, job)
             return job
-        except NearLimit:
+        except creation.NearLimit:
             continue
     raise AssertionError("the exclusive lock never answers NearLimit")
 
 
-def _insert_sqlite(
-    db: Database,
-    new: NewJob,
-    limits: TeamLimits,
-    idempotency: Idempotency | None,
-    within: Callable[[Session, Job], None] | None,
-) -> Job:
+def _insert_sqlite(db: Database, insertion: creation.Insertion,
+                   within: Callable[[Session, Job], None] | None) -> Job:
     # Every SQLite transaction is a serialised writer (BEGIN IMMEDIATE, services/store/db.py):
     # the count below is exact, no lock to take.
+    new = insertion.new
     with db.transaction() as session:
-        job = repo.insert_job(session, new)
-        if idempotency is not None:
-            record = idempotency.record(job)
+        job = creation.insert_job(session, new, now=insertion.now)
+        if insertion.idempotency is not None:
             try:
-                repo.remember_idempotent(
-                    session, new.team, record.key, request_sha256=record.request_sha256,
-                    job_id=job.id, status_code=record.status_code, response=record.response,
-                )
+                remember_idempotent(session, new.team, insertion.idempotency, job.id)
             except IntegrityError:
                 # The (team, key) primary key: the job row exists (it was just inserted), so
                 # nothing else in this statement can fail.
                 raise IdempotencyKeyTaken() from None
         if within is not None:
             within(session, job)
-        active = repo.count_unfinished(session, new.team)  # includes this job
-        if active > limits.max_active_jobs:
+        active = count_unfinished(session, new.team)  # includes this job
+        if active > insertion.max_active:
             raise QuotaExceeded(
                 f"team {new.team!r} has {active - 1} unfinished jobs, its limit is "
-                f"{limits.max_active_jobs}; retry when some finish or cancel one"
+                f"{insertion.max_active}; retry when some finish or cancel one"
             )
     return job
 
 
 async def create_job_async(
-    db: Database,
-    artifacts: ObjectStore,
-    artifacts_prefix: str,
-    team: str,
-    spec: JobSpec,
-    limits: TeamLimits,
-    *,
-    access: AccessRules,
-    machine: LocalMachine | None = None,
-    idempotency: Idempotency | None = None,
+    db: Database, artifacts: ObjectStore, artifacts_prefix: str, request: JobRequest
 ) -> Job:
     """:func:`create_job` for an event loop (the API), with the same guarantees.
 
     PostgreSQL: the checks (on the embedded server a few stat() calls of local paths, inline),
-    then the spec (written inline to a local directory, which costs less than a thread hop; in
-    a thread for a network store), then one autocommit statement on the loop's async
+    then the plan (the spec written inline to a local directory, which costs less than a thread
+    hop; in a thread for a network store), then one autocommit statement on the loop's async
     connection pool. SQLite: :func:`create_job` in a thread.
 
     Args:
-        db, artifacts, artifacts_prefix, team, spec, limits, access, machine, idempotency:
-            see :func:`create_job`.
+        db, artifacts, artifacts_prefix, request: see :func:`create_job`.
 
     Returns:
         The job (committed).
@@ -371,50 +296,42 @@ async def create_job_async(
         QuotaExceeded, IdempotencyKeyTaken, StorageError: see :func:`create_job`.
     """
     if not db.is_postgres:
-        return await to_thread.run_sync(functools.partial(
-            create_job, db, artifacts, artifacts_prefix, team, spec, limits, access=access,
-            machine=machine, idempotency=idempotency,
-        ))
-    check_job_access(spec, access)
-    check_job_limits(spec, team, limits)
-    # A few stat() calls on local paths at most (embedded mode): less than a thread hop.
-    check_job_inputs(spec, machine)
+        return await to_thread.run_sync(create_job, db, artifacts, artifacts_prefix, request)
+    _check(request)
     inline = isinstance(artifacts, LocalStore)
-    if inline:
-        new, key = _prepare(artifacts, artifacts_prefix, team, spec, None)
-    else:
-        new, key = await to_thread.run_sync(_prepare, artifacts, artifacts_prefix, team, spec,
-                                            None)
-    now = repo.utcnow()
-    record = idempotency.record(repo.new_job(new, now)) if idempotency else None
+    plan_args = (artifacts, artifacts_prefix, request, None, None)
+    plan = _plan(*plan_args) if inline else await to_thread.run_sync(_plan, *plan_args)
     sent = False
     try:
         async with db.async_pool().connection() as conn:
             sent = True
-            try:
-                job = await repo.insert_job_within_limit_async(
-                    conn, new, max_active=limits.max_active_jobs, exclusive=False,
-                    idempotency=record, now=now,
-                )
-            except NearLimit:
-                job = await repo.insert_job_within_limit_async(
-                    conn, new, max_active=limits.max_active_jobs, exclusive=True,
-                    idempotency=record, now=now,
-                )
+            job = await _insert_autocommit(conn, plan.insertion)
     except BaseException as exc:
         if sent and _outcome_unknown(exc):
             # The statement may have committed without our hearing of it, and a job must
             # never lose its spec; an orphan spec is invisible.
-            log.warning("job %s: outcome of its creation unknown (%r); spec kept", new.id, exc)
+            log.warning("job %s: outcome of its creation unknown (%r); spec kept",
+                        plan.insertion.new.id, exc)
             raise
         if inline:
-            _discard(artifacts, key)
+            _discard(artifacts, plan.written)
         else:
-            await to_thread.run_sync(_discard, artifacts, key)
+            await to_thread.run_sync(_discard, artifacts, plan.written)
         raise
     metrics.JOBS_SUBMITTED.labels(kind=job.kind.value).inc()  # committed: count it
     _log_submitted(job)
     return job
+
+
+async def _insert_autocommit(conn: psycopg.AsyncConnection[Any],
+                             insertion: creation.Insertion) -> Job:
+    for exclusive in (False, True):
+        try:
+            return await creation.insert_job_within_limit_async(conn, insertion,
+                                                                exclusive=exclusive)
+        except creation.NearLimit:
+            continue
+    raise AssertionError("the exclusive lock never answers NearLimit")
 
 
 def _outcome_unknown(exc: BaseException) -> bool:
@@ -437,8 +354,9 @@ def _log_submitted(job: Job) -> None:
              f" resuming job {job.resumed_from}" if job.resumed_from else "")
 
 
-def _discard(artifacts: ObjectStore, key: str) -> None:
-    try:
-        artifacts.delete(key)
-    except StorageError as exc:  # an orphan object is invisible; keep the original error
-        log.warning("could not delete orphan %s: %s", key, exc)
+def _discard(artifacts: ObjectStore, keys: list[str]) -> None:
+    for key in keys:
+        try:
+            artifacts.delete(key)
+        except StorageError as exc:  # an orphan object is invisible; keep the original error
+            log.warning("could not delete orphan %s: %s", key, exc)

@@ -19,8 +19,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.store.clock import utcnow
 from services.store.domain import ApiToken
-from services.store.jobs import utcnow
 from services.store.tables import ApiTokenRow, AttemptRow, JobRow
 from trainforge.errors import NotFound, Unauthenticated
 from trainforge.states import JobState

@@ -81,10 +81,11 @@ def test_the_limit_is_exact_on_both_the_shared_and_the_exclusive_lock_paths(
     app: FastAPI, auth: dict[str, str], db: Database
 ) -> None:
     from services.api.settings import TeamLimits
+    from services.store import creation
     from services.store import jobs as repo
 
     with db.transaction() as session:
-        bound = repo.concurrent_transactions_bound(session)
+        bound = creation.concurrent_transactions_bound(session)
     # Far below the limit, submissions take the shared lock; the last ~bound take it exclusive.
     limit = bound + 10
     app.state.trainforge.settings.team_limits["vision"] = TeamLimits(max_active_jobs=limit)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from services.store import Database, dispatch
+from services.store import Database, dispatch, events
 from services.store import jobs as repo
 from tests.fixtures.api import SPEC, claim_all, submit
 from trainforge.errors import IllegalTransition
@@ -137,10 +137,10 @@ def test_every_illegal_transition_is_refused_in_one_place(
             if target in ALLOWED_TRANSITIONS[source]:
                 continue
             with db.transaction() as session:
-                row = repo._row(session, job["id"], None, lock=True)
+                row = repo.job_row(session, job["id"], None, lock=True)
                 row.state = source.value
                 with pytest.raises(IllegalTransition):
-                    repo.transition(session, row, target, "test")
+                    events.transition(session, row, target, "test")
     with db.transaction() as session:
         # None of the refused changes left an event behind.
         assert len(repo.list_events(session, job["id"])) == 1

@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 from services.api import create_app
 from services.api.settings import ApiSettings
 from services.store import Database, dispatch, resumption, submission
-from services.store.jobs import AlreadyResumed
+from services.store.creation import AlreadyResumed
 from services.store.settings import TeamLimits
 from tests.fixtures.api import SPEC, claim_all, submit
 from trainforge.access import StoragePolicy, TeamAccess
@@ -184,8 +184,9 @@ def test_two_resumptions_that_pass_the_checks_at_once_cannot_both_commit(
     first = client.post(f"/v1/jobs/{old}/resume", headers=auth).json()["id"]
     files = _job_files(artifacts_dir)
     with pytest.raises(AlreadyResumed):
-        submission.create_job(state.db, state.artifacts, state.artifacts_prefix, "vision",
-                              late.spec, TeamLimits(), access=state.access_for("vision"),
+        submission.create_job(state.db, state.artifacts, state.artifacts_prefix,
+                              submission.JobRequest("vision", late.spec, TeamLimits(),
+                                                    access=state.access_for("vision")),
                               resume=late.source)
     assert _job_ids(client, auth) == [first, old]
     assert _job_files(artifacts_dir) == files

@@ -9,6 +9,7 @@ and no operation that should need a token works without one.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -33,7 +34,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from services.api import artifacts, model_files, schedules
-from services.api.jobs import submit
+from services.api.jobs import submit_async
 from services.api.openapi import document
 from services.api.schemas import JobSubmission, ScheduleCreate
 from services.api.settings import ApiSettings, TeamLimits
@@ -76,7 +77,7 @@ def test_operation_conforms_to_its_schema(
     operation = schema[path][method]
     team_token = make_token("fuzz")
     body = JobSubmission.model_validate({"spec": SPEC})
-    job_id = submit(app.state.trainforge, "fuzz", body, None).body["id"]
+    job_id = asyncio.run(submit_async(app.state.trainforge, "fuzz", body, None)).body["id"]
     job_token = claim_all(db)[job_id]
     if path.startswith("/v1/schedules/"):
         schedule = ScheduleCreate.model_validate({"cron": "0 3 * * *", "spec": SPEC})

@@ -10,7 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.api.settings import ApiSettings, TeamLimits
-from services.store import Database
+from services.store import Database, creation
 from services.store import jobs as repo
 from tests.fixtures.api import SPEC, submit
 from trainforge.errors import StorageError
@@ -182,8 +182,9 @@ def test_no_job_without_its_spec_and_no_visible_half_submission(
     async def broken_insert_async(*_args: object, **_kwargs: object) -> None:
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(repo, "insert_job", broken_insert)  # SQLite's path
-    monkeypatch.setattr(repo, "insert_job_within_limit_async", broken_insert_async)  # PostgreSQL
+    monkeypatch.setattr(creation, "insert_job", broken_insert)  # SQLite's path
+    monkeypatch.setattr(creation, "insert_job_within_limit_async",
+                        broken_insert_async)  # PostgreSQL
     with pytest.raises(RuntimeError):
         client.post("/v1/jobs", json={"spec": SPEC}, headers=auth)
     assert _job_count(db) == 0

@@ -23,7 +23,7 @@ from sqlalchemy import create_engine, text
 from services.api import create_app
 from services.api.schemas import JobSubmission
 from services.api.settings import ApiSettings, TeamLimits
-from services.store import Database, submission
+from services.store import Database, creation, submission
 from services.store import jobs as repo
 from tests.fixtures.api import SPEC, submit
 from trainforge.errors import QuotaExceeded
@@ -96,17 +96,17 @@ def test_a_retry_at_the_active_job_limit_is_replayed_not_refused(
     assert [p.parent.name for p in _specs(artifacts_dir)] == [first["id"]]
 
 
-def test_the_sync_and_async_paths_give_the_same_answers(app: FastAPI, db: Database) -> None:
+def test_each_key_is_replayed_with_its_first_answer(app: FastAPI, db: Database) -> None:
     from services.api import jobs as service
 
     state = app.state.trainforge
     body = JobSubmission.model_validate({"spec": SPEC})
-    made = service.submit(state, "vision", body, "k1")
+    made = asyncio.run(service.submit_async(state, "vision", body, "k1"))
     replayed = asyncio.run(service.submit_async(state, "vision", body, "k1"))
     assert made.status_code == replayed.status_code == 201
     assert replayed.replayed and not made.replayed and replayed.body == made.body
     made_async = asyncio.run(service.submit_async(state, "vision", body, "k2"))
-    replayed_sync = service.submit(state, "vision", body, "k2")
+    replayed_sync = asyncio.run(service.submit_async(state, "vision", body, "k2"))
     assert replayed_sync.replayed and replayed_sync.body == made_async.body
     assert made_async.body["id"] != made.body["id"] and _job_count(db) == 2
 
@@ -173,11 +173,11 @@ def test_both_lock_modes_keep_the_limit_exact(
 ) -> None:
     _needs_postgres(db)
     with db.transaction() as session:
-        bound = repo.concurrent_transactions_bound(session)
+        bound = creation.concurrent_transactions_bound(session)
     limit = bound + 4  # the first few can commit under the shared lock, the rest cannot
     app.state.trainforge.settings.team_limits["vision"] = TeamLimits(max_active_jobs=limit)
     modes: Counter[tuple[bool, str]] = Counter()
-    original = repo.insert_job_within_limit_async
+    original = creation.insert_job_within_limit_async
 
     async def recording(*args: Any, exclusive: bool, **kwargs: Any) -> Any:
         try:
@@ -188,7 +188,7 @@ def test_both_lock_modes_keep_the_limit_exact(
         modes[(exclusive, "created")] += 1
         return job
 
-    monkeypatch.setattr(repo, "insert_job_within_limit_async", recording)
+    monkeypatch.setattr(creation, "insert_job_within_limit_async", recording)
 
     async def burst() -> list[httpx.Response]:
         transport = httpx.ASGITransport(app=app)
@@ -211,7 +211,7 @@ def test_a_creation_cancelled_after_its_commit_keeps_the_spec(
 ) -> None:
     _needs_postgres(db)
     state = app.state.trainforge
-    original = repo.insert_job_within_limit_async
+    original = creation.insert_job_within_limit_async
     committed = asyncio.Event()
 
     async def committed_then_silent(*args: Any, **kwargs: Any) -> Any:
@@ -219,13 +219,14 @@ def test_a_creation_cancelled_after_its_commit_keeps_the_spec(
         committed.set()
         await asyncio.sleep(3600)  # ... and the answer never comes back
 
-    monkeypatch.setattr(repo, "insert_job_within_limit_async", committed_then_silent)
+    monkeypatch.setattr(creation, "insert_job_within_limit_async", committed_then_silent)
     body = JobSubmission.model_validate({"spec": SPEC})
 
     async def run() -> None:
         task = asyncio.create_task(submission.create_job_async(
-            state.db, state.artifacts, state.artifacts_prefix, "vision", body.spec,
-            TeamLimits(), access=state.access_for("vision"),
+            state.db, state.artifacts, state.artifacts_prefix,
+            submission.JobRequest("vision", body.spec, TeamLimits(),
+                                  access=state.access_for("vision")),
         ))
         await asyncio.wait_for(committed.wait(), 30)
         task.cancel()
@@ -248,7 +249,7 @@ def test_a_refused_creation_discards_the_spec_and_an_unanswered_one_keeps_it() -
     assert not unknown(psycopg.errors.AdminShutdown("terminating connection"))
     assert not unknown(psycopg.errors.CheckViolation("refused"))
     assert not unknown(QuotaExceeded("at the limit"))
-    assert not unknown(repo.IdempotencyKeyTaken())
+    assert not unknown(submission.IdempotencyKeyTaken())
     assert not unknown(RuntimeError("before anything was sent"))
 
 

@@ -27,8 +27,7 @@ import pytest
 
 from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
 from services.dispatcher.dispatcher import Dispatcher
-from services.store import Database, dispatch
-from services.store import jobs as repo
+from services.store import Database, creation, dispatch
 from services.store.domain import NewJob
 from services.store.ids import new_job_id
 from tests.fixtures.dispatcher import ROOT, SECRET, ApiServer, config, drive, jobs, run_markers
@@ -90,7 +89,7 @@ def _queue(db: Database, artifacts: Path, n: int) -> list[str]:
         body = b'{"name": "crash-test", "dataset": {"uri": "s3://d/p/"}}'
         spec_file.write_bytes(body)
         with db.transaction() as session:
-            repo.insert_job(session, NewJob(id=job_id, team="vision", kind=JobKind.TRAIN,
+            creation.insert_job(session, NewJob(id=job_id, team="vision", kind=JobKind.TRAIN,
                                             name="crash-test", spec_uri=f"file://{spec_file}",
                                             spec_sha256=hashlib.sha256(body).hexdigest(), gpus=1,
                                             max_attempts=3))

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 
-from services.store import Database, dispatch
+from services.store import Database, creation, dispatch, events
 from services.store import jobs as repo
 from services.store.domain import NewJob
 from services.store.ids import new_job_id
@@ -22,7 +22,7 @@ PERMANENT = ["spec_invalid", "spec_tampered", "location_invalid", "access_denied
 def _fail_first_attempt(db: Database, code: str) -> tuple[JobState, int]:
     job_id = new_job_id()
     with db.transaction() as session:
-        repo.insert_job(session, NewJob(id=job_id, team="vision", kind=JobKind.TRAIN,
+        creation.insert_job(session, NewJob(id=job_id, team="vision", kind=JobKind.TRAIN,
                                         name="ppe", spec_uri="file:///nowhere/spec.json",
                                         spec_sha256="", gpus=0, max_attempts=3))
     with db.transaction() as session:
@@ -31,7 +31,7 @@ def _fail_first_attempt(db: Database, code: str) -> tuple[JobState, int]:
         dispatch.record_launch(session, job_id, claimed.attempt.number, "handle")
         dispatch.mark_running(session, job_id, claimed.attempt.number)
     with db.transaction() as session:
-        repo.apply_reported_event(session, job_id, StateEvent(state="FAILED", reason="no",
+        events.apply_reported_event(session, job_id, StateEvent(state="FAILED", reason="no",
                                                               error_code=code))
         state = dispatch.settle(session, job_id, 1, succeeded=False, message="exited 1",
                                 retry_delay=timedelta(0))

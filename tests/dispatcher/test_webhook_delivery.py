@@ -29,8 +29,7 @@ from standardwebhooks.webhooks import Webhook
 from services.dispatcher.build import make_dispatcher
 from services.dispatcher.settings import DispatcherSettings
 from services.dispatcher.webhook_relay import RelayConfig, RetryPolicy, WebhookRelay
-from services.store import Database, dispatch, outbox, tokens
-from services.store import jobs as repo
+from services.store import Database, creation, dispatch, events, outbox, tokens
 from services.store import schedules as schedule_repo
 from services.store.domain import NewJob, NewSchedule, RunOutcome
 from services.store.ids import new_job_id, new_schedule_id
@@ -142,7 +141,7 @@ def _deliveries(api_server: Any, headers: dict[str, str], webhook_id: str
 def _job(db: Database, team: str = "vision", name: str = "ppe") -> str:
     job_id = new_job_id()
     with db.transaction() as session:
-        repo.insert_job(session, NewJob(id=job_id, team=team, kind=JobKind.TRAIN, name=name,
+        creation.insert_job(session, NewJob(id=job_id, team=team, kind=JobKind.TRAIN, name=name,
                                         spec_uri="file:///nowhere/spec.json", spec_sha256="",
                                         gpus=0, max_attempts=1))
     return job_id
@@ -150,7 +149,7 @@ def _job(db: Database, team: str = "vision", name: str = "ppe") -> str:
 
 def _cancel(db: Database, job_id: str, team: str = "vision") -> None:
     with db.transaction() as session:
-        repo.request_cancel(session, job_id, team=team, reason="test")
+        events.request_cancel(session, job_id, team=team, reason="test")
 
 
 def _succeed(db: Database) -> None:

@@ -18,7 +18,7 @@ import pytest
 from services.cli.serve import embedded_limits
 from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
 from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
-from services.store import Database, dispatch
+from services.store import Database, creation, dispatch
 from services.store import jobs as repo
 from services.store.dispatch import Assignment
 from services.store.domain import Job, NewJob
@@ -42,7 +42,7 @@ def _queue(db: Database, artifacts: Path, team: str, n: int = 1) -> list[str]:
         spec.parent.mkdir(parents=True)
         spec.write_bytes(body)
         with db.transaction() as session:
-            repo.insert_job(session, NewJob(
+            creation.insert_job(session, NewJob(
                 id=job_id, team=team, kind=JobKind.TRAIN, name="fair",
                 spec_uri=f"file://{spec}", spec_sha256=hashlib.sha256(body).hexdigest(),
                 gpus=1, max_attempts=2))

@@ -16,8 +16,7 @@ from services.dispatcher.backends.kuberay import RayJobBuilder
 from services.dispatcher.backends.kuberay_config import parse_config
 from services.dispatcher.backends.local import LocalBackend
 from services.dispatcher.dispatcher import Dispatcher, DispatcherConfig
-from services.store import Database
-from services.store import jobs as repo
+from services.store import Database, creation
 from services.store.domain import NewJob
 from services.store.ids import new_job_id
 from services.store.tokens import job_token
@@ -107,7 +106,7 @@ def test_shared_settings_carry_no_secret_and_the_token_goes_through_the_store(
     spec.parent.mkdir(parents=True)
     spec.write_bytes(body)
     with db.transaction() as session:
-        repo.insert_job(session, NewJob(
+        creation.insert_job(session, NewJob(
             id=job_id, team="vision", kind=JobKind.TRAIN, name="ppe",
             spec_uri=f"file://{spec}", spec_sha256=hashlib.sha256(body).hexdigest(), gpus=1,
             max_attempts=1))

@@ -19,7 +19,7 @@ from fastapi.testclient import TestClient
 
 from services.api import create_app
 from services.api.settings import ApiSettings
-from services.store import Database, dispatch, tokens
+from services.store import Database, creation, dispatch, events, tokens
 from services.store import jobs as repo
 from services.store.domain import NewJob
 from services.store.ids import new_job_id
@@ -56,7 +56,7 @@ def _queue(db: Database, artifacts: Path, *, max_attempts: int = 1,
     spec.parent.mkdir(parents=True)
     spec.write_bytes(body)
     with db.transaction() as session:
-        repo.insert_job(session, NewJob(
+        creation.insert_job(session, NewJob(
             id=job_id, team=team, kind=JobKind.TRAIN, name="token-test",
             spec_uri=f"file://{spec}", spec_sha256=hashlib.sha256(body).hexdigest(), gpus=1,
             max_attempts=max_attempts))
@@ -179,7 +179,7 @@ def test_a_cancelled_job_reports_until_its_run_stops_then_its_token_dies(
     job_id = _queue(db, artifacts_dir)
     token = _claim(db, job_id)
     with db.transaction() as session:
-        repo.request_cancel(session, job_id, team="vision", reason="test")
+        events.request_cancel(session, job_id, team="vision", reason="test")
     assert _snapshot(db, job_id)[0] is JobState.CANCELLING
     assert _post(client, job_id, token, _progress(1, 0.1)) == 202
     assert _settle(db, job_id, 1, succeeded=False) is JobState.CANCELLED
@@ -195,20 +195,20 @@ def test_the_store_refuses_a_job_that_ended_after_its_token_was_checked(
     token = _claim(db, job_id)
     with db.transaction() as session:
         assert tokens.verify_job_token(session, job_id, token) == 1
-        repo.apply_reported_event(session, job_id, MessageEvent(message="ok"), attempt=1)
+        events.apply_reported_event(session, job_id, MessageEvent(message="ok"), attempt=1)
     _settle(db, job_id, 1, succeeded=False)  # RETRYING: attempt 1 ended, the job did not
     with db.transaction() as session:
         with pytest.raises(Unauthenticated, match="attempt 1 .* has ended"):
             tokens.verify_job_token(session, job_id, token)
     with pytest.raises(Unauthenticated, match="has ended"), db.transaction() as session:
-        repo.apply_reported_event(session, job_id, MessageEvent(message="late"), attempt=1)
+        events.apply_reported_event(session, job_id, MessageEvent(message="late"), attempt=1)
     _claim(db, job_id)
     with pytest.raises(Unauthenticated, match="has ended"), db.transaction() as session:
-        repo.apply_reported_event(session, job_id, MessageEvent(message="stale"), attempt=1)
+        events.apply_reported_event(session, job_id, MessageEvent(message="stale"), attempt=1)
     _settle(db, job_id, 2, succeeded=True)
     before = _snapshot(db, job_id)
     with pytest.raises(Unauthenticated, match="SUCCEEDED"), db.transaction() as session:
-        repo.apply_reported_event(
+        events.apply_reported_event(
             session, job_id, ProgressEvent(epoch=9, epochs=9, metrics={"m": 9.0}))
     assert _snapshot(db, job_id) == before
 

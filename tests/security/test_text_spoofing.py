@@ -82,7 +82,7 @@ def test_relayed_text_is_shown_not_obeyed(
     job = submit(client, auth)
     token = claim_all(db)[job["id"]]
     reason = "bad label in train/labels/\u202egnp.txt\u2028FAILED: nothing\x1b[2J"
-    caplog.set_level(logging.INFO, logger="services.store.jobs")
+    caplog.set_level(logging.INFO, logger="services.store.events")
     posted = client.post(f"/internal/v1/jobs/{job['id']}/events",
                          json={"type": "state", "state": "RUNNING", "reason": reason},
                          headers={"Authorization": f"Bearer {token}"})

@@ -13,8 +13,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from services.api.ui.rendering import CONTENT_SECURITY_POLICY
-from services.store import Database, tokens
-from services.store import jobs as repo
+from services.store import Database, creation, tokens
 from services.store.domain import NewJob
 from tests.fixtures.api import SPEC, claim_all, submit
 from tests.ui.support import ORIGIN, csrf_of, parse, sign_in
@@ -192,7 +191,7 @@ def _hostile_job(client: TestClient, db: Database, artifacts_dir: Path) -> str:
     """A job whose name, events and log hold markup (the store takes any name; the API's
     spec pattern is not what keeps the pages safe)."""
     with db.transaction() as session:
-        repo.insert_job(session, NewJob(
+        creation.insert_job(session, NewJob(
             id="jhostile0001", team="vision", kind=JobKind.TRAIN,
             name="<script>alert(1)</script>", spec_uri="s3://x/spec.json", spec_sha256="0",
             gpus=0, max_attempts=1))

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from jobs.core.ray_cluster import Cluster, fit_to_cluster
+from services.store.admission import check_job_limits, gpus_requested
 from services.store.settings import TeamLimits
-from services.store.submission import check_job_limits, gpus_requested
 from trainforge.errors import LimitExceeded, ResourcesUnavailable, SpecError
 from trainforge.events import MessageEvent
 from trainforge.reporting import JobReporter

@@ -11,6 +11,7 @@ from services.api.auth import State, current_job_attempt
 from services.api.metrics import MODEL_PROMOTIONS, PROMOTION_OUTCOMES
 from services.api.routes._docs import problems
 from services.api.schemas import EventAccepted
+from services.store import events
 from services.store import jobs as repo
 from trainforge.errors import InvalidRequest
 from trainforge.events import JobEvent, MessageEvent, ProgressEvent, StateEvent
@@ -69,7 +70,7 @@ def post_event(
     if isinstance(event, ProgressEvent) and max(event.epoch, event.epochs, event.attempt) > _INT32:
         raise InvalidRequest("epoch, epochs and attempt must be below 2**31")
     with state.db.transaction() as session:
-        repo.apply_reported_event(session, job_id, event, attempt=_attempt)
+        events.apply_reported_event(session, job_id, event, attempt=_attempt)
         if isinstance(event, MessageEvent) and event.data.get("promotion") in PROMOTION_OUTCOMES:
             # Labelled by the job's own model name, never by what the event says.
             name = repo.get_job(session, job_id, team=None).name
