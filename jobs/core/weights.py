@@ -104,9 +104,9 @@ def _stock(name: str, dest_dir: Path, cache: Path) -> str:
         return str(local)
     try:
         path = adapter.download_stock(name)
-    except Exception as exc:  # Ultralytics raises bare Exceptions for network problems
+    except WeightsError as exc:  # said below, in the words of the weights cache
         path = Path(name)
-        log.debug("stock download failed: %s", exc)
+        log.debug("stock download failed: %s", exc.message)
     if not path.is_file():
         raise forms.stock_unavailable(
             name, cache, "could not be downloaded (no network from the cluster?)")

@@ -1,6 +1,6 @@
 """``python -m jobs.export --spec URI``."""
 
 from jobs.core.runtime import exit_now
-from jobs.export.main import main
+from jobs.export.entrypoint import main
 
 exit_now(main())

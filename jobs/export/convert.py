@@ -119,11 +119,8 @@ def export_onnx(
         ExportError: the exporter failed (its message is kept).
     """
     staged = _staged_weights(weights, dest.parent / ".stage-onnx")
-    try:
-        out = adapter.export(staged, format="onnx", precision="fp32", imgsz=imgsz, batch=batch,
-                             dynamic=dynamic, simplify=simplify, opset=opset, device="cpu")
-    except Exception as exc:  # Ultralytics raises bare Exceptions/AssertionErrors
-        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    out = adapter.export(staged, format="onnx", precision="fp32", imgsz=imgsz, batch=batch,
+                         dynamic=dynamic, simplify=simplify, opset=opset, device="cpu")
     check_onnx(Path(out), imgsz=imgsz, batch=batch, dynamic=dynamic, opset=opset)
     shutil.move(str(out), dest)
     shutil.rmtree(staged.parent, ignore_errors=True)
@@ -199,13 +196,9 @@ def export_engine(
         extra = {"data": str(data_yaml), "split": "train", "fraction": count if count > 1 else 1.0}
         log.info("INT8 calibration on %d train images", count)
     staged = _staged_weights(weights, dest.parent / f".stage-engine-{precision}")
-    try:
-        out = adapter.export(staged, format="engine", precision=precision, imgsz=imgsz,
-                             batch=batch, dynamic=dynamic, simplify=simplify, opset=opset,
-                             device=0, **extra)
-    except Exception as exc:  # TensorRT build errors surface as RuntimeError/AssertionError
-        raise ExportError(
-            f"TensorRT {precision} build failed: {type(exc).__name__}: {exc}") from exc
+    out = adapter.export(staged, format="engine", precision=precision, imgsz=imgsz,
+                         batch=batch, dynamic=dynamic, simplify=simplify, opset=opset,
+                         device=0, **extra)
     shutil.move(str(out), dest)
     shutil.rmtree(staged.parent, ignore_errors=True)
     return dest

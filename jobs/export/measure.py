@@ -67,13 +67,11 @@ def evaluate(model_path: Path, settings: EvalSettings, save_dir: Path) -> Evalua
         ExportError: validation failed, or Ultralytics changed a setting (not like for like).
     """
     try:
-        return adapter.evaluate(model_path, settings, save_dir / f"val-{model_path.stem}")
+        return adapter.evaluate(model_path, settings, save_dir / f"val-{model_path.stem}",
+                                failure=ExportError)
     except SettingsChanged as exc:
         raise ExportError(f"evaluating {model_path.name}: {exc}; the comparison with best.pt "
                           "would not be like for like") from None
-    except Exception as exc:  # Ultralytics raises bare Exceptions
-        raise ExportError(f"evaluating {model_path.name} failed: {type(exc).__name__}: {exc}") \
-            from exc
 
 
 def latency_input(image: Path, imgsz: int, batch: int) -> np.ndarray:

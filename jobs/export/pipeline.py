@@ -178,10 +178,7 @@ class _Checkpoint:
 
 
 def _read_checkpoint(weights: Path) -> _Checkpoint:
-    try:
-        imgsz, names = adapter.checkpoint_input(weights)
-    except Exception as exc:  # Ultralytics raises bare Exceptions for unreadable weights
-        raise ExportError(f"cannot load {weights}: {type(exc).__name__}: {exc}") from exc
+    imgsz, names = adapter.checkpoint_input(weights)  # ExportError when it cannot load it
     return _Checkpoint(imgsz, names)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+from importlib.machinery import PathFinder
 from pathlib import Path
 from typing import Literal
 
@@ -10,8 +11,28 @@ from pydantic import Field, field_validator
 
 from services.store.settings import StoreSettings
 
-#: What ``TRAINFORGE_DISPATCHER_LOCAL_MODULE`` may name: the test suite's stand-in job.
-STAND_IN_MODULES = frozenset({"tests.standin"})
+#: The file a stand-in job's package carries: ``TRAINFORGE_DISPATCHER_LOCAL_MODULE`` names
+#: nothing else. trainforge's own packages have none (a test suite's stand-in ships in no
+#: package or image).
+STAND_IN_MARKER = "standin-job"
+
+
+def is_stand_in(module: str) -> bool:
+    """Whether ``module`` is a package that declares itself a stand-in job (its folder holds
+    :data:`STAND_IN_MARKER`).
+
+    Found on ``sys.path`` one dotted part at a time without importing anything: a value that
+    is refused runs no code.
+    """
+    search: list[str] | None = None
+    for part in module.split("."):
+        if not part.isidentifier():
+            return False
+        spec = PathFinder.find_spec(part, search)
+        if spec is None or spec.submodule_search_locations is None:
+            return False  # missing, or a plain module rather than a package
+        search = list(spec.submodule_search_locations)
+    return any((Path(folder) / STAND_IN_MARKER).is_file() for folder in search or ())
 
 
 class DispatcherSettings(StoreSettings):
@@ -45,8 +66,8 @@ class DispatcherSettings(StoreSettings):
         None, description="LocalBackend state; default $TRAINFORGE_HOME/dispatcher"
     )
     dispatcher_local_module: str | None = Field(
-        None, description="LocalBackend: run the test suite's stand-in job (tests.standin) "
-        "instead of jobs.<kind>; nothing else is accepted"
+        None, description="LocalBackend: run a test suite's stand-in job (a package that "
+        f"holds a {STAND_IN_MARKER} file) instead of jobs.<kind>; nothing else is accepted"
     )
     dispatcher_warm_ray: bool = Field(
         True,
@@ -87,12 +108,12 @@ class DispatcherSettings(StoreSettings):
     @field_validator("dispatcher_local_module")
     @classmethod
     def _only_the_test_stand_in(cls, value: str | None) -> str | None:
-        # Whatever module this names runs as every job, with the job's token and data: only
-        # the test suite's stand-in (which ships in no package or image) may replace jobs.<kind>.
-        if value is not None and value not in STAND_IN_MODULES:
+        # Whatever module this names runs as every job, with the job's token and data: only a
+        # test suite's stand-in (which ships in no package or image) may replace jobs.<kind>.
+        if value is not None and not is_stand_in(value):
             raise ValueError(f"{value!r} is not a job module trainforge runs; jobs run as "
-                             "jobs.<kind>, and only the test suite may set "
-                             f"{', '.join(sorted(STAND_IN_MODULES))}")
+                             "jobs.<kind>, and only a test suite's stand-in job (a package "
+                             f"with a {STAND_IN_MARKER} file) may replace them")
         return value
 
     @property

@@ -8,7 +8,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from jobs.core.adapter.failures import raised_as
 from trainforge.constants import ENV_YOLO_CONFIG_DIR, ENV_YOLO_OFFLINE
+from trainforge.errors import WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,9 @@ def download_stock(name: str) -> Path:
     (or its local copy); the caller checks the file like any other weights.
 
     Raises:
-        Exception: what Ultralytics raised (bare Exceptions for network problems).
+        WeightsError: Ultralytics could not fetch it (a network problem, an unknown name).
     """
     from ultralytics.utils.downloads import attempt_download_asset
 
-    return Path(attempt_download_asset(name))
+    with raised_as(WeightsError, f"downloading {name} failed"):
+        return Path(attempt_download_asset(name))

@@ -10,7 +10,9 @@ from typing import Any
 
 from jobs.core.adapter import distributed
 from jobs.core.adapter.environment import private_settings
+from jobs.core.adapter.failures import raised_as
 from jobs.core.adapter.safety import harden_loading
+from trainforge.errors import TrainforgeError
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +85,8 @@ class Evaluation:
 
 
 def evaluate(weights: Path, settings: EvalSettings, out_dir: Path, *, plots: bool = False,
-             verbose: bool = False) -> Evaluation:
+             verbose: bool = False,
+             failure: type[TrainforgeError] | None = None) -> Evaluation:
     """Score a model file (best.pt, model.onnx, an engine) on ``settings.split``.
 
     Args:
@@ -92,14 +95,25 @@ def evaluate(weights: Path, settings: EvalSettings, out_dir: Path, *, plots: boo
         out_dir: Ultralytics' val folder (plots: confusion matrix, PR curves).
         plots: write them.
         verbose: print Ultralytics' per-class table into the job log.
+        failure: the trainforge error a failure of Ultralytics becomes
+            (``evaluating <file> failed: …``); None lets it propagate, which the job runtime
+            reports as an unexpected error.
 
     Returns:
         Mean and per-class precision, recall, AP50 and AP50-95, and the confusion matrix.
 
     Raises:
         SettingsChanged: Ultralytics used other settings than ``settings``.
-        Exception: what Ultralytics raised (it raises bare exceptions).
+        TrainforgeError: ``failure``, when Ultralytics failed.
     """
+    if failure is None:
+        return _evaluate(weights, settings, out_dir, plots=plots, verbose=verbose)
+    with raised_as(failure, f"evaluating {weights.name} failed", keep=(SettingsChanged,)):
+        return _evaluate(weights, settings, out_dir, plots=plots, verbose=verbose)
+
+
+def _evaluate(weights: Path, settings: EvalSettings, out_dir: Path, *, plots: bool,
+              verbose: bool) -> Evaluation:
     private_settings()
     harden_loading()
     from ultralytics.models.yolo.model import YOLO

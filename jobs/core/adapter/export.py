@@ -12,7 +12,9 @@ from typing import Any, Literal
 import numpy as np
 
 from jobs.core.adapter.environment import private_settings
+from jobs.core.adapter.failures import raised_as
 from jobs.core.adapter.safety import harden_loading
+from trainforge.errors import ExportError
 
 Precision = Literal["fp32", "fp16", "int8"]
 
@@ -31,25 +33,40 @@ def export(weights: Path, *, format: str, precision: Precision, device: str | in
     """``YOLO(weights).export(format=…)`` without NMS in the graph; returns the file written.
 
     Raises:
-        Exception: what Ultralytics raised (bare Exceptions and AssertionErrors).
+        ExportError: Ultralytics failed (``ONNX export failed: …``, ``TensorRT fp16 build
+            failed: …``, with what it raised).
     """
     private_settings()
     harden_loading()
     from ultralytics.models.yolo.model import YOLO
 
-    out = YOLO(str(weights), task="detect").export(
-        format=format, device=device, nms=False, verbose=False, **precision_args(precision),
-        **args)
+    with raised_as(ExportError, _failed(format, precision)):
+        out = YOLO(str(weights), task="detect").export(
+            format=format, device=device, nms=False, verbose=False,
+            **precision_args(precision), **args)
     return Path(out)
+
+
+def _failed(format: str, precision: Precision) -> str:
+    if format == "onnx":
+        return "ONNX export failed"
+    if format == "engine":  # TensorRT build errors surface as RuntimeError/AssertionError
+        return f"TensorRT {precision} build failed"
+    return f"{format} export failed"
 
 
 def checkpoint_input(weights: Path) -> tuple[int | None, dict[int, str]]:
     """The training image size a checkpoint records (None if it records none) and its class
-    names."""
+    names.
+
+    Raises:
+        ExportError: Ultralytics cannot load ``weights``.
+    """
     harden_loading()
     from ultralytics.models.yolo.model import YOLO
 
-    model = YOLO(str(weights), task="detect")
+    with raised_as(ExportError, f"cannot load {weights}"):
+        model = YOLO(str(weights), task="detect")
     ckpt = model.ckpt if isinstance(model.ckpt, dict) else {}
     imgsz = (ckpt.get("train_args") or {}).get("imgsz")
     if isinstance(imgsz, list | tuple):

@@ -12,14 +12,8 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from services.api.state import AppState
-from services.api.ui import (
-    dataset_routes,
-    job_routes,
-    model_routes,
-    schedule_routes,
-    session_routes,
-)
 from services.api.ui.rendering import PREFIX, STATIC_DIR, ErrorPages, SecurityHeaders
+from services.api.ui.routes import datasets, jobs, models, schedules, sessions
 from services.api.ui.session_revocations import RevokedSessions
 
 __all__ = ["ErrorPages", "install"]
@@ -37,8 +31,8 @@ def install(app: FastAPI) -> None:
     app.state.ui_sessions = RevokedSessions(
         state.artifacts, state.artifacts_prefix, recheck_s=state.settings.token_cache_s,
         ttl_s=state.settings.ui_session_ttl_s)
-    for router in (session_routes.root_router, session_routes.router, job_routes.router,
-                   model_routes.router, schedule_routes.router, dataset_routes.router):
+    for router in (sessions.root_router, sessions.router, jobs.router, models.router,
+                   schedules.router, datasets.router):
         app.include_router(router)
     app.mount(f"{PREFIX}/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
     app.add_middleware(SecurityHeaders)

@@ -62,7 +62,8 @@ class LocalBackend:
 
     Args:
         state_dir: where attempt directories live (keep it across restarts).
-        module: the module to run instead of ``jobs.<kind>`` (tests use ``tests.standin``).
+        module: the module to run instead of ``jobs.<kind>``: a test suite's stand-in job
+            (services/dispatcher/settings.py).
         python: interpreter for the runner and the entrypoint (default: this one, so the job
             sees the same installed packages as the dispatcher).
         env: extra environment for every run (on top of what it inherits from this
