@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -95,3 +96,24 @@ def test_tokens_create_and_revoke(tmp_path: Path) -> None:
     upgraded = _cli(env, "db", "upgrade")
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     assert upgraded.returncode == 0 and f"revision {head}" in upgraded.stdout
+
+
+def test_tokens_never_migrates_a_configured_database(tmp_path: Path) -> None:
+    """Only ``db upgrade`` (and ``serve``) migrate: ``tokens`` on a database that is behind
+    stops and names the command that upgrades it, leaving the database as it was."""
+    store = tmp_path / "store.db"
+    env = _env(tmp_path / "home", TRAINFORGE_DATABASE_URL=f"sqlite:///{store}")
+    refused = _cli(env, "tokens", "create", "--team", "vision")
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "run `trainforge db upgrade` first" in refused.stdout
+    assert _sqlite_tables(store) == set(), "tokens created tables"
+
+    assert _cli(env, "db", "upgrade").returncode == 0
+    created = _cli(env, "tokens", "create", "--team", "vision")
+    assert created.returncode == 0, created.stdout + created.stderr
+    assert created.stdout.split()[-1].startswith("tf_")
+
+
+def _sqlite_tables(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        return {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
