@@ -279,7 +279,7 @@ class Dispatcher:
             attempt=number,
             resources=spec.resources,
             retries=spec.retries,
-            timeout_minutes=spec.timeout_minutes,
+            timeout_s=spec.timeout_minutes * 60,
             team=job.team,
             env=env,
             secrets=secrets,

@@ -24,7 +24,7 @@ def _request(tmp_path: Path, job_id: str, name: str, attempt: int = 1) -> Launch
                                      "train": {"epochs": 2}}))
     return LaunchRequest(
         job_id=job_id, kind=JobKind.TRAIN, spec_uri=f"file://{spec_file}", attempt=attempt,
-        resources=Resources(), retries=0, timeout_minutes=5, team="vision",
+        resources=Resources(), retries=0, timeout_s=300, team="vision",
         env={"TRAINFORGE_JOB_ID": job_id, "TRAINFORGE_ATTEMPT": str(attempt),
              "TRAINFORGE_ARTIFACTS_URI": f"file://{tmp_path / 'artifacts'}"},
     )

@@ -51,7 +51,7 @@ def test_a_local_job_inherits_none_of_the_dispatchers_secrets(
     backend = LocalBackend(tmp_path / "state", module="tests.security.env_dump")
     request = LaunchRequest(
         job_id="j-env", kind=JobKind.TRAIN, spec_uri=str(dump), attempt=1,
-        resources=Resources(gpus=0, cpus=1), retries=0, timeout_minutes=5, team="vision",
+        resources=Resources(gpus=0, cpus=1), retries=0, timeout_s=300, team="vision",
         env={"TRAINFORGE_JOB_ID": "j-env", "TRAINFORGE_JOB_TEAM": "vision"},
         secrets={"TRAINFORGE_JOB_TOKEN": "tfj_this-attempt"},
     )

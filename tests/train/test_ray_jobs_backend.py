@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,7 +12,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
+from services.dispatcher.backends.base import (
+    TIMED_OUT,
+    BackendState,
+    BackendStatus,
+    LaunchRequest,
+)
 from services.dispatcher.backends.ray_jobs import RayJobsBackend, backend_state, submission_id
 from tests.fixtures.training import TEAM, JobRunner, RayHead, RecordingAPI, make_dataset, tiny_spec
 from trainforge.layout import attempt_secrets_key
@@ -44,7 +51,7 @@ def _request(runner: JobRunner, job_id: str, spec: dict[str, object],
     store.put(secrets_key, json.dumps({"TRAINFORGE_JOB_TOKEN": f"token-{job_id}"}).encode())
     return LaunchRequest(
         job_id=job_id, kind=JobKind.TRAIN, spec_uri=spec_uri, attempt=attempt,
-        resources=Resources(gpus=0, cpus=1), retries=0, timeout_minutes=30, team=TEAM,
+        resources=Resources(gpus=0, cpus=1), retries=0, timeout_s=1800, team=TEAM,
         env={
             "TRAINFORGE_API_URL": runner.api.url, "TRAINFORGE_JOB_ID": job_id,
             "TRAINFORGE_JOB_SECRETS_URI": store.uri(secrets_key),
@@ -134,3 +141,33 @@ def test_unknown_handles(backend: RayJobsBackend) -> None:
     assert backend.poll("no-such-job").state is BackendState.UNKNOWN
     assert backend.logs("no-such-job") == ""
     backend.cancel("no-such-job")
+
+
+@dataclasses.dataclass(frozen=True)
+class _StuckRequest(LaunchRequest):
+    """A launch whose entrypoint prints a line and then sleeps: a run stuck past its timeout."""
+
+    @property
+    def command(self) -> list[str]:
+        return [sys.executable, "-c",
+                "import time; print('stuck-run started', flush=True); time.sleep(600)"]
+
+
+def test_a_job_past_its_timeout_is_stopped_and_fails_with_its_output(
+    backend: RayJobsBackend, runner: JobRunner
+) -> None:
+    request = dataclasses.replace(_request(runner, "rj-stuck", {"kind": "train"}), timeout_s=4)
+    handle = backend.launch(_StuckRequest(**{f.name: getattr(request, f.name)
+                                             for f in dataclasses.fields(request)}))
+    status = _wait(lambda: backend.poll(handle), lambda s: s.state not in {
+        BackendState.PENDING, BackendState.RUNNING}, timeout=120)
+    assert (status.state, status.message) == (BackendState.FAILED, TIMED_OUT), \
+        backend.logs(handle)[-3000:]
+    # The Ray job itself was stopped (not left sleeping), and later polls keep the verdict.
+    stopped = _wait(lambda: BackendStatus(backend_state(backend.client.get_job_info(
+        handle).status)), lambda s: s.state is BackendState.STOPPED, timeout=60)
+    assert stopped.state is BackendState.STOPPED
+    assert backend.poll(handle) == BackendStatus(BackendState.FAILED, TIMED_OUT)
+    assert "stuck-run started" in backend.logs(handle)
+    info = backend.client.get_job_info(handle)
+    assert (info.end_time - info.start_time) / 1000 < 60, "stopped near its deadline"

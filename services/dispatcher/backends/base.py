@@ -23,7 +23,9 @@ class LaunchRequest:
     attempt: int
     resources: Resources
     retries: int
-    timeout_minutes: int
+    #: The run's wall-clock limit (the spec's ``timeout_minutes``): every backend stops the
+    #: run past it and reports it FAILED (docs/operations.md, "Timeouts").
+    timeout_s: int
     team: str
     env: dict[str, str] = field(default_factory=dict)
     #: Values only the run may see (the job token). Only a backend whose ``private_env`` is
@@ -42,6 +44,10 @@ class BackendState(StrEnum):
     FAILED = "FAILED"
     STOPPED = "STOPPED"
     UNKNOWN = "UNKNOWN"  # the backend has no record of this launch
+
+
+#: The message of a run that a backend stopped at its ``timeout_s``.
+TIMED_OUT = "timed out (spec timeout_minutes)"
 
 
 @dataclass(frozen=True)

@@ -196,7 +196,7 @@ class RayJobBuilder:
                 "submissionMode": "K8sJobMode",
                 "shutdownAfterJobFinishes": True,
                 "ttlSecondsAfterFinished": cfg.ttl_seconds_after_finished,
-                "activeDeadlineSeconds": request.timeout_minutes * 60,
+                "activeDeadlineSeconds": request.timeout_s,
                 "backoffLimit": request.retries,
                 "rayClusterSpec": {
                     "rayVersion": cfg.ray_version,

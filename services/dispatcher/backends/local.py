@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.dispatcher.backends.base import (
+    TIMED_OUT,
     BackendState,
     BackendStatus,
     LaunchRequest,
@@ -191,7 +192,7 @@ class LocalBackend:
             self.python, "-m", _RUNNER,
             "--dir", str(directory),
             "--lock-fd", str(lock_fd),
-            "--timeout-s", str(request.timeout_minutes * 60),
+            "--timeout-s", str(request.timeout_s),
             "--", *self.command(request),
         ]
         with open(directory / OUTPUT_LOG, "ab") as output:
@@ -222,7 +223,7 @@ class LocalBackend:
             if outcome.get("cancelled"):
                 return BackendStatus(BackendState.STOPPED, f"stopped on request (status {code})")
             if outcome.get("timed_out"):
-                return BackendStatus(BackendState.FAILED, "timed out (spec timeout_minutes)")
+                return BackendStatus(BackendState.FAILED, TIMED_OUT)
             if code == 0:
                 return BackendStatus(BackendState.SUCCEEDED, "exited 0")
             return BackendStatus(BackendState.FAILED, f"exited with status {code}")

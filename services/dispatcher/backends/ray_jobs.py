@@ -9,6 +9,11 @@ endpoint…) travels in the submission's ``runtime_env.env_vars``; with ``ship_c
 ``trainforge`` and ``jobs`` packages travel as ``py_modules``, so a cluster without the
 trainforge image can still import them. Ray applies the job's runtime_env to the entrypoint
 and to every worker it starts (the Ray Train workers included).
+
+Ray Jobs has no deadline of its own, so the backend keeps the spec's: the submission's metadata
+holds ``timeout_s``, and a poll past ``start_time + timeout_s`` stops the Ray job and reports
+the run FAILED (:data:`~services.dispatcher.backends.base.TIMED_OUT`), on this dispatcher or on
+the next one after a restart.
 """
 
 from __future__ import annotations
@@ -16,11 +21,17 @@ from __future__ import annotations
 import importlib.util
 import logging
 import shlex
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from services.dispatcher.backends.base import BackendState, BackendStatus, LaunchRequest
+from services.dispatcher.backends.base import (
+    TIMED_OUT,
+    BackendState,
+    BackendStatus,
+    LaunchRequest,
+)
 from trainforge.errors import BackendError
 
 log = logging.getLogger(__name__)
@@ -33,6 +44,9 @@ _STATES = {
     "STOPPED": BackendState.STOPPED,
 }
 
+
+#: The submission metadata key that holds the run's ``timeout_s``.
+TIMEOUT_KEY = "trainforge_timeout_s"
 
 #: The packages a job imports, shipped with it when the cluster may not have them.
 SHIPPED = ("trainforge", "jobs")
@@ -118,7 +132,8 @@ class RayJobsBackend:
                 runtime_env=self.runtime_env(request),
                 metadata={"trainforge_job_id": request.job_id,
                           "trainforge_attempt": str(request.attempt),
-                          "trainforge_team": request.team},
+                          "trainforge_team": request.team,
+                          TIMEOUT_KEY: str(request.timeout_s)},
             )
         except RuntimeError as exc:
             if "already exists" in str(exc):
@@ -138,7 +153,15 @@ class RayJobsBackend:
             if _not_found(exc):
                 return BackendStatus(BackendState.UNKNOWN, f"no Ray job {handle}")
             raise BackendError(f"polling {handle}: {exc}") from None
-        return BackendStatus(backend_state(info.status), info.message or "")
+        state = backend_state(info.status)
+        if _past_deadline(info, now_ms=time.time() * 1000):
+            if state in (BackendState.PENDING, BackendState.RUNNING):
+                log.warning("stopping %s: it ran past its timeout", handle)
+                self.cancel(handle)
+                return BackendStatus(BackendState.FAILED, TIMED_OUT)
+            if state is BackendState.STOPPED:  # stopped here at its deadline, polled again
+                return BackendStatus(BackendState.FAILED, TIMED_OUT)
+        return BackendStatus(state, info.message or "")
 
     def cancel(self, handle: str) -> None:
         """Stop the Ray job (SIGTERM, then SIGKILL after Ray's grace period)."""
@@ -156,6 +179,19 @@ class RayJobsBackend:
             if _not_found(exc):
                 return ""
             raise BackendError(f"reading logs of {handle}: {exc}") from None
+
+
+def _past_deadline(info: Any, now_ms: float) -> bool:
+    """Whether the Ray job ran (or, stopped, had run) past the ``timeout_s`` it was submitted
+    with. Submissions without one (made by something else) have no deadline here."""
+    try:
+        timeout_s = int((info.metadata or {})[TIMEOUT_KEY])
+    except (KeyError, TypeError, ValueError):
+        return False
+    if not info.start_time:
+        return False
+    until = info.end_time or now_ms
+    return bool(until - info.start_time >= timeout_s * 1000)
 
 
 def _not_found(exc: Exception) -> bool:
