@@ -450,11 +450,13 @@ def test_a_running_dispatcher_relays_beside_its_loop(
         models_uri=api_server.settings.resolved_models_uri, migrate_on_startup=False,
         dispatcher_poll_interval_s=0.5, webhook_poll_interval_s=0.05)
     dispatcher = make_dispatcher(settings, db)
+    # Cancelled while still queued, before the loop starts: a loop already running could claim
+    # the job first, and its launch (there is no spec) would hold the cancel up.
+    _cancel(db, _job(db))
     stop = threading.Event()
     thread = threading.Thread(target=dispatcher.run, args=(stop,))
     thread.start()
     try:
-        _cancel(db, _job(db))
         deadline = time.monotonic() + 60
         while not hooks.accepted:
             assert time.monotonic() < deadline, "the dispatcher's relay delivered nothing"
