@@ -81,6 +81,11 @@ class JobFailed(TrainforgeError):
                    + (f": {error.get('code')}: {error.get('message')}" if error else ""), job)
 
 
+#: Seconds an idle connection is kept for the next request. Below the server's own keep-alive
+#: (uvicorn closes idle connections after 5 s, as httpx would reuse them): at equal values a
+#: request sent on a connection the server is closing fails with "Server disconnected".
+KEEPALIVE_EXPIRY_S = 2.0
+
 #: New listings :meth:`Client.download` makes when a file of an incomplete listing changed
 #: before its download (a run's log gets its last lines as the run exits: one is enough).
 RELISTS_WHILE_INCOMPLETE = 3
@@ -158,7 +163,8 @@ class Client:
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.retries = retries
         self._http = httpx.Client(
-            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport
+            base_url=self.base_url, headers=headers, timeout=timeout, transport=transport,
+            limits=httpx.Limits(keepalive_expiry=KEEPALIVE_EXPIRY_S),
         )
 
     def __enter__(self) -> Client:

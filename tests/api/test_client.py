@@ -11,7 +11,7 @@ import pytest
 from services.store import Database
 from services.store import jobs as repo
 from tests.fixtures.api import SPEC
-from trainforge.client import RELISTS_WHILE_INCOMPLETE, ApiError, Client
+from trainforge.client import KEEPALIVE_EXPIRY_S, RELISTS_WHILE_INCOMPLETE, ApiError, Client
 from trainforge.spec import parse_spec
 
 
@@ -132,3 +132,16 @@ def test_a_file_that_changes_before_its_download_is_listed_again(
         client.download(job, tmp_path / "always")
     assert changing.value.code == "checksum_mismatch"
     assert always.listings == 1 + RELISTS_WHILE_INCOMPLETE
+
+
+def test_the_client_drops_idle_connections_before_the_server_closes_them() -> None:
+    """uvicorn (the API's server, `trainforge serve` and Dockerfile.api) closes a connection
+    idle for ``timeout_keep_alive`` seconds; a client that kept it as long could send its next
+    request on it as it closes ("Server disconnected without sending a response")."""
+    import uvicorn
+
+    assert KEEPALIVE_EXPIRY_S < uvicorn.Config(app="services.api.app:create_app"
+                                               ).timeout_keep_alive
+    with Client("http://127.0.0.1:9", token="tf_x") as client:
+        pool = client._http._transport._pool  # type: ignore[attr-defined]
+        assert pool._keepalive_expiry == KEEPALIVE_EXPIRY_S
