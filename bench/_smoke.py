@@ -5,6 +5,10 @@ exits 0 and prints the lines its ``SMOKE_RATIO_LINES`` patterns match, so a benc
 stops working fails the suite instead of rotting until someone needs its figures. A smoke run's
 figures mean nothing; only the full sizes (the defaults) are recorded in docs/benchmarks.md.
 
+A benchmark whose jobs train adds :func:`add_plots_option`: a smoke run draws no plots (on its
+tiny jobs drawing them takes as long as the training), full-size runs draw them as a user's
+job does.
+
 A script may also set ``SMOKE_MARKS``, the pytest markers of its smoke test (default
 ``("slow",)``: most benchmarks train, or start Ray or a server).
 """
@@ -13,6 +17,13 @@ from __future__ import annotations
 
 import argparse
 from typing import Any
+
+
+def add_plots_option(parser: argparse.ArgumentParser) -> None:
+    """``--plots/--no-plots``: the jobs' ``train.plots`` (default on; ``--smoke`` turns it
+    off unless given)."""
+    parser.add_argument("--plots", action=argparse.BooleanOptionalAction, default=True,
+                        help="the jobs draw and publish Ultralytics' plots (train.plots)")
 
 
 def parse_args(parser: argparse.ArgumentParser, **sizes: Any) -> argparse.Namespace:

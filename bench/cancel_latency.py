@@ -33,7 +33,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _smoke import parse_args  # noqa: E402
+from _smoke import add_plots_option, parse_args  # noqa: E402
 from _trainjobs import TERMINAL, free_port, start_serve, wait_for_end, wait_ready  # noqa: E402
 
 #: What a run prints for its figures (tests/bench/test_bench_smoke.py).
@@ -88,7 +88,8 @@ def main() -> None:
                         help="per job: enough to be still training when cancelled")
     parser.add_argument("--train", type=int, default=32, help="training images")
     # Cancelled after the first epoch: many epochs only make sure it is still training then.
-    args = parse_args(parser, runs=1, train=8, epochs=100)
+    add_plots_option(parser)
+    args = parse_args(parser, runs=1, train=8, epochs=100, plots=False)
 
     from trainforge.datasets import synth
 
@@ -108,7 +109,8 @@ def main() -> None:
             "name": "cancel", "dataset": {"uri": f"file://{dataset}/"},
             "model": {"base": "yolov8n.yaml"}, "retries": 0,
             "train": {"epochs": args.epochs, "imgsz": 64, "batch": 16, "workers": 0,
-                      "warmup_epochs": 0, "optimizer": "SGD", "lr0": 0.02, "amp": False}}
+                      "warmup_epochs": 0, "optimizer": "SGD", "lr0": 0.02, "amp": False,
+                      "plots": args.plots}}
         cancel_at(client, spec, "epoch")  # warms the Ray head: not counted
         rows: dict[str, list[tuple[float, int]]] = {"cpu": [], "epoch": []}
         for _ in range(args.runs):

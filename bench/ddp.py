@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _smoke import parse_args  # noqa: E402
+from _smoke import add_plots_option, parse_args  # noqa: E402
 from _trainjobs import EventRecorder, report, run_job  # noqa: E402
 
 #: What a run prints for its figures (tests/bench/test_bench_smoke.py).
@@ -45,7 +45,7 @@ def spec(dataset: Path, args: argparse.Namespace, workers: int) -> dict[str, Any
         "train": {"epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
                   "nbs": args.batch, "optimizer": "SGD", "lr0": 0.02, "warmup_epochs": 0,
                   "seed": 0, "workers": 0, "patience": 1000, "amp": bool(args.gpus),
-                  "augment": {"mosaic": 0.0, "close_mosaic": 0}},
+                  "plots": args.plots, "augment": {"mosaic": 0.0, "close_mosaic": 0}},
         "resources": {"workers": workers, "gpus_per_worker": 1 if args.gpus else 0,
                       "cpus": 1 if not args.gpus else 4},
         "retries": 0,
@@ -67,7 +67,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=16, help="global batch (both runs)")
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker (NCCL)")
     parser.add_argument("--workdir", type=Path, default=None)
-    args = parse_args(parser, epochs=1, train=8, imgsz=64, batch=4)
+    add_plots_option(parser)
+    args = parse_args(parser, epochs=1, train=8, imgsz=64, batch=4, plots=False)
 
     from trainforge.datasets import synth
 

@@ -25,21 +25,23 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _smoke import parse_args  # noqa: E402
+from _smoke import add_plots_option, parse_args  # noqa: E402
 from _trainjobs import EventRecorder, report, run_job  # noqa: E402
 
 #: What a run prints for its figure (tests/bench/test_bench_smoke.py).
 SMOKE_RATIO_LINES = (r"fine-tuning - scratch on variant 1's test split: [+-]\d+\.\d mAP50 points",)
 
 
-def spec(name: str, dataset: Path, base: str, epochs: int, imgsz: int) -> dict[str, Any]:
+def spec(name: str, dataset: Path, base: str, epochs: int, imgsz: int,
+         plots: bool) -> dict[str, Any]:
     return {
         "kind": "train",
         "name": name,
         "dataset": {"uri": f"file://{dataset}"},
         "model": {"base": base},
         "train": {"epochs": epochs, "imgsz": imgsz, "batch": 16, "optimizer": "SGD",
-                  "lr0": 0.02, "warmup_epochs": 0, "seed": 0, "workers": 0, "patience": 1000},
+                  "lr0": 0.02, "warmup_epochs": 0, "seed": 0, "workers": 0, "patience": 1000,
+                  "plots": plots},
         "resources": {"gpus": 0, "cpus": 2},
         "retries": 0,
     }
@@ -54,7 +56,9 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=48, help="variant-1 train images")
     parser.add_argument("--imgsz", type=int, default=128)
     parser.add_argument("--workdir", type=Path, default=None)
-    args = parse_args(parser, base_epochs=1, base_train=8, epochs=1, train=8, imgsz=64)
+    add_plots_option(parser)
+    args = parse_args(parser, base_epochs=1, base_train=8, epochs=1, train=8, imgsz=64,
+                      plots=False)
 
     from trainforge.datasets import synth
 
@@ -76,7 +80,8 @@ def main() -> None:
         base_note = "reused from an earlier run in this work dir"
     else:
         seconds = run_job(home, api.url, base_job, spec("shapes-base", source, "yolov8n.yaml",
-                                                        args.base_epochs, args.imgsz))
+                                                        args.base_epochs, args.imgsz,
+                                                        args.plots))
         base_note = f"{seconds:.0f}s"
     base = report(home, base_job)["evaluation"]["metrics"]
     print(f"base model (variant 0, {args.base_train} images, {args.base_epochs} epochs, "
@@ -87,7 +92,8 @@ def main() -> None:
     for job, start in ((f"finetune-v1-{budget}", f"registry://shapes-base@{base_job}"),
                        (f"scratch-v1-{budget}", "yolov8n.yaml")):
         seconds = run_job(home, api.url, job,
-                          spec("shapes-v1", target, start, args.epochs, args.imgsz))
+                          spec("shapes-v1", target, start, args.epochs, args.imgsz,
+                               args.plots))
         results[job] = report(home, job)["evaluation"]["metrics"]
         print(f"{job:20s} from {start:40s} ({args.train} images, {args.epochs} epochs, "
               f"{seconds:.0f}s): test mAP50 {results[job]['mAP50']:.3f} "

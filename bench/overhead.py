@@ -35,7 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from _smoke import parse_args  # noqa: E402
+from _smoke import add_plots_option, parse_args  # noqa: E402
 from _trainjobs import EventRecorder, run_job, start_job, team_cache  # noqa: E402
 
 from jobs.core import steps as job_steps  # noqa: E402
@@ -59,7 +59,7 @@ def spec(dataset: Path, args: argparse.Namespace) -> dict[str, Any]:
         "model": {"base": "yolov8n.yaml"},
         "train": {"epochs": args.epochs, "imgsz": args.imgsz, "batch": args.batch,
                   "optimizer": "SGD", "lr0": 0.02, "warmup_epochs": 0, "workers": 0,
-                  "seed": 0},
+                  "seed": 0, "plots": args.plots},
         "resources": {"gpus": 0, "cpus": os.cpu_count() or 1},
         "retries": 0,
     }
@@ -111,7 +111,9 @@ def main() -> None:
                         help="run the jobs on one warm local Ray head, as `trainforge serve` "
                         "does (services/dispatcher/local_ray.py)")
     parser.add_argument("--workdir", type=Path, default=None)
-    args = parse_args(parser, rounds=1, latency_samples=1, epochs=1, imgsz=64, train=8, batch=8)
+    add_plots_option(parser)
+    args = parse_args(parser, rounds=1, latency_samples=1, epochs=1, imgsz=64, train=8, batch=8,
+                      plots=False)
 
     from jobs.core import adapter, dataset_step
     from trainforge.datasets import synth

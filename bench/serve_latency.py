@@ -29,7 +29,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _smoke import parse_args  # noqa: E402
+from _smoke import add_plots_option, parse_args  # noqa: E402
 from _trainjobs import free_port, start_serve, wait_for_end, wait_ready  # noqa: E402
 
 #: What a run prints for its figures (tests/bench/test_bench_smoke.py).
@@ -59,7 +59,8 @@ def run(warm: bool, args: argparse.Namespace, dataset: Path, work: Path) -> list
                 "model": {"base": "yolov8n.yaml"}, "retries": 0,
                 "resources": {"gpus": 0, "cpus": os.cpu_count() or 1},
                 "train": {"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16,
-                          "workers": 0, "warmup_epochs": 0, "optimizer": "SGD", "lr0": 0.02}}
+                          "workers": 0, "warmup_epochs": 0, "optimizer": "SGD", "lr0": 0.02,
+                          "plots": args.plots}}
         for i in range(args.jobs):
             submitted = time.time()
             job = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
@@ -92,7 +93,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=64)
     parser.add_argument("--cold", action="store_true",
                         help="also run with TRAINFORGE_DISPATCHER_WARM_RAY=false")
-    args = parse_args(parser, jobs=1, epochs=1, imgsz=64, train=8)
+    add_plots_option(parser)
+    args = parse_args(parser, jobs=1, epochs=1, imgsz=64, train=8, plots=False)
 
     from trainforge.datasets import synth
 

@@ -35,7 +35,7 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from _smoke import parse_args  # noqa: E402
+from _smoke import add_plots_option, parse_args  # noqa: E402
 from _trainjobs import EventRecorder, report, run_job  # noqa: E402
 
 TARGET_EPOCH_RATIO = 0.35
@@ -66,8 +66,9 @@ def main() -> int:
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "trainforge-bench-sweep",
                         help="datasets, the cached base model and the jobs' homes")
+    add_plots_option(parser)
     args = parse_args(parser, trials=2, epochs=2, train_images=8, val_images=4, test_images=4,
-                      base_images=8, base_epochs=1)
+                      base_images=8, base_epochs=1, plots=False)
     os.environ.setdefault("YOLO_OFFLINE", "1")
     # A private local Ray for each run, whatever this shell points the jobs at.
     for key in ("RAY_ADDRESS", "TRAINFORGE_LOCAL_RAY"):
@@ -239,7 +240,8 @@ def run_sweep(args: argparse.Namespace, api: EventRecorder, scheduler: str, data
         "model": {"base": f"file://{base}"},
         "train": {"epochs": args.epochs, "imgsz": args.imgsz, "batch": 16, "workers": 0,
                   "warmup_epochs": 0, "optimizer": "SGD", "amp": False, "seed": args.seed,
-                  "patience": args.epochs, "augment": {"mosaic": 0.0, "close_mosaic": 0}},
+                  "patience": args.epochs, "plots": args.plots,
+                  "augment": {"mosaic": 0.0, "close_mosaic": 0}},
         "resources": {"gpus": 0, "cpus": 1},
         "retries": 0,
         "sweep": {

@@ -202,6 +202,10 @@ class TrainParams(_Strict):
     amp: bool = True
     workers: int = Field(8, ge=0, le=64)
     nbs: int = Field(64, ge=1, le=1024)
+    plots: bool = Field(
+        True, description="draw Ultralytics' plots (labels, training batches, results, PR "
+        "curves, confusion matrices) and publish them with the run; off saves their drawing "
+        "time, which on a small CPU job is as long as the training")
     augment: Augment = Field(default_factory=Augment)
 
 
@@ -213,7 +217,7 @@ TUNABLE_PARAMS: frozenset[str] = frozenset(
         for name, field in model.model_fields.items()
         if field.annotation in (int, float, bool) or name in {"optimizer", "batch", "imgsz"}
     }
-    - {"epochs", "seed", "workers", "deterministic", "amp", "single_cls", "rect"}
+    - {"epochs", "seed", "workers", "deterministic", "amp", "single_cls", "rect", "plots"}
 )
 
 

@@ -81,7 +81,8 @@ def finish_best_trial(cfg: FinishConfig) -> dict[str, float]:
     train = cfg.spec.train
     with step("evaluate") as out:
         settings = adapter.EvalSettings(data_yaml, split, train.imgsz, train.batch, cfg.device)
-        evaluation = adapter.evaluate(best, settings, work / "eval", plots=True, verbose=True)
+        evaluation = adapter.evaluate(best, settings, work / "eval", plots=train.plots,
+                                      verbose=True)
         out.text = (f"best trial's best.pt on {split}: mAP50={evaluation.metrics['mAP50']:.4f} "
                     f"mAP50-95={evaluation.metrics['mAP50-95']:.4f}")
     report = build_report(

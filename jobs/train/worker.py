@@ -51,7 +51,6 @@ class WorkerConfig:
     dataset_path: str  # where the entrypoint synced the dataset (valid on its node)
     dataset_fingerprint: str
     entrypoint_node: str | None  # Ray node id of the entrypoint, None outside Ray
-    plots: bool = True
     #: What the job may read (None: run by hand); checked again before this node reads.
     access: AccessRules | None = None
 
@@ -121,7 +120,8 @@ def run_worker(cfg: WorkerConfig) -> None:
                                       models_uri=cfg.models_uri)
             outputs = adapter.train(
                 adapter.train_overrides(spec.train, data_yaml=data_yaml, model=weights,
-                                        run_dir=run_dir, device=me.device, plots=cfg.plots),
+                                        run_dir=run_dir, device=me.device,
+                                        plots=spec.train.plots),
                 EpochHooks(artifacts, cfg.attempt))
             out.text = f"{spec.train.epochs} epochs from {weights}"
         elif info.epoch >= info.epochs:
@@ -142,7 +142,8 @@ def run_worker(cfg: WorkerConfig) -> None:
                 _keep_best(resume, run_dir)
             outputs = adapter.train(
                 {"model": str(resume), **adapter.resume_overrides(
-                    data_yaml=data_yaml, run_dir=run_dir, device=me.device, plots=cfg.plots)},
+                    data_yaml=data_yaml, run_dir=run_dir, device=me.device,
+                    plots=spec.train.plots)},
                 EpochHooks(artifacts, cfg.attempt))
             out.text = f"epochs {info.epoch + 1}-{info.epochs} resumed from {resume}"
     if not me.lead:
@@ -152,8 +153,8 @@ def run_worker(cfg: WorkerConfig) -> None:
     with step("evaluate") as out:
         settings = adapter.EvalSettings(data_yaml, split, spec.train.imgsz, spec.train.batch,
                                         me.device)
-        evaluation = adapter.evaluate(outputs.best, settings, work / "eval", plots=cfg.plots,
-                                      verbose=True)
+        evaluation = adapter.evaluate(outputs.best, settings, work / "eval",
+                                      plots=spec.train.plots, verbose=True)
         out.text = (f"best.pt on {split}: mAP50={evaluation.metrics['mAP50']:.4f} "
                     f"mAP50-95={evaluation.metrics['mAP50-95']:.4f}")
     report = build_report(

@@ -26,16 +26,19 @@ pytestmark = pytest.mark.slow  # starts a Ray and a Ray Train run (no model, no 
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _group(kind: str) -> dict[str, Any]:
+def _groups(*kinds: str) -> dict[str, dict[str, Any]]:
+    """Each kind's worker records by rank, the runs one after the other on one local Ray."""
     env = {**os.environ, "PYTHONPATH": str(REPO), "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     env = {k: v for k, v in env.items() if k != "RAY_ADDRESS"}
     done = subprocess.run([sys.executable, "-m", "tests.security.train_group_probe",
-                           "--group", kind], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=600)
+                           *(arg for kind in kinds for arg in ("--group", kind))], cwd=REPO,
+                          env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    records: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
-    assert sorted(records) == ["rank-0", "rank-1"], records
-    return records
+    groups: dict[str, dict[str, Any]] = json.loads(done.stdout.strip().splitlines()[-1])
+    assert sorted(groups) == sorted(kinds), groups
+    for records in groups.values():
+        assert sorted(records) == ["rank-0", "rank-1"], records
+    return groups
 
 
 def _exposed(records: dict[str, Any]) -> list[str]:
@@ -50,10 +53,11 @@ def _exposed(records: dict[str, Any]) -> list[str]:
 
 
 def test_ray_trains_group_forms_through_the_rendezvous_on_loopback_only() -> None:
-    ours = _group("trainforge")
+    groups = _groups("trainforge", "ray")
+    ours = groups["trainforge"]
     assert all(r["size"] == 2 and r["sum"] == 3.0 for r in ours.values()), ours
     assert _exposed(ours) == []
     # Ray Train's own rendezvous, the same machine and Ray: rank 0's store on every interface.
-    theirs = _group("ray")
+    theirs = groups["ray"]
     assert all(r["sum"] == 3.0 for r in theirs.values()), theirs
     assert _exposed(theirs), theirs

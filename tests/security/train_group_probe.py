@@ -2,7 +2,9 @@
 Ray in single-machine mode (every Ray server on loopback, as under ``trainforge serve``), then a
 two-worker TorchTrainer whose loop records, per worker, what it listens on and the sum of an
 ``all_reduce``. ``--group trainforge`` uses jobs/train/group.py's GroupConfig, ``--group ray``
-Ray Train's own TorchConfig. Prints one JSON object: the workers' records by rank.
+Ray Train's own TorchConfig; given both, the runs share one Ray, one after the other (each forms
+a new group of new worker processes). Prints one JSON object: per group, the workers' records
+by rank.
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def _loop(config: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--group", choices=["trainforge", "ray"], required=True)
+    parser.add_argument("--group", choices=["trainforge", "ray"], action="append",
+                        required=True)
     args = parser.parse_args()
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -43,15 +46,18 @@ def main() -> None:
     from jobs.train.group import GroupConfig
 
     ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
-    with tempfile.TemporaryDirectory() as out:
-        TorchTrainer(
-            _loop, train_loop_config={"out": out},
-            torch_config=GroupConfig() if args.group == "trainforge" else TorchConfig(),
-            scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
-            run_config=RunConfig(storage_path=os.path.join(out, "ray"), name="probe"),
-        ).fit()
-        records = {p.stem: json.loads(p.read_text()) for p in Path(out).glob("rank-*.json")}
-    print(json.dumps(records), flush=True)
+    groups = {}
+    for group in args.group:
+        with tempfile.TemporaryDirectory() as out:
+            TorchTrainer(
+                _loop, train_loop_config={"out": out},
+                torch_config=GroupConfig() if group == "trainforge" else TorchConfig(),
+                scaling_config=ScalingConfig(num_workers=2, resources_per_worker={"CPU": 1}),
+                run_config=RunConfig(storage_path=os.path.join(out, "ray"), name="probe"),
+            ).fit()
+            groups[group] = {p.stem: json.loads(p.read_text())
+                             for p in Path(out).glob("rank-*.json")}
+    print(json.dumps(groups), flush=True)
 
 
 if __name__ == "__main__":

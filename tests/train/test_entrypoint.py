@@ -47,7 +47,7 @@ def test_train_job_end_to_end_with_s3_buckets(
     job = "job-e2e"
     log_key = "prod/" + layout.attempt_log_key(job, 1)
 
-    proc = runner.start(job, tiny_spec("s3://tf-datasets/shapes/"))
+    proc = runner.start(job, tiny_spec("s3://tf-datasets/shapes/", train={"plots": True}))
     log_seen_while_running = False
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:

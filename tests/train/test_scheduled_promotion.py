@@ -34,7 +34,7 @@ TEMPLATE: dict[str, Any] = {
     "name": "shapes", "model": {"base": "yolov8n.yaml"}, "retries": 0,
     "resources": {"gpus": 0, "cpus": 1},
     "train": {"epochs": 14, "imgsz": 96, "batch": 16, "workers": 0, "warmup_epochs": 0,
-              "optimizer": "SGD", "lr0": 0.02, "amp": False, "seed": 0,
+              "optimizer": "SGD", "lr0": 0.02, "amp": False, "seed": 0, "plots": False,
               "augment": {"mosaic": 0.0, "close_mosaic": 0}},
     "promote": {"min_map50_95_gain": 0.01},
 }

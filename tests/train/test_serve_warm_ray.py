@@ -45,7 +45,8 @@ def test_jobs_share_one_warm_ray_head_that_stops_with_the_server(
         spec = {"name": "shapes", "dataset": {"uri": f"file://{dataset}/"},
                 "model": {"base": "yolov8n.yaml"}, "retries": 0,
                 "train": {"epochs": 2, "imgsz": 64, "batch": 8, "workers": 0,
-                          "warmup_epochs": 0, "optimizer": "SGD", "lr0": 0.02, "amp": False}}
+                          "warmup_epochs": 0, "optimizer": "SGD", "lr0": 0.02, "amp": False,
+                          "plots": False}}
         for _ in range(2):  # one after the other: the second finds the head warm
             job = client.post("/v1/jobs", json={"spec": spec}).json()["id"]
             deadline = time.monotonic() + 600

@@ -127,13 +127,17 @@ def _evaluate(weights: Path, settings: EvalSettings, out_dir: Path, *, plots: bo
         seen["images"] = len(validator.dataloader.dataset)
 
     model.add_callback("on_val_end", capture)
-    extra = {} if settings.workers is None else {"workers": settings.workers}
+    extra: dict[str, Any] = {} if settings.workers is None else {"workers": settings.workers}
+    if not plots:
+        # Ultralytics fills the confusion matrix only with plots on: keep them on for the
+        # counting and let this validator draw nothing.
+        extra["validator"] = _undrawn_validator()
     started = time.perf_counter()
     with distributed.single_process():  # rank 0 of a finished data-parallel run: alone now
         result = model.val(
             data=str(settings.data_yaml), split=settings.split, imgsz=settings.imgsz,
             batch=settings.batch, conf=settings.conf, iou=settings.iou, rect=settings.rect,
-            device=settings.device, plots=plots, save_json=False, verbose=verbose,
+            device=settings.device, plots=True, save_json=False, verbose=verbose,
             project=str(out_dir.parent), name=out_dir.name, exist_ok=True, **extra)
     seconds = time.perf_counter() - started
     _check_like_for_like(settings, seen)
@@ -171,6 +175,30 @@ def _evaluate(weights: Path, settings: EvalSettings, out_dir: Path, *, plots: bo
         images=int(seen["images"]),
         seconds=seconds,
     )
+
+
+def _undrawn_validator() -> type[Any]:
+    """Ultralytics' detection validator, counting every batch into the confusion matrix
+    (which it does only while ``args.plots`` is on) but drawing nothing: no batch images, no
+    curves, no matrix PNGs. Drawing them costs as much as a small CPU evaluation itself."""
+    from ultralytics.models.yolo.detect import DetectionValidator
+
+    class UndrawnValidator(DetectionValidator):
+        def plot_val_samples(self, batch: dict[str, Any], ni: int) -> None:
+            return None
+
+        def plot_predictions(self, batch: dict[str, Any], preds: list[dict[str, Any]], ni: int,
+                             max_det: int | None = None) -> None:
+            return None
+
+        def get_stats(self) -> dict[str, Any]:
+            # Every batch is counted by now; curves (here) and the matrix (finalize_metrics)
+            # are drawn only while plots is on.
+            self.args.plots = False
+            stats: dict[str, Any] = super().get_stats()
+            return stats
+
+    return UndrawnValidator
 
 
 def _check_like_for_like(settings: EvalSettings, seen: dict[str, Any]) -> None:

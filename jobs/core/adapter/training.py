@@ -35,7 +35,10 @@ AUGMENT_ARGS: tuple[str, ...] = (
     "flipud", "fliplr", "mosaic", "mixup", "copy_paste", "close_mosaic",
 )
 
-_unknown = (set(TrainParams.model_fields) - {"augment"}) ^ set(TRAIN_ARGS)
+#: TrainParams fields passed apart: ``augment`` flattened, ``plots`` as its own argument (a
+#: sweep's trials never draw them, whatever the spec says).
+_PASSED_APART = {"augment", "plots"}
+_unknown = (set(TrainParams.model_fields) - _PASSED_APART) ^ set(TRAIN_ARGS)
 _unknown |= set(Augment.model_fields) ^ set(AUGMENT_ARGS)
 if _unknown:  # a spec field nobody maps would be silently ignored: refuse to import instead
     raise ImportError(f"jobs.core.adapter does not map spec fields {sorted(_unknown)}")
