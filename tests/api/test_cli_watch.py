@@ -62,6 +62,18 @@ def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
                           capture_output=True, timeout=120)
 
 
+@pytest.fixture(autouse=True)
+def _cancel_leftovers(served: tuple[dict[str, str], Path]) -> Iterator[None]:
+    """After each test, cancel what it left running: the team runs one job at a time here,
+    so a failed test's job would hold the slot and fail every test after it too."""
+    yield
+    api = _api(*served)
+    for job in api.get("/v1/jobs", params={"limit": 100}).json()["items"]:
+        if job["state"] not in TERMINAL:
+            api.post(f"/v1/jobs/{job['id']}/cancel")
+            _until_state(api, job["id"], TERMINAL)
+
+
 def _api(env: dict[str, str], home: Path) -> httpx.Client:
     return dev_client(env["TRAINFORGE_URL"], home)
 

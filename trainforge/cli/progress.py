@@ -13,7 +13,10 @@ message says how to come back or cancel.
 
 from __future__ import annotations
 
-import time
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -154,7 +157,7 @@ def watch(client: Client, job_id: str, console: Console, *, poll_s: float = 1.0
     """
     view = JobView()
     try:
-        with _bar(console) as bar:
+        with _ctrl_c() as pressed, _bar(console) as bar:
             task = bar.add_task(job_id, **view.fields())
             after = 0
             while not view.terminal:
@@ -165,14 +168,43 @@ def watch(client: Client, job_id: str, console: Console, *, poll_s: float = 1.0
                     if line:
                         bar.console.print(Text(line), soft_wrap=True)
                 bar.update(task, **view.fields())
-                if len(events) < PAGE and not view.terminal:
-                    time.sleep(poll_s)
+                if pressed.is_set() or (len(events) < PAGE and not view.terminal
+                                        and pressed.wait(poll_s)):
+                    raise KeyboardInterrupt
     except KeyboardInterrupt:
         raise StoppedWatching(job_id, _state_now(client, job_id, view.state)) from None
     job = client.get(job_id)
     if job["state"] != "SUCCEEDED":
         raise JobFailed.of(job)
     return job
+
+
+@contextmanager
+def _ctrl_c() -> Iterator[threading.Event]:
+    """An event set by Ctrl-C, besides the KeyboardInterrupt Python raises for it.
+
+    The interrupt alone can be lost: raised while the interpreter runs a finalizer (an HTTP
+    response or a generator collected mid-request), it is printed as "Exception ignored" and
+    the watch would go on. The event is checked between requests, so Ctrl-C always stops
+    watching within a poll.
+    """
+    pressed = threading.Event()
+    if threading.current_thread() is not threading.main_thread() or \
+            signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        # Signal handlers belong to the main thread; an ignored Ctrl-C (a shell's background
+        # job) stays ignored.
+        yield pressed
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        pressed.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield pressed
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _state_now(client: Client, job_id: str, last_seen: str) -> str:
