@@ -168,8 +168,9 @@ def watch(client: Client, job_id: str, console: Console, *, poll_s: float = 1.0
                     if line:
                         bar.console.print(Text(line), soft_wrap=True)
                 bar.update(task, **view.fields())
-                if pressed.is_set() or (len(events) < PAGE and not view.terminal
-                                        and pressed.wait(poll_s)):
+                if len(events) < PAGE and not view.terminal:
+                    pressed.wait(poll_s)
+                if pressed.is_set():
                     raise KeyboardInterrupt
     except KeyboardInterrupt:
         raise StoppedWatching(job_id, _state_now(client, job_id, view.state)) from None
