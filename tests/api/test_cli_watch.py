@@ -92,8 +92,15 @@ class Terminal:
     def __init__(self, env: dict[str, str], *args: str) -> None:
         self.master, follower = pty.openpty()
         fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 200, 0, 0))
-        self.proc = subprocess.Popen([sys.executable, "-m", "trainforge", *args], env=env,
-                                     stdin=follower, stdout=follower, stderr=follower)
+        # As from a user's terminal, Ctrl-C reaches the CLI. A suite started as a background
+        # job ignores SIGINT, and an ignored signal stays ignored in every child: catching it
+        # here while the CLI starts gives the child the default disposition instead.
+        previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+        try:
+            self.proc = subprocess.Popen([sys.executable, "-m", "trainforge", *args], env=env,
+                                         stdin=follower, stdout=follower, stderr=follower)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         os.close(follower)
         self.raw = b""
 
